@@ -1,0 +1,247 @@
+"""`batchyard agent`: one compute node. Talks to the server over HTTP only, never to the store.
+
+Two requests may be in flight: a long poll that waits for work, and a short report sent as soon as a
+task starts or ends, so completions reach the server without waiting for the poll to return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from batchyard.agent.layout import NodeLayout, TaskEnvInputs
+from batchyard.agent.runner import RunResult, RunSpec, TaskProcess
+
+log = logging.getLogger("batchyard.agent")
+SYNC_PATH = "/batchyard/agent/v1/sync"
+
+
+def _iso(dt: datetime) -> str:
+    dt = dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}0Z"
+
+
+@dataclass
+class AgentConfig:
+    server: str
+    node_id: str
+    pool_id: str
+    token: str
+    root: Path
+    account: str
+    account_url: str = ""
+    dedicated: bool = True
+    poll_wait: float = 20.0
+    orphan_timeout: float = 600.0
+
+
+@dataclass
+class Agent:
+    cfg: AgentConfig
+    running: dict[str, TaskProcess] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: set[int] = field(default_factory=set)
+    seq: int = 0
+    kick: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: bool = False
+    last_contact: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.layout = NodeLayout(self.cfg.root)
+        self.layout.ensure()
+        self.client = httpx.AsyncClient(base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15))
+
+    def _event(self, **ev: Any) -> None:
+        self.seq += 1
+        ev["seq"] = self.seq
+        self.events.append(ev)
+        self.kick.set()
+
+    async def _sync(self, wait: float) -> bool:
+        batch = [e for e in self.events if e["seq"] not in self.in_flight]
+        for e in batch:
+            self.in_flight.add(e["seq"])
+        try:
+            resp = await self.client.post(
+                SYNC_PATH,
+                json={
+                    "nodeId": self.cfg.node_id,
+                    "events": batch,
+                    "running": list(self.running),
+                    "wait": wait,
+                },
+                headers={"x-batchyard-node-token": self.cfg.token},
+            )
+        except httpx.HTTPError as exc:
+            log.info("server unreachable: %s", exc)
+            return False
+        finally:
+            for e in batch:
+                self.in_flight.discard(e["seq"])
+        if resp.status_code in (401, 403, 404):
+            log.error("server rejected this node (%s); stopping", resp.status_code)
+            self.stopping = True
+            return False
+        if resp.status_code != 200:
+            log.warning("sync answered %s", resp.status_code)
+            return False
+        self.last_contact = time.monotonic()
+        data = resp.json()
+        ack = int(data.get("ack", 0))
+        acked = {e["seq"] for e in batch if e["seq"] <= ack}
+        self.events = [e for e in self.events if e["seq"] not in acked]
+        for ref in data.get("kill", []):
+            proc = self.running.get(ref)
+            if proc is not None:
+                asyncio.ensure_future(proc.kill("the server no longer assigns this task"))
+        for work in data.get("run", []):
+            if work["ref"] not in self.running:
+                await self._start(work)
+        if data.get("stop"):
+            self.stopping = True
+        return True
+
+    async def _start(self, work: dict[str, Any]) -> None:
+        ref = work["ref"]
+        job_id, task_id = work["jobId"], work["taskId"]
+        task_dir = self.layout.task_dir(job_id, task_id)
+        wd = self.layout.working_dir(job_id, task_id)
+        env = self.layout.task_env(
+            TaskEnvInputs(
+                account_name=self.cfg.account,
+                account_url=self.cfg.account_url,
+                pool_id=self.cfg.pool_id,
+                node_id=self.cfg.node_id,
+                node_is_dedicated=self.cfg.dedicated,
+                job_id=job_id,
+                task_id=task_id,
+                common_environment=tuple((k, v) for k, v in work.get("commonEnvironment") or []),
+                environment=tuple((k, v) for k, v in work.get("environment") or []),
+            )
+        )
+        spec = RunSpec(
+            command_line=work["commandLine"],
+            env=env,
+            task_dir=task_dir,
+            working_dir=wd,
+            max_wall_clock=work.get("maxWallClockSeconds"),
+        )
+        proc = await TaskProcess.start(spec)
+        self.running[ref] = proc
+        self._event(type="started", ref=ref, time=_iso(datetime.now(UTC)))
+        asyncio.ensure_future(self._watch(ref, proc))
+
+    async def _watch(self, ref: str, proc: TaskProcess) -> None:
+        result: RunResult = await proc.wait()
+        self.running.pop(ref, None)
+        ev: dict[str, Any] = {
+            "type": "completed",
+            "ref": ref,
+            "exitCode": result.exit_code,
+            "startTime": _iso(result.started_at),
+            "endTime": _iso(result.ended_at),
+            "timedOut": result.timed_out,
+        }
+        if result.failure is not None:
+            ev["failureInfo"] = {
+                "category": result.failure.category,
+                "code": result.failure.code,
+                "message": result.failure.message,
+            }
+        self._event(**ev)
+
+    async def poll_loop(self) -> None:
+        backoff = 0.05
+        while not self.stopping:
+            ok = await self._sync(self.cfg.poll_wait)
+            if ok:
+                backoff = 0.05
+                continue
+            if time.monotonic() - self.last_contact > self.cfg.orphan_timeout:
+                log.error("no contact with the server for %.0f s; stopping", self.cfg.orphan_timeout)
+                self.stopping = True
+                break
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def report_loop(self) -> None:
+        while not self.stopping:
+            await self.kick.wait()
+            self.kick.clear()
+            if any(e["seq"] not in self.in_flight for e in self.events):
+                await self._sync(0)
+
+    async def shutdown(self) -> None:
+        for proc in list(self.running.values()):
+            with contextlib.suppress(Exception):
+                await proc.kill("the node is being removed")
+        await self.client.aclose()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = [asyncio.ensure_future(self.poll_loop()), asyncio.ensure_future(self.report_loop())]
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopper, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+        self.stopping = True
+        for t in [*tasks, stopper]:
+            t.cancel()
+        await self.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="batchyard agent", description="Run a batchyard compute node agent.")
+    p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8580")
+    p.add_argument("--node-id", required=True)
+    p.add_argument("--pool-id", required=True)
+    p.add_argument("--root", required=True, type=Path, help="node root directory")
+    p.add_argument("--account", default="devbatchaccount1")
+    p.add_argument("--account-url", default="", help="the account URL tasks see in AZ_BATCH_ACCOUNT_URL")
+    p.add_argument("--token", default=os.environ.get("BATCHYARD_NODE_TOKEN", ""))
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dedicated", dest="dedicated", action="store_true", default=True)
+    g.add_argument("--low-priority", dest="dedicated", action="store_false")
+    p.add_argument("--poll-wait", type=float, default=20.0)
+    p.add_argument("--orphan-timeout", type=float, default=600.0)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cfg = AgentConfig(
+        server=a.server.rstrip("/"),
+        node_id=a.node_id,
+        pool_id=a.pool_id,
+        token=a.token,
+        root=a.root,
+        account=a.account,
+        account_url=a.account_url or a.server.rstrip("/"),
+        dedicated=a.dedicated,
+        poll_wait=a.poll_wait,
+        orphan_timeout=a.orphan_timeout,
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_run(cfg))
+
+
+async def _run(cfg: AgentConfig) -> None:
+    await Agent(cfg).run()
+
+
+if __name__ == "__main__":
+    main()

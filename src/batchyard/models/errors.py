@@ -1,0 +1,253 @@
+"""The one error catalogue: every Batch error the service can answer with.
+
+Handlers and the service layer raise `BatchError` built by the named constructors below; the API renders
+it once, in the real service's JSON shape. Codes and statuses follow the Batch REST error table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class BatchError(Exception):
+    """A Batch error: HTTP status, error code, message and key/value details."""
+
+    def __init__(self, status: int, code: str, message: str, values: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(f"({code}) {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.values = list(values)
+
+
+def _e(status: int, code: str, message: str, **values: str) -> BatchError:
+    return BatchError(status, code, message, [(k, v) for k, v in values.items()])
+
+
+# --- request shape -----------------------------------------------------------------------------------------
+
+
+def invalid_request_body(reason: str) -> BatchError:
+    return _e(400, "InvalidRequestBody", "The specified Request Body is not syntactically valid.", Reason=reason)
+
+
+def missing_required_property(name: str) -> BatchError:
+    return _e(
+        400,
+        "MissingRequiredProperty",
+        "A required property was not specified in the request body.",
+        PropertyName=name,
+    )
+
+
+def invalid_property_value(name: str, value: object, reason: str = "") -> BatchError:
+    vals = {"PropertyName": name, "PropertyValue": "" if value is None else str(value)}
+    if reason:
+        vals["Reason"] = reason
+    return _e(400, "InvalidPropertyValue", "The value provided for one of the properties in the request body is invalid.", **vals)
+
+
+def unsupported_property(name: str) -> BatchError:
+    return _e(400, "UnsupportedProperty", "One of the properties specified in the request body is not supported.",
+              PropertyName=name)
+
+
+def request_body_too_large(reason: str = "") -> BatchError:
+    vals = {"Reason": reason} if reason else {}
+    return _e(413, "RequestBodyTooLarge", "The request body is too large and exceeds the maximum permissible limit.",
+              **vals)
+
+
+def invalid_header_value(name: str, value: str) -> BatchError:
+    return _e(400, "InvalidHeaderValue", "The value for one of the HTTP headers is not in the correct format.",
+              HeaderName=name, HeaderValue=value)
+
+
+def missing_required_header(name: str) -> BatchError:
+    return _e(400, "MissingRequiredHeader", "An HTTP header that's mandatory for this request is not specified.",
+              HeaderName=name)
+
+
+def missing_query_parameter(name: str) -> BatchError:
+    return _e(400, "MissingRequiredQueryParameter",
+              "A query parameter that's mandatory for this request is not specified.", QueryParameterName=name)
+
+
+def invalid_query_parameter(name: str, value: str, reason: str = "") -> BatchError:
+    vals = {"QueryParameterName": name, "QueryParameterValue": value}
+    if reason:
+        vals["Reason"] = reason
+    return _e(400, "InvalidQueryParameterValue",
+              "Value for one of the query parameters specified in the request URI is invalid.", **vals)
+
+
+def out_of_range_query_parameter(name: str, value: str) -> BatchError:
+    return _e(400, "OutOfRangeQueryParameterValue",
+              "One of the query parameters specified in the request URI is outside the permissible range.",
+              QueryParameterName=name, QueryParameterValue=value)
+
+
+def unsupported_request_version(version: str) -> BatchError:
+    return _e(400, "UnsupportedRequestVersion", "The specified api-version is not supported by this server.",
+              QueryParameterName="api-version", QueryParameterValue=version)
+
+
+def invalid_uri() -> BatchError:
+    return _e(400, "InvalidUri", "The requested URI does not represent any resource on the server.")
+
+
+def unsupported_http_verb(verb: str) -> BatchError:
+    return _e(405, "UnsupportedHttpVerb", "The resource doesn't support the specified HTTP verb.", HttpVerb=verb)
+
+
+def invalid_range(value: str) -> BatchError:
+    return _e(416, "InvalidRange", "The range specified is invalid for the current size of the resource.",
+              HeaderName="ocp-range", HeaderValue=value)
+
+
+def not_implemented(operation: str) -> BatchError:
+    return _e(501, "NotImplemented", f"The operation '{operation}' is not implemented by this batchyard server yet.",
+              Operation=operation)
+
+
+def internal_error() -> BatchError:
+    return _e(500, "InternalError", "The server encountered an internal error. Please retry the request.")
+
+
+# --- authentication --------------------------------------------------------------------------------------
+
+
+def authentication_failed(detail: str) -> BatchError:
+    return _e(
+        403,
+        "AuthenticationFailed",
+        "Server failed to authenticate the request. Make sure the value of Authorization header is formed "
+        "correctly including the signature.",
+        AuthenticationErrorDetail=detail,
+    )
+
+
+def invalid_authentication_info(detail: str) -> BatchError:
+    return _e(400, "InvalidAuthenticationInfo", "Authentication information is not given in the correct format. "
+              "Check the value of Authorization header.", AuthenticationErrorDetail=detail)
+
+
+def missing_authentication() -> BatchError:
+    return _e(401, "AuthenticationRequired", "Server failed to authenticate the request. "
+              "Make sure the Authorization header is present.")
+
+
+# --- conditions --------------------------------------------------------------------------------------------
+
+
+def condition_not_met(write: bool) -> BatchError:
+    return _e(412 if write else 304, "ConditionNotMet",
+              "The condition specified using HTTP conditional header(s) is not met.")
+
+
+# --- not found ----------------------------------------------------------------------------------------------
+
+
+def pool_not_found() -> BatchError:
+    return _e(404, "PoolNotFound", "The specified pool does not exist.")
+
+
+def job_not_found() -> BatchError:
+    return _e(404, "JobNotFound", "The specified job does not exist.")
+
+
+def task_not_found() -> BatchError:
+    return _e(404, "TaskNotFound", "The specified task does not exist.")
+
+
+def node_not_found() -> BatchError:
+    return _e(404, "NodeNotFound", "The specified node does not exist.")
+
+
+def file_not_found() -> BatchError:
+    return _e(404, "FileNotFound", "The specified file does not exist.")
+
+
+def job_schedule_not_found() -> BatchError:
+    return _e(404, "JobScheduleNotFound", "The specified job schedule does not exist.")
+
+
+def application_not_found() -> BatchError:
+    return _e(404, "ApplicationNotFound", "The specified application does not exist.")
+
+
+def resource_not_found() -> BatchError:
+    return _e(404, "ResourceNotFound", "The specified resource does not exist.")
+
+
+# --- conflicts -----------------------------------------------------------------------------------------------
+
+
+def pool_exists() -> BatchError:
+    return _e(409, "PoolExists", "The specified pool already exists.")
+
+
+def job_exists() -> BatchError:
+    return _e(409, "JobExists", "The specified job already exists.")
+
+
+def task_exists() -> BatchError:
+    return _e(409, "TaskExists", "The specified task already exists.")
+
+
+def pool_being_deleted() -> BatchError:
+    return _e(409, "PoolBeingDeleted", "The specified pool has been marked for deletion and is being reclaimed.")
+
+
+def pool_being_resized() -> BatchError:
+    return _e(409, "PoolBeingResized", "The specified pool is currently being resized.")
+
+
+def job_completed() -> BatchError:
+    return _e(409, "JobCompleted", "The specified job is already in a completed state.")
+
+
+def job_being_deleted() -> BatchError:
+    return _e(409, "JobBeingDeleted", "The specified job has been marked for deletion and is being garbage collected.")
+
+
+def job_being_terminated() -> BatchError:
+    return _e(409, "JobBeingTerminated", "The specified job is being terminated.")
+
+
+def job_not_active() -> BatchError:
+    return _e(409, "JobNotActive", "The specified job is not in an active state.")
+
+
+def job_disabled() -> BatchError:
+    return _e(409, "JobDisabled", "The specified job is disabled.")
+
+
+def task_completed() -> BatchError:
+    return _e(409, "TaskCompleted", "The specified task is already completed.")
+
+
+def task_not_completed() -> BatchError:
+    return _e(409, "TaskNotCompleted", "The specified task is not completed.")
+
+
+def task_succeeded() -> BatchError:
+    return _e(409, "TaskSucceeded", "The specified task has already succeeded and cannot be reactivated.")
+
+
+def task_files_cleaned_up() -> BatchError:
+    return _e(409, "TaskFilesCleanedup", "The files of the specified task have been cleaned up from the node.")
+
+
+def task_files_unavailable() -> BatchError:
+    return _e(409, "TaskFilesUnavailable", "The files of the specified task are not available on a node.")
+
+
+def operation_invalid_for_current_state(reason: str = "") -> BatchError:
+    vals = {"Reason": reason} if reason else {}
+    return _e(409, "OperationInvalidForCurrentState",
+              "The operation is not allowed on the resource in its current state.", **vals)
+
+
+def node_state_unusable() -> BatchError:
+    return _e(409, "NodeStateUnusable", "The node is in an unusable state.")

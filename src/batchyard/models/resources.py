@@ -1,0 +1,230 @@
+"""Wire bodies of pools, jobs, tasks and nodes with the defaults the real service materialises.
+
+Inputs are validated create/update bodies already in wire form (camelCase dicts); outputs are the
+stored resource bodies. Pure functions: time comes in as an argument.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from batchyard.models import errors
+
+INFINITE = "P10675199DT2H48M5.4775807S"
+Body = dict[str, Any]
+
+# The images batchyard accepts: tasks run on this host's Linux, so the list names Linux images only.
+SUPPORTED_IMAGES: list[Body] = [
+    {
+        "nodeAgentSKUId": "batch.node.ubuntu 22.04",
+        "imageReference": {
+            "publisher": "canonical",
+            "offer": "0001-com-ubuntu-server-jammy",
+            "sku": "22_04-lts",
+            "version": "latest",
+        },
+        "osType": "linux",
+        "capabilities": [],
+        "verificationType": "verified",
+    },
+    {
+        "nodeAgentSKUId": "batch.node.ubuntu 24.04",
+        "imageReference": {"publisher": "canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"},
+        "osType": "linux",
+        "capabilities": [],
+        "verificationType": "verified",
+    },
+    {
+        "nodeAgentSKUId": "batch.node.ubuntu 20.04",
+        "imageReference": {
+            "publisher": "canonical",
+            "offer": "0001-com-ubuntu-server-focal",
+            "sku": "20_04-lts",
+            "version": "latest",
+        },
+        "osType": "linux",
+        "capabilities": [],
+        "verificationType": "verified",
+    },
+    {
+        "nodeAgentSKUId": "batch.node.debian 12",
+        "imageReference": {"publisher": "debian", "offer": "debian-12", "sku": "12", "version": "latest"},
+        "osType": "linux",
+        "capabilities": [],
+        "verificationType": "verified",
+    },
+]
+
+_NODE_AGENT_SKUS = {img["nodeAgentSKUId"].lower() for img in SUPPORTED_IMAGES}
+
+_FILL_TYPES = {"spread": "Spread", "pack": "Pack"}
+
+
+def _lower_enum(d: Body, key: str, allowed: set[str], prop: str) -> None:
+    if key in d and d[key] is not None:
+        v = str(d[key]).lower()
+        if v not in allowed:
+            raise errors.invalid_property_value(prop, d[key])
+        d[key] = v
+
+
+def _auto_user(identity: Body | None) -> Body:
+    if not identity:
+        return {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
+    out = copy.deepcopy(identity)
+    if "autoUser" in out and "username" not in out:
+        au = out["autoUser"]
+        au.setdefault("scope", "pool")
+        au.setdefault("elevationLevel", "nonadmin")
+        _lower_enum(au, "scope", {"pool", "task"}, "userIdentity.autoUser.scope")
+        _lower_enum(au, "elevationLevel", {"nonadmin", "admin"}, "userIdentity.autoUser.elevationLevel")
+    return out
+
+
+def check_vm_configuration(vmc: Body | None) -> None:
+    """batchyard runs Linux nodes on this host; say so clearly for anything else."""
+    if not vmc:
+        raise errors.missing_required_property("virtualMachineConfiguration")
+    sku = str(vmc.get("nodeAgentSKUId", ""))
+    if sku.lower() not in _NODE_AGENT_SKUS:
+        raise errors.invalid_property_value(
+            "nodeAgentSKUId",
+            sku,
+            "batchyard supports the node agent SKUs listed by GET /supportedimages (Linux only)",
+        )
+
+
+def new_pool(spec: Body, now: str) -> Body:
+    body = copy.deepcopy(spec)
+    check_vm_configuration(body.get("virtualMachineConfiguration"))
+    auto = bool(body.get("enableAutoScale", False))
+    if auto:
+        raise errors.not_implemented("enableAutoScale on pools")
+    tdn = int(body.get("targetDedicatedNodes", 0) or 0)
+    tln = int(body.get("targetLowPriorityNodes", 0) or 0)
+    if "targetDedicatedNodes" not in body and "targetLowPriorityNodes" not in body:
+        raise errors.missing_required_property("targetDedicatedNodes")
+    for name, v in (("targetDedicatedNodes", tdn), ("targetLowPriorityNodes", tln)):
+        if v < 0:
+            raise errors.invalid_property_value(name, v)
+    slots = int(body.get("taskSlotsPerNode", 1) or 1)
+    if slots < 1 or slots > 256:
+        raise errors.invalid_property_value("taskSlotsPerNode", slots, "taskSlotsPerNode must be between 1 and 256")
+    policy = dict(body.get("taskSchedulingPolicy") or {})
+    fill = str(policy.get("nodeFillType", "spread")).lower()
+    if fill not in _FILL_TYPES:
+        raise errors.invalid_property_value("taskSchedulingPolicy.nodeFillType", policy.get("nodeFillType"))
+    policy["nodeFillType"] = _FILL_TYPES[fill]
+    order = str(policy.get("jobDefaultOrder", "none")).lower()
+    if order not in ("none", "creationtime"):
+        raise errors.invalid_property_value("taskSchedulingPolicy.jobDefaultOrder", policy.get("jobDefaultOrder"))
+    policy["jobDefaultOrder"] = order
+    vmc = body["virtualMachineConfiguration"]
+    img = vmc.get("imageReference")
+    if isinstance(img, dict) and "virtualMachineImageId" not in img:
+        img.setdefault("version", "latest")
+    for disk in vmc.get("dataDisks") or []:
+        disk.setdefault("caching", "none")
+        disk.setdefault("storageAccountType", "standard_lrs")
+    if "startTask" in body:
+        st = body["startTask"]
+        st["userIdentity"] = _auto_user(st.get("userIdentity"))
+        st.setdefault("maxTaskRetryCount", 0)
+        st.setdefault("waitForSuccess", True)
+    for ua in body.get("userAccounts") or []:
+        ua.setdefault("elevationLevel", "nonadmin")
+        ua.pop("password", None)
+    body.update(
+        {
+            "state": "active",
+            "stateTransitionTime": now,
+            "allocationState": "resizing",
+            "allocationStateTransitionTime": now,
+            "creationTime": now,
+            "resizeTimeout": body.get("resizeTimeout", "PT15M"),
+            "currentDedicatedNodes": 0,
+            "currentLowPriorityNodes": 0,
+            "targetDedicatedNodes": tdn,
+            "targetLowPriorityNodes": tln,
+            "enableAutoScale": False,
+            "enableInterNodeCommunication": bool(body.get("enableInterNodeCommunication", False)),
+            "taskSlotsPerNode": slots,
+            "taskSchedulingPolicy": policy,
+        }
+    )
+    return body
+
+
+def new_job(spec: Body, now: str, pool_id: str) -> Body:
+    body = copy.deepcopy(spec)
+    pr = int(body.get("priority", 0))
+    if pr < -1000 or pr > 1000:
+        raise errors.invalid_property_value("priority", pr, "priority must be between -1000 and 1000")
+    mpt = int(body.get("maxParallelTasks", -1))
+    if mpt == 0 or mpt < -1:
+        raise errors.invalid_property_value("maxParallelTasks", mpt)
+    cons = dict(body.get("constraints") or {})
+    cons.setdefault("maxWallClockTime", INFINITE)
+    cons["maxTaskRetryCount"] = int(cons.get("maxTaskRetryCount", 0))
+    if cons["maxTaskRetryCount"] < -1:
+        raise errors.invalid_property_value("constraints.maxTaskRetryCount", cons["maxTaskRetryCount"])
+    _lower_enum(body, "onAllTasksComplete", {"noaction", "terminatejob"}, "onAllTasksComplete")
+    _lower_enum(body, "onTaskFailure", {"noaction", "performexitoptionsjobaction"}, "onTaskFailure")
+    body.update(
+        {
+            "state": "active",
+            "stateTransitionTime": now,
+            "creationTime": now,
+            "priority": pr,
+            "maxParallelTasks": mpt,
+            "usesTaskDependencies": bool(body.get("usesTaskDependencies", False)),
+            "allowTaskPreemption": bool(body.get("allowTaskPreemption", False)),
+            "constraints": cons,
+            "onAllTasksComplete": body.get("onAllTasksComplete", "noaction"),
+            "onTaskFailure": body.get("onTaskFailure", "noaction"),
+            "executionInfo": {"startTime": now, "poolId": pool_id},
+        }
+    )
+    return body
+
+
+def new_task(spec: Body, now: str, job: Body) -> Body:
+    body = copy.deepcopy(spec)
+    if not body.get("commandLine"):
+        raise errors.missing_required_property("commandLine")
+    cons = dict(body.get("constraints") or {})
+    cons.setdefault("maxWallClockTime", INFINITE)
+    cons.setdefault("retentionTime", "P7D")
+    cons["maxTaskRetryCount"] = int(cons.get("maxTaskRetryCount", job["constraints"]["maxTaskRetryCount"]))
+    if cons["maxTaskRetryCount"] < -1:
+        raise errors.invalid_property_value("constraints.maxTaskRetryCount", cons["maxTaskRetryCount"])
+    slots = int(body.get("requiredSlots", 1))
+    if slots < 1:
+        raise errors.invalid_property_value("requiredSlots", slots)
+    if body.get("dependsOn") and not job.get("usesTaskDependencies"):
+        raise errors.BatchError(
+            400,
+            "TaskDependenciesNotSpecifiedOnJob",
+            "The task specifies dependencies but the job does not have usesTaskDependencies set.",
+        )
+    body.update(
+        {
+            "state": "active",
+            "stateTransitionTime": now,
+            "creationTime": now,
+            "userIdentity": _auto_user(body.get("userIdentity")),
+            "constraints": cons,
+            "requiredSlots": slots,
+            "executionInfo": {"retryCount": 0, "requeueCount": 0},
+        }
+    )
+    return body
+
+
+def select_props(body: Body, select: list[str] | None) -> Body:
+    """$select keeps only the named top-level properties."""
+    if not select:
+        return body
+    wanted = {s.strip().lower() for s in select if s.strip()}
+    return {k: v for k, v in body.items() if k.lower() in wanted}

@@ -1,0 +1,92 @@
+"""The local node provider: each compute node is a `batchyard agent` process on this host."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+class LocalProvider:
+    """Spawns and stops agent processes; each runs in its own session so the server can die without them."""
+
+    def __init__(self, server_url: str, account: str) -> None:
+        self.server_url = server_url
+        self.account = account
+
+    def spawn(self, node_id: str, token: str, pool_id: str, root: Path, dedicated: bool) -> int:
+        root.mkdir(parents=True, exist_ok=True)
+        log = open(root / ".agent.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "batchyard.agent.main",
+                    "--server",
+                    self.server_url,
+                    "--node-id",
+                    node_id,
+                    "--pool-id",
+                    pool_id,
+                    "--root",
+                    str(root),
+                    "--account",
+                    self.account,
+                    "--dedicated" if dedicated else "--low-priority",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "BATCHYARD_NODE_TOKEN": token},
+                close_fds=True,
+            )
+        finally:
+            log.close()
+        return proc.pid
+
+    @staticmethod
+    def alive(pid: int | None, node_id: str) -> bool:
+        """True if `pid` is still this node's agent (pids are reused, so check the command line)."""
+        if not pid:
+            return False
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if node_id.encode() not in cmd:
+            return False
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                os.waitpid(pid, os.WNOHANG)
+                return False
+        except (OSError, IndexError, ChildProcessError):
+            pass
+        return True
+
+    @staticmethod
+    def stop(pid: int | None, node_id: str) -> None:
+        """Ask the agent to stop (it kills its tasks); its whole session is killed if it lingers."""
+        if not pid or not LocalProvider.alive(pid, node_id):
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+
+    @staticmethod
+    def kill(pid: int | None, node_id: str) -> None:
+        if not pid or not LocalProvider.alive(pid, node_id):
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass

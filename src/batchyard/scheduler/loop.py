@@ -1,0 +1,205 @@
+"""The scheduler loop: finish job state changes, then place runnable tasks on free node slots.
+
+Woken by events (task added, task finished, node ready, job changed), never by a timer; each cycle
+commits its whole plan in one transaction and then wakes the agents it gave work to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import and_
+
+from batchyard.models.states import node_accepts_tasks, NodeState
+from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
+from batchyard.service import tasks as task_ops
+from batchyard.service.agents import work_for
+from batchyard.service.common import set_state, stamp_body
+from batchyard.service.context import Ctx, task_ref
+from batchyard.service.taskstate import move
+from batchyard.store import schema
+from batchyard.store.sql import Row, Tx
+
+log = logging.getLogger("batchyard.scheduler")
+
+
+class Scheduler:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    async def run(self) -> None:
+        hub = self.ctx.hub
+        while True:
+            await hub.scheduler.wait()
+            hub.scheduler.clear()
+            try:
+                more = self.cycle()
+            except Exception:  # a bad cycle must not stop scheduling; it is retried on the next event
+                log.exception("scheduler cycle failed")
+                await asyncio.sleep(0.5)
+                hub.wake_scheduler()
+                continue
+            if more:
+                hub.wake_scheduler()
+            await asyncio.sleep(0)
+
+    def cycle(self) -> bool:
+        """One pass; returns True when another pass should follow immediately."""
+        with self.ctx.store.tx() as tx:
+            self._job_transitions(tx)
+        woken: set[str] = set()
+        more = False
+        with self.ctx.store.tx() as tx:
+            for pool in tx.select(schema.pools, schema.pools.c.state == "active"):
+                more |= self._place_pool(tx, pool, woken)
+        for node_id in woken:
+            self.ctx.hub.wake_node(node_id)
+        return more
+
+    # --- job state changes -------------------------------------------------------------------------------
+
+    def _job_transitions(self, tx: Tx) -> None:
+        pending = tx.select(
+            schema.jobs, schema.jobs.c.state.in_(["deleting", "terminating", "disabling", "enabling"])
+        )
+        for job in pending:
+            st = job["state"]
+            if st == "deleting":
+                self._delete_job(tx, job)
+            elif st == "terminating":
+                self._end_open_tasks(tx, job, "TaskEnded", "Task was ended because its job was terminated")
+                self._set_job_state(tx, job, "completed", end=True)
+            elif st == "disabling":
+                opt = job["body"].get("_disableTasks", "requeue")
+                if opt == "requeue":
+                    self._requeue_running(tx, job)
+                elif opt == "terminate":
+                    self._end_running(tx, job)
+                self._set_job_state(tx, job, "disabled")
+            elif st == "enabling":
+                self._set_job_state(tx, job, "active")
+
+    def _set_job_state(self, tx: Tx, job: Row, state: str, end: bool = False) -> None:
+        _, now_text, etag = self.ctx.stamp()
+        body = job["body"]
+        set_state(body, state, now_text)
+        if end:
+            body.setdefault("executionInfo", {})["endTime"] = now_text
+        body.pop("_disableTasks", None) if state == "disabled" else None
+        stamp_body(body, etag, now_text)
+        tx.update(schema.jobs, {"state": state, "body": body, "etag": etag, "last_modified": now_text},
+                  key=job["key"])
+
+    def _open_tasks(self, tx: Tx, job: Row, states: list[str]) -> list[Row]:
+        return tx.select(schema.tasks, and_(schema.tasks.c.job_key == job["key"], schema.tasks.c.state.in_(states)))
+
+    def _end_open_tasks(self, tx: Tx, job: Row, code: str, message: str) -> None:
+        _, now_text, etag = self.ctx.stamp()
+        counts: dict[str, dict[str, int]] = {}
+        for row in self._open_tasks(tx, job, ["active", "preparing", "running"]):
+            node = row["node_id"]
+            task_ops.end_task(self.ctx, tx, row, now_text, etag, code, message, counts)
+            if node:
+                self.ctx.hub.wake_node(node)
+        for jk, d in counts.items():
+            tx.add_counts(jk, d)
+
+    def _end_running(self, tx: Tx, job: Row) -> None:
+        _, now_text, etag = self.ctx.stamp()
+        for row in self._open_tasks(tx, job, ["preparing", "running"]):
+            node = row["node_id"]
+            task_ops.end_task(self.ctx, tx, row, now_text, etag, "TaskEnded", "Task was ended by job disable")
+            if node:
+                self.ctx.hub.wake_node(node)
+
+    def _requeue_running(self, tx: Tx, job: Row) -> None:
+        _, now_text, etag = self.ctx.stamp()
+        for row in self._open_tasks(tx, job, ["preparing", "running"]):
+            node = self.ctx.assignments.remove(task_ref(row["job_key"], row["key"]))
+            ei = row["body"].setdefault("executionInfo", {})
+            ei["requeueCount"] = int(ei.get("requeueCount", 0)) + 1
+            ei["lastRequeueTime"] = now_text
+            ei.pop("startTime", None)
+            row["body"].pop("nodeInfo", None)
+            move(tx, row, "active", now_text, etag, node_id=None, attempt=int(row["attempt"]) + 1)
+            if node:
+                self.ctx.hub.wake_node(node)
+
+    def _delete_job(self, tx: Tx, job: Row) -> None:
+        rows = tx.select(schema.tasks, schema.tasks.c.job_key == job["key"])
+        task_ops.remove_rows(self.ctx, tx, rows)
+        tx.delete(schema.task_counts, job_key=job["key"])
+        tx.delete(schema.jobs, key=job["key"])
+        from batchyard.service.files import remove_job_files
+
+        remove_job_files(self.ctx, tx, job)
+
+    # --- placement ---------------------------------------------------------------------------------------
+
+    def _place_pool(self, tx: Tx, pool: Row, woken: set[str]) -> bool:
+        pbody = pool["body"]
+        per_node = int(pbody.get("taskSlotsPerNode", 1))
+        nodes: list[NodeSlots] = []
+        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"]):
+            if not node_accepts_tasks(NodeState(n["state"])):
+                continue
+            if n["body"].get("schedulingState", "enabled") != "enabled":
+                continue
+            free = per_node - self.ctx.assignments.used_slots(n["id"])
+            if free > 0:
+                nodes.append(NodeSlots(n["id"], free, per_node))
+        if not nodes:
+            return False
+        node_rows = {n.node_id: n for n in nodes}
+        jobs = tx.select(
+            schema.jobs,
+            and_(schema.jobs.c.pool_key == pool["key"], schema.jobs.c.state == "active"),
+            order_by=[schema.jobs.c.priority.desc(), schema.jobs.c.seq],
+        )
+        pack = str(pbody.get("taskSchedulingPolicy", {}).get("nodeFillType", "Spread")).lower() == "pack"
+        _, now_text, etag = self.ctx.stamp()
+        placed_any = False
+        saturated = False
+        for job in jobs:
+            cap = free_capacity(nodes)
+            if cap <= 0:
+                saturated = True
+                break
+            rows = tx.select(
+                schema.tasks,
+                and_(schema.tasks.c.job_key == job["key"], schema.tasks.c.state == "active"),
+                order_by=[schema.tasks.c.seq],
+                limit=cap,
+            )
+            if not rows:
+                continue
+            by_ref = {task_ref(r["job_key"], r["key"]): r for r in rows}
+            plan = place(nodes, [Candidate(ref, int(r["slots"])) for ref, r in by_ref.items()], pack)
+            counts: dict[str, dict[str, int]] = {}
+            for cand, node_id in plan:
+                r = by_ref[cand.ref]
+                r["node_id"] = node_id
+                body = r["body"]
+                body["nodeInfo"] = self._node_info(pool, node_id, job, r)
+                move(tx, r, "preparing", now_text, etag, node_id=node_id, counts=counts)
+                self.ctx.assignments.add(node_id, cand.ref, work_for(job, r), cand.slots)
+                woken.add(node_id)
+                placed_any = True
+            for jk, d in counts.items():
+                tx.add_counts(jk, d)
+            if len(rows) >= cap and free_capacity(nodes) > 0:
+                saturated = True
+        del node_rows
+        return placed_any and saturated and free_capacity(nodes) > 0
+
+    def _node_info(self, pool: Row, node_id: str, job: Row, task: Row) -> dict[str, str]:
+        root = f"workitems/{job['id']}/job-1/{task['id']}"
+        return {
+            "affinityId": f"TVM:{node_id}",
+            "nodeUrl": f"/pools/{pool['id']}/nodes/{node_id}",
+            "poolId": pool["id"],
+            "nodeId": node_id,
+            "taskRootDirectory": root,
+            "taskRootDirectoryUrl": f"/pools/{pool['id']}/nodes/{node_id}/files/{root}",
+        }

@@ -1,0 +1,231 @@
+"""The server side of the agent protocol: apply a node's batched events, hand it its work.
+
+The protocol reconciles instead of acknowledging each task: an agent reports every attempt it runs,
+the server answers with the attempts assigned to it that it does not run yet (start them) and the
+ones it runs that are no longer assigned (kill them). A lost response or a server restart therefore
+loses nothing; completion events are resent until acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_
+
+from batchyard.models import errors
+from batchyard.models.clock import monotonic
+from batchyard.models.decode import parse_duration
+from batchyard.service.common import Body, set_state
+from batchyard.service.context import Ctx, task_ref
+from batchyard.service.taskstate import move
+from batchyard.store import schema
+from batchyard.store.sql import Row, Tx
+
+# node id -> monotonic time of its last contact (the lease); persisted state changes go to the store
+LAST_SEEN: dict[str, float] = {}
+
+
+def work_for(job: Row, task: Row) -> dict[str, Any]:
+    """What an agent needs to run one attempt of a task."""
+    tb = task["body"]
+    jb = job["body"]
+    common = [[e["name"], e.get("value", "")] for e in jb.get("commonEnvironmentSettings") or []]
+    env = [[e["name"], e.get("value", "")] for e in tb.get("environmentSettings") or []]
+    wall = tb["constraints"].get("maxWallClockTime")
+    secs = None
+    if wall and not str(wall).startswith("P10675199D"):
+        secs = parse_duration(str(wall)).total_seconds()
+    return {
+        "ref": f"{task_ref(task['job_key'], task['key'])}#{task['attempt']}",
+        "jobId": job["id"],
+        "taskId": task["id"],
+        "commandLine": tb["commandLine"],
+        "commonEnvironment": common,
+        "environment": env,
+        "maxWallClockSeconds": secs,
+        "slots": int(task["slots"]),
+    }
+
+
+def split_ref(ref: str) -> tuple[str, str, int]:
+    base, _, attempt = ref.rpartition("#")
+    job_key, _, task_key = base.partition("/")
+    return job_key, task_key, int(attempt or 0)
+
+
+def authenticate(tx: Tx, node_id: str, token: str) -> Row:
+    row = tx.get(schema.nodes, id=node_id)
+    if row is None:
+        raise errors.node_not_found()
+    import hmac
+
+    if not hmac.compare_digest(str(row["token"]), token):
+        raise errors.authentication_failed("The node token is not valid")
+    return row
+
+
+def _node_state_after(ctx: Ctx, node_id: str, current: str) -> str:
+    if current in ("creating", "starting", "unknown", "idle", "running", "offline"):
+        return "running" if ctx.assignments.used_slots(node_id) > 0 else "idle"
+    return current
+
+
+def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[str]) -> Body:
+    """Apply events, refresh the node, and compute what the agent must start and kill."""
+    LAST_SEEN[node_id] = monotonic()
+    freed = False
+    with ctx.store.tx() as tx:
+        node = authenticate(tx, node_id, token)
+        nbody = node["body"]
+        counts: dict[str, dict[str, int]] = {}
+        _, now_text, etag = ctx.stamp()
+        max_seq = 0
+        node_dirty = False
+        for ev in events:
+            max_seq = max(max_seq, int(ev.get("seq", 0)))
+            kind = ev.get("type")
+            if kind == "started":
+                _started(tx, ev, now_text, etag, counts)
+            elif kind == "completed":
+                done = _completed(ctx, tx, node_id, ev, now_text, etag, counts)
+                if done is not None:
+                    freed = True
+                    node_dirty = True
+                    nbody["totalTasksRun"] = int(nbody.get("totalTasksRun", 0)) + 1
+                    if done:
+                        nbody["totalTasksSucceeded"] = int(nbody.get("totalTasksSucceeded", 0)) + 1
+        for jk, d in counts.items():
+            tx.add_counts(jk, d)
+        new_state = _node_state_after(ctx, node_id, node["state"])
+        if new_state != node["state"]:
+            set_state(nbody, new_state, now_text)
+            if node["state"] in ("creating", "starting"):
+                nbody["lastBootTime"] = now_text
+            node_dirty = True
+        if node_dirty:
+            tx.update(
+                schema.nodes,
+                {"state": new_state, "body": nbody, "state_transition_time": nbody["stateTransitionTime"]},
+                id=node_id,
+            )
+    if freed or new_state != node["state"]:
+        ctx.hub.wake_scheduler()
+    return {"ack": max_seq, **plan(ctx, node_id, running)}
+
+
+def plan(ctx: Ctx, node_id: str, running: list[str]) -> Body:
+    assigned = ctx.assignments.of_node(node_id)
+    have = set(running)
+    start = [w for w in assigned.values() if w["ref"] not in have]
+    kill = []
+    for ref in running:
+        base = ref.rpartition("#")[0]
+        w = assigned.get(base)
+        if w is None or w["ref"] != ref:
+            kill.append(ref)
+    return {"run": start, "kill": kill}
+
+
+def _task_for(tx: Tx, ref: str) -> tuple[Row | None, int]:
+    job_key, task_key, attempt = split_ref(ref)
+    row = tx.get(schema.tasks, job_key=job_key, key=task_key)
+    if row is None or int(row["attempt"]) != attempt:
+        return None, attempt
+    return row, attempt
+
+
+def _started(tx: Tx, ev: Body, now_text: str, etag: str, counts: dict[str, dict[str, int]]) -> None:
+    row, _ = _task_for(tx, str(ev.get("ref")))
+    if row is None or row["state"] != "preparing":
+        return
+    ei = row["body"].setdefault("executionInfo", {})
+    ei["startTime"] = ev.get("time") or now_text
+    ei.pop("endTime", None)
+    move(tx, row, "running", now_text, etag, counts=counts)
+
+
+def _completed(
+    ctx: Ctx, tx: Tx, node_id: str, ev: Body, now_text: str, etag: str, counts: dict[str, dict[str, int]]
+) -> bool | None:
+    """Record a finished attempt; returns None if stale, else whether it succeeded."""
+    ref = str(ev.get("ref"))
+    row, _ = _task_for(tx, ref)
+    if row is None or row["state"] not in ("preparing", "running") or row["node_id"] != node_id:
+        return None
+    body = row["body"]
+    ei = body.setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
+    ei["startTime"] = ev.get("startTime") or ei.get("startTime") or now_text
+    ei["endTime"] = ev.get("endTime") or now_text
+    exit_code = ev.get("exitCode")
+    if exit_code is not None:
+        ei["exitCode"] = int(exit_code)
+    else:
+        ei.pop("exitCode", None)
+    failure = ev.get("failureInfo")
+    ok = failure is None and exit_code == 0
+    base = ref.rpartition("#")[0]
+    ctx.assignments.remove(base)
+    if ok:
+        ei["result"] = "success"
+        ei.pop("failureInfo", None)
+        move(tx, row, "completed", now_text, etag, counts=counts)
+        return True
+    max_retry = int(body["constraints"].get("maxTaskRetryCount", 0))
+    retries = int(ei.get("retryCount", 0))
+    if max_retry == -1 or retries < max_retry:
+        ei["retryCount"] = retries + 1
+        ei["lastRetryTime"] = now_text
+        ei.pop("result", None)
+        ei.pop("failureInfo", None)
+        ei.pop("endTime", None)
+        move(tx, row, "active", now_text, etag, node_id=None, attempt=int(row["attempt"]) + 1, counts=counts)
+        return False
+    ei["result"] = "failure"
+    ei["failureInfo"] = failure or {
+        "category": "usererror",
+        "code": "FailureExitCode",
+        "message": "The task exited with an exit code representing a failure",
+    }
+    move(tx, row, "completed", now_text, etag, counts=counts)
+    return False
+
+
+def requeue_node_tasks(ctx: Ctx, tx: Tx, node_id: str, now_text: str, etag: str) -> int:
+    """Put every attempt placed on a lost node back in the queue (requeueCount, not retryCount)."""
+    ctx.assignments.drop_node(node_id)
+    rows = tx.select(
+        schema.tasks,
+        and_(schema.tasks.c.node_id == node_id, schema.tasks.c.state.in_(["preparing", "running"])),
+    )
+    for row in rows:
+        ei = row["body"].setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
+        ei["requeueCount"] = int(ei.get("requeueCount", 0)) + 1
+        ei["lastRequeueTime"] = now_text
+        ei.pop("startTime", None)
+        row["body"].pop("nodeInfo", None)
+        move(tx, row, "active", now_text, etag, node_id=None, attempt=int(row["attempt"]) + 1)
+    if rows:
+        ctx.hub.wake_scheduler()
+    return len(rows)
+
+
+def rebuild_assignments(ctx: Ctx) -> None:
+    """On start, the mailboxes are rebuilt from the placed tasks in the store."""
+    with ctx.store.tx() as tx:
+        rows = tx.select(schema.tasks, schema.tasks.c.state.in_(["preparing", "running"]))
+        jobs: dict[str, Row] = {}
+        for r in rows:
+            if r["node_id"] is None:
+                continue
+            job = jobs.get(r["job_key"])
+            if job is None:
+                job = tx.get(schema.jobs, key=r["job_key"])
+                if job is None:
+                    continue
+                jobs[r["job_key"]] = job
+            ctx.assignments.add(r["node_id"], task_ref(r["job_key"], r["key"]), work_for(job, r), int(r["slots"]))
+
+
+def node_exists(ctx: Ctx, node_id: str) -> bool:
+    with ctx.store.tx() as tx:
+        return tx.exists(schema.nodes, id=node_id)

@@ -1,0 +1,145 @@
+"""What every service operation needs: the store, the clock, ETags, and the hub that wakes loops."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from batchyard.models import errors
+from batchyard.models.clock import EtagSource, format_time, parse_time, utcnow
+from batchyard.store.sql import Row, SqlStore
+
+
+class Hub:
+    """In-process wake-ups: the scheduler, the pool manager and long-polling agents wait on these."""
+
+    def __init__(self) -> None:
+        self.scheduler = asyncio.Event()
+        self.pools = asyncio.Event()
+        self._nodes: dict[str, asyncio.Event] = {}
+
+    def wake_scheduler(self) -> None:
+        self.scheduler.set()
+
+    def wake_pools(self) -> None:
+        self.pools.set()
+
+    def node_event(self, node_id: str) -> asyncio.Event:
+        ev = self._nodes.get(node_id)
+        if ev is None:
+            ev = self._nodes[node_id] = asyncio.Event()
+        return ev
+
+    def wake_node(self, node_id: str) -> None:
+        ev = self._nodes.get(node_id)
+        if ev is not None:
+            ev.set()
+
+    def forget_node(self, node_id: str) -> None:
+        self._nodes.pop(node_id, None)
+
+
+@dataclass
+class Ctx:
+    store: SqlStore
+    data_dir: Path
+    account: str
+    hub: Hub = field(default_factory=Hub)
+    assignments: Assignments = field(default_factory=lambda: Assignments())
+    etags: EtagSource = field(default_factory=EtagSource)
+    clock: Callable[[], datetime] = utcnow
+
+    def stamp(self) -> tuple[datetime, str, str]:
+        """Now, its wire text, and a fresh ETag."""
+        now = self.clock()
+        return now, format_time(now), self.etags.next(now)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write returns for the response headers."""
+
+    etag: str
+    last_modified: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Conditions:
+    if_match: str | None = None
+    if_none_match: str | None = None
+    if_modified_since: datetime | None = None
+    if_unmodified_since: datetime | None = None
+
+    def check(self, row: Row | None, write: bool) -> None:
+        """Evaluate the conditional headers against the row read inside the transaction."""
+        etag = row["etag"] if row else None
+        if self.if_match is not None:
+            wanted = self.if_match.strip()
+            if row is None or (wanted != "*" and _unquote(wanted) != etag):
+                raise errors.condition_not_met(write)
+        if self.if_none_match is not None:
+            wanted = self.if_none_match.strip()
+            if row is not None and (wanted == "*" or _unquote(wanted) == etag):
+                raise errors.condition_not_met(write)
+        if row is None:
+            return
+        lm = parse_time(row["last_modified"]).replace(microsecond=0)
+        if self.if_modified_since is not None and not lm > self.if_modified_since:
+            raise errors.condition_not_met(write)
+        if self.if_unmodified_since is not None and lm > self.if_unmodified_since:
+            raise errors.condition_not_met(write)
+
+
+NO_CONDITIONS = Conditions()
+
+
+def _unquote(v: str) -> str:
+    v = v.strip()
+    if v.startswith("W/"):
+        v = v[2:]
+    if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+        return v[1:-1]
+    return v
+
+
+class Assignments:
+    """Which task attempts are placed on which node: the agents' mailboxes, rebuilt from the store on start."""
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, dict[str, dict[str, object]]] = {}
+        self.node_of: dict[str, str] = {}
+        self.slots: dict[str, int] = {}
+
+    def add(self, node_id: str, ref: str, work: dict[str, object], slots: int) -> None:
+        self.by_node.setdefault(node_id, {})[ref] = work
+        self.node_of[ref] = node_id
+        self.slots[node_id] = self.slots.get(node_id, 0) + slots
+
+    def remove(self, ref: str) -> str | None:
+        node_id = self.node_of.pop(ref, None)
+        if node_id is not None:
+            work = self.by_node.get(node_id, {}).pop(ref, None)
+            if work is not None:
+                self.slots[node_id] = self.slots.get(node_id, 0) - int(str(work.get("slots", 1)))
+        return node_id
+
+    def used_slots(self, node_id: str) -> int:
+        return self.slots.get(node_id, 0)
+
+    def of_node(self, node_id: str) -> dict[str, dict[str, object]]:
+        return self.by_node.get(node_id, {})
+
+    def drop_node(self, node_id: str) -> list[str]:
+        refs = list(self.by_node.pop(node_id, {}))
+        for r in refs:
+            self.node_of.pop(r, None)
+        self.slots.pop(node_id, None)
+        return refs
+
+
+def task_ref(job_key: str, task_key: str) -> str:
+    return f"{job_key}/{task_key}"

@@ -1,0 +1,243 @@
+"""Job operations. Deleting and terminating are finished by the scheduler loop (they touch running tasks)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from batchyard.models import errors, odata
+from batchyard.models.ids import check_id, key_of
+from batchyard.models.resources import INFINITE, new_job
+from batchyard.models.states import JobState, check_job_transition
+from batchyard.service.common import Body, item, set_state, stamp_body
+from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
+from batchyard.service.listing import ListQuery, page_rows
+from batchyard.store import schema
+from batchyard.store.sql import DuplicateKey, Row, Tx
+
+
+def _columns() -> dict[str, Any]:
+    from batchyard.store.odata_sql import ColumnMap
+
+    t = schema.jobs
+    return {
+        "id": ColumnMap(t.c.key, casefold=True),
+        "state": ColumnMap(t.c.state),
+        "priority": ColumnMap(t.c.priority),
+        "creationTime": ColumnMap(t.c.creation_time),
+        "lastModified": ColumnMap(t.c.last_modified),
+    }
+
+
+def load(tx: Tx, job_id: str) -> Row:
+    row = tx.get(schema.jobs, key=key_of(job_id))
+    if row is None:
+        raise errors.job_not_found()
+    return row
+
+
+def save(tx: Tx, ctx: Ctx, row: Row, body: Body) -> Written:
+    _, now_text, etag = ctx.stamp()
+    stamp_body(body, etag, now_text)
+    tx.update(
+        schema.jobs,
+        {
+            "body": body,
+            "etag": etag,
+            "last_modified": now_text,
+            "state": body["state"],
+            "priority": int(body.get("priority", 0)),
+            "pool_key": key_of(body["poolInfo"].get("poolId", "")),
+        },
+        key=row["key"],
+    )
+    row["body"] = body
+    row["state"] = body["state"]
+    return Written(etag, now_text, f"/jobs/{body['id']}")
+
+
+def _pool_id(spec: Body) -> str:
+    info = spec.get("poolInfo")
+    if not isinstance(info, dict):
+        raise errors.missing_required_property("poolInfo")
+    if info.get("autoPoolSpecification"):
+        raise errors.not_implemented("poolInfo.autoPoolSpecification (auto pools)")
+    pool_id = info.get("poolId")
+    if not pool_id:
+        raise errors.missing_required_property("poolInfo.poolId")
+    return check_id(pool_id, "poolInfo.poolId")
+
+
+def _check_unsupported(spec: Body) -> None:
+    for k in ("jobManagerTask", "jobPreparationTask", "jobReleaseTask"):
+        if spec.get(k):
+            raise errors.not_implemented(k)
+
+
+def create_job(ctx: Ctx, spec: Body) -> Written:
+    job_id = check_id(spec.get("id"))
+    pool_id = _pool_id(spec)
+    _check_unsupported(spec)
+    _, now_text, etag = ctx.stamp()
+    body = new_job(spec, now_text, pool_id)
+    stamp_body(body, etag, now_text)
+    with ctx.store.tx() as tx:
+        seq = tx.next_counter("job_seq")
+        try:
+            tx.insert(
+                schema.jobs,
+                {
+                    "key": key_of(job_id),
+                    "id": job_id,
+                    "pool_key": key_of(pool_id),
+                    "state": "active",
+                    "priority": body["priority"],
+                    "seq": seq,
+                    "task_seq": 0,
+                    "etag": etag,
+                    "last_modified": now_text,
+                    "creation_time": now_text,
+                    "body": body,
+                },
+            )
+        except DuplicateKey:
+            raise errors.job_exists() from None
+        tx.insert(schema.task_counts, {"job_key": key_of(job_id)})
+    ctx.hub.wake_scheduler()
+    return Written(etag, now_text, f"/jobs/{job_id}")
+
+
+def get_job(ctx: Ctx, job_id: str, cond: Conditions = NO_CONDITIONS) -> Body:
+    with ctx.store.tx() as tx:
+        row = tx.get(schema.jobs, key=key_of(job_id))
+        if row is None:
+            raise errors.job_not_found()
+        cond.check(row, write=False)
+        return item(row)
+
+
+def list_jobs(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
+    with ctx.store.tx() as tx:
+        return page_rows(tx, schema.jobs, "key", None, q, odata.JOBS, _columns(), item)
+
+
+def _require_updatable(body: Body) -> None:
+    st = body["state"]
+    if st == "completed":
+        raise errors.job_completed()
+    if st == "deleting":
+        raise errors.job_being_deleted()
+    if st == "terminating":
+        raise errors.job_being_terminated()
+
+
+def _apply_update(body: Body, spec: Body, replace: bool) -> None:
+    if "poolInfo" in spec or replace:
+        pool_id = _pool_id(spec if "poolInfo" in spec else body)
+        if "poolInfo" in spec:
+            body["poolInfo"] = spec["poolInfo"]
+        body.setdefault("executionInfo", {})["poolId"] = pool_id
+    fields = {
+        "priority": 0,
+        "maxParallelTasks": -1,
+        "allowTaskPreemption": False,
+        "constraints": {"maxWallClockTime": INFINITE, "maxTaskRetryCount": 0},
+        "onAllTasksComplete": "noaction",
+        "metadata": None,
+        "networkConfiguration": None,
+    }
+    for k, default in fields.items():
+        if k in spec:
+            body[k] = copy.deepcopy(spec[k])
+        elif replace:
+            if default is None:
+                body.pop(k, None)
+            else:
+                body[k] = copy.deepcopy(default)
+    if "onTaskFailure" in spec:
+        body["onTaskFailure"] = spec["onTaskFailure"]
+    # re-validate through the same rules as create
+    checked = new_job({k: v for k, v in body.items() if k not in ("state", "executionInfo")}, "", "")
+    for k in ("priority", "maxParallelTasks", "constraints", "onAllTasksComplete", "onTaskFailure"):
+        body[k] = checked[k]
+    if body.get("metadata") is None:
+        body.pop("metadata", None)
+
+
+def update_job(ctx: Ctx, job_id: str, spec: Body, cond: Conditions, replace: bool) -> Written:
+    with ctx.store.tx() as tx:
+        row = load(tx, job_id)
+        cond.check(row, write=True)
+        body = row["body"]
+        _require_updatable(body)
+        _apply_update(body, spec, replace)
+        w = save(tx, ctx, row, body)
+    ctx.hub.wake_scheduler()
+    return w
+
+
+def _transition(tx: Tx, ctx: Ctx, row: Row, new: JobState) -> Written:
+    body = row["body"]
+    check_job_transition(JobState(body["state"]), new)
+    _, now_text, _ = ctx.stamp()
+    set_state(body, new.value, now_text)
+    return save(tx, ctx, row, body)
+
+
+def delete_job(ctx: Ctx, job_id: str, cond: Conditions) -> None:
+    with ctx.store.tx() as tx:
+        row = load(tx, job_id)
+        cond.check(row, write=True)
+        if row["state"] != "deleting":
+            _transition(tx, ctx, row, JobState.DELETING)
+    ctx.hub.wake_scheduler()
+
+
+def terminate_job(ctx: Ctx, job_id: str, reason: str | None, cond: Conditions) -> Written:
+    with ctx.store.tx() as tx:
+        row = load(tx, job_id)
+        cond.check(row, write=True)
+        _require_updatable(row["body"])
+        row["body"].setdefault("executionInfo", {})["terminateReason"] = reason or "UserTerminate"
+        w = _transition(tx, ctx, row, JobState.TERMINATING)
+    ctx.hub.wake_scheduler()
+    return w
+
+
+def disable_job(ctx: Ctx, job_id: str, option: str, cond: Conditions) -> Written:
+    opt = (option or "").lower()
+    if opt not in ("requeue", "terminate", "wait"):
+        raise errors.invalid_property_value("disableTasks", option)
+    with ctx.store.tx() as tx:
+        row = load(tx, job_id)
+        cond.check(row, write=True)
+        _require_updatable(row["body"])
+        if row["state"] != "active":
+            raise errors.job_not_active()
+        row["body"]["_disableTasks"] = opt
+        w = _transition(tx, ctx, row, JobState.DISABLING)
+    ctx.hub.wake_scheduler()
+    return w
+
+
+def enable_job(ctx: Ctx, job_id: str, cond: Conditions) -> Written:
+    with ctx.store.tx() as tx:
+        row = load(tx, job_id)
+        cond.check(row, write=True)
+        _require_updatable(row["body"])
+        if row["state"] not in ("disabled", "disabling"):
+            raise errors.BatchError(409, "JobNotDisabled", "The specified job is not in a disabled state.")
+        w = _transition(tx, ctx, row, JobState.ENABLING)
+    ctx.hub.wake_scheduler()
+    return w
+
+
+def task_counts(ctx: Ctx, job_id: str) -> Body:
+    with ctx.store.tx() as tx:
+        row = load(tx, job_id)
+        c = tx.get(schema.task_counts, job_key=row["key"]) or {}
+    names = ("active", "running", "completed", "succeeded", "failed")
+    return {
+        "taskCounts": {n: int(c.get(n, 0)) for n in names},
+        "taskSlotCounts": {n: int(c.get("slots_" + n, 0)) for n in names},
+    }

@@ -1,0 +1,80 @@
+"""Compute node reads, node counts and the supported image list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchyard.models import errors, odata
+from batchyard.models.ids import key_of
+from batchyard.models.resources import SUPPORTED_IMAGES
+from batchyard.service.common import Body, public
+from batchyard.service.context import Ctx
+from batchyard.service.listing import ListQuery, page_items, page_rows
+from batchyard.store import schema
+from batchyard.store.sql import Row
+
+_COUNT_STATES = (
+    "creating", "idle", "offline", "preempted", "rebooting", "reimaging", "running", "starting",
+    "startTaskFailed", "leavingPool", "unknown", "unusable", "waitingForStartTask", "deallocated",
+    "deallocating", "upgradingOS",
+)
+
+
+def _node_item(ctx: Ctx, row: Row) -> Body:
+    body = public(row["body"])
+    running = [w for w in ctx.assignments.of_node(row["id"]).values()]
+    body["runningTasksCount"] = len(running)
+    body["runningTaskSlotsCount"] = sum(int(str(w.get("slots", 1))) for w in running)
+    body.setdefault("totalTasksRun", 0)
+    body.setdefault("totalTasksSucceeded", 0)
+    return body
+
+
+def _columns() -> dict[str, Any]:
+    from batchyard.store.odata_sql import ColumnMap
+
+    t = schema.nodes
+    return {"state": ColumnMap(t.c.state, casefold=True), "stateTransitionTime": ColumnMap(t.c.state_transition_time)}
+
+
+def list_nodes(ctx: Ctx, pool_id: str, q: ListQuery) -> tuple[list[Body], str | None]:
+    with ctx.store.tx() as tx:
+        if tx.get(schema.pools, key=key_of(pool_id)) is None:
+            raise errors.pool_not_found()
+        base = schema.nodes.c.pool_key == key_of(pool_id)
+        return page_rows(tx, schema.nodes, "id", base, q, odata.NODES, _columns(), lambda r: _node_item(ctx, r))
+
+
+def get_node(ctx: Ctx, pool_id: str, node_id: str) -> Body:
+    with ctx.store.tx() as tx:
+        if tx.get(schema.pools, key=key_of(pool_id)) is None:
+            raise errors.pool_not_found()
+        row = tx.get(schema.nodes, id=node_id)
+        if row is None or row["pool_key"] != key_of(pool_id):
+            raise errors.node_not_found()
+        return _node_item(ctx, row)
+
+
+def node_counts(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
+    with ctx.store.tx() as tx:
+        pools = tx.select(schema.pools, columns=["key", "id"])
+        nodes = tx.select(schema.nodes, columns=["pool_key", "state", "body"])
+    per: dict[str, dict[str, int]] = {p["key"]: {} for p in pools}
+    for n in nodes:
+        c = per.setdefault(n["pool_key"], {})
+        c[n["state"]] = c.get(n["state"], 0) + 1
+    items = []
+    for p in pools:
+        c = per.get(p["key"], {})
+        ded = {s: c.get(s.lower(), 0) for s in _COUNT_STATES}
+        ded["total"] = sum(ded.values())
+        low = {s: 0 for s in _COUNT_STATES}
+        low["total"] = 0
+        items.append({"poolId": p["id"], "dedicated": ded, "lowPriority": low})
+    return page_items(items, q, odata.NODE_COUNTS)
+
+
+def supported_images(q: ListQuery) -> tuple[list[Body], str | None]:
+    items = [dict(i, id=i["nodeAgentSKUId"]) for i in SUPPORTED_IMAGES]
+    out, token = page_items(items, q, odata.SUPPORTED_IMAGES)
+    return [{k: v for k, v in i.items() if k != "id"} for i in out], token

@@ -1,0 +1,213 @@
+"""Pool operations: create, read, list, update, resize and delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchyard.models import errors, odata
+from batchyard.models.ids import check_id, key_of
+from batchyard.models.resources import new_pool
+from batchyard.service.common import Body, item, public, stamp_body
+from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
+from batchyard.service.listing import ListQuery, page_rows
+from batchyard.store import schema
+from batchyard.store.sql import DuplicateKey, Row, Tx
+
+POOL_COLUMNS: dict[str, Any] = {}
+
+
+def _columns() -> dict[str, Any]:
+    from batchyard.store.odata_sql import ColumnMap
+
+    t = schema.pools
+    return {
+        "id": ColumnMap(t.c.key, casefold=True),
+        "state": ColumnMap(t.c.state),
+        "allocationState": ColumnMap(t.c.alloc_state),
+        "creationTime": ColumnMap(t.c.creation_time),
+        "lastModified": ColumnMap(t.c.last_modified),
+    }
+
+
+def _load(tx: Tx, pool_id: str) -> Row:
+    row = tx.get(schema.pools, key=key_of(pool_id))
+    if row is None:
+        raise errors.pool_not_found()
+    return row
+
+
+def _save(tx: Tx, row: Row, body: Body, ctx: Ctx) -> Written:
+    _, now_text, etag = ctx.stamp()
+    stamp_body(body, etag, now_text)
+    tx.update(
+        schema.pools,
+        {
+            "body": body,
+            "etag": etag,
+            "last_modified": now_text,
+            "state": body["state"],
+            "alloc_state": body["allocationState"],
+        },
+        key=row["key"],
+    )
+    return Written(etag, now_text, f"/pools/{body['id']}")
+
+
+def create_pool(ctx: Ctx, spec: Body) -> Written:
+    pool_id = check_id(spec.get("id"))
+    _, now_text, etag = ctx.stamp()
+    body = new_pool(spec, now_text)
+    stamp_body(body, etag, now_text)
+    with ctx.store.tx() as tx:
+        try:
+            tx.insert(
+                schema.pools,
+                {
+                    "key": key_of(pool_id),
+                    "id": pool_id,
+                    "state": "active",
+                    "alloc_state": "resizing",
+                    "etag": etag,
+                    "last_modified": now_text,
+                    "creation_time": now_text,
+                    "body": body,
+                },
+            )
+        except DuplicateKey:
+            raise errors.pool_exists() from None
+    ctx.hub.wake_pools()
+    return Written(etag, now_text, f"/pools/{pool_id}")
+
+
+def get_pool(ctx: Ctx, pool_id: str, cond: Conditions = NO_CONDITIONS) -> Body:
+    with ctx.store.tx() as tx:
+        row = tx.get(schema.pools, key=key_of(pool_id))
+        if row is None:
+            raise errors.pool_not_found()
+        cond.check(row, write=False)
+        return item(row)
+
+
+def list_pools(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
+    with ctx.store.tx() as tx:
+        return page_rows(tx, schema.pools, "key", None, q, odata.POOLS, _columns(), item)
+
+
+def delete_pool(ctx: Ctx, pool_id: str, cond: Conditions) -> None:
+    with ctx.store.tx() as tx:
+        row = _load(tx, pool_id)
+        cond.check(row, write=True)
+        body = row["body"]
+        if body["state"] == "deleting":
+            return
+        _, now_text, _ = ctx.stamp()
+        body["state"] = "deleting"
+        body["stateTransitionTime"] = now_text
+        body["allocationState"] = "resizing"
+        body["allocationStateTransitionTime"] = now_text
+        _save(tx, row, body, ctx)
+    ctx.hub.wake_pools()
+
+
+def _writable(row: Row) -> Body:
+    body: Body = row["body"]
+    if body["state"] == "deleting":
+        raise errors.pool_being_deleted()
+    return body
+
+
+_PATCHABLE = {"startTask", "metadata", "applicationPackageReferences", "displayName", "targetNodeCommunicationMode"}
+_PATCHABLE_WHEN_EMPTY = {
+    "vmSize",
+    "enableInterNodeCommunication",
+    "virtualMachineConfiguration",
+    "taskSlotsPerNode",
+    "taskSchedulingPolicy",
+    "networkConfiguration",
+    "userAccounts",
+    "mountConfiguration",
+    "upgradePolicy",
+    "resourceTags",
+    "certificateReferences",
+}
+
+
+def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
+    with ctx.store.tx() as tx:
+        row = _load(tx, pool_id)
+        cond.check(row, write=True)
+        body = _writable(row)
+        empty = body.get("currentDedicatedNodes", 0) == 0 and body.get("currentLowPriorityNodes", 0) == 0
+        for k, v in spec.items():
+            if k in _PATCHABLE_WHEN_EMPTY and not empty:
+                raise errors.operation_invalid_for_current_state(f"{k} can be updated only when the pool is empty")
+            if k in _PATCHABLE or k in _PATCHABLE_WHEN_EMPTY:
+                body[k] = v
+        if "taskSchedulingPolicy" in spec:
+            fill = str(body["taskSchedulingPolicy"].get("nodeFillType", "spread")).lower()
+            body["taskSchedulingPolicy"]["nodeFillType"] = "Pack" if fill == "pack" else "Spread"
+            body["taskSchedulingPolicy"].setdefault("jobDefaultOrder", "none")
+        return _save(tx, row, body, ctx)
+
+
+def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
+    with ctx.store.tx() as tx:
+        row = _load(tx, pool_id)
+        body = _writable(row)
+        for k in ("applicationPackageReferences", "metadata"):
+            if k not in spec:
+                raise errors.missing_required_property(k)
+        for k in ("startTask", "applicationPackageReferences", "metadata", "certificateReferences"):
+            if k in spec and spec[k] not in (None, []):
+                body[k] = spec[k]
+            else:
+                body.pop(k, None)
+        return _save(tx, row, body, ctx)
+
+
+def resize_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
+    with ctx.store.tx() as tx:
+        row = _load(tx, pool_id)
+        cond.check(row, write=True)
+        body = _writable(row)
+        if body.get("enableAutoScale"):
+            raise errors.BatchError(409, "AutoScalingEnabled", "The pool has automatic scaling enabled.")
+        if body["allocationState"] != "steady":
+            raise errors.pool_being_resized()
+        _, now_text, _ = ctx.stamp()
+        for k in ("targetDedicatedNodes", "targetLowPriorityNodes"):
+            if k in spec:
+                v = int(spec[k])
+                if v < 0:
+                    raise errors.invalid_property_value(k, v)
+                body[k] = v
+        if "resizeTimeout" in spec:
+            body["resizeTimeout"] = spec["resizeTimeout"]
+        opt = str(spec.get("nodeDeallocationOption", "requeue")).lower()
+        if opt not in ("requeue", "terminate", "taskcompletion", "retaineddata"):
+            raise errors.invalid_property_value("nodeDeallocationOption", spec.get("nodeDeallocationOption"))
+        body["_deallocation"] = opt
+        body["allocationState"] = "resizing"
+        body["allocationStateTransitionTime"] = now_text
+        body.pop("resizeErrors", None)
+        w = _save(tx, row, body, ctx)
+    ctx.hub.wake_pools()
+    return w
+
+
+def stop_resize(ctx: Ctx, pool_id: str, cond: Conditions) -> Written:
+    with ctx.store.tx() as tx:
+        row = _load(tx, pool_id)
+        cond.check(row, write=True)
+        body = _writable(row)
+        if body["allocationState"] == "resizing":
+            _, now_text, _ = ctx.stamp()
+            body["allocationState"] = "stopping"
+            body["allocationStateTransitionTime"] = now_text
+        w = _save(tx, row, body, ctx)
+    ctx.hub.wake_pools()
+    return w
+
+
+def public_pool(body: Body) -> Body:
+    return public(body)

@@ -1,0 +1,205 @@
+"""The SQL store: one adapter for SQLite (embedded default) and PostgreSQL.
+
+Every service operation runs inside one `Tx`; checks that must be atomic (ETag conditions, state
+preconditions, id uniqueness) happen on rows read inside that transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from batchyard.store import schema
+
+Row = dict[str, Any]
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class DuplicateKey(Exception):
+    """An insert collided with an existing primary key."""
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _row(m: Mapping[str, Any]) -> Row:
+    r = dict(m)
+    if "body" in r and isinstance(r["body"], str):
+        r["body"] = _decode(r["body"])
+    return r
+
+
+def _prep(values: Mapping[str, Any]) -> dict[str, Any]:
+    v = dict(values)
+    if "body" in v and not isinstance(v["body"], str):
+        v["body"] = _encode(v["body"]).decode()
+    return v
+
+
+def _pk_clause(table: Table, pk: Mapping[str, Any]) -> ColumnElement[bool]:
+    return and_(*(table.c[k] == v for k, v in pk.items()))
+
+
+class Tx:
+    """Operations available inside one transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, table: Table, **pk: Any) -> Row | None:
+        r = self.conn.execute(select(table).where(_pk_clause(table, pk))).mappings().first()
+        return None if r is None else _row(r)
+
+    def exists(self, table: Table, **pk: Any) -> bool:
+        return self.conn.execute(select(table.c[next(iter(pk))]).where(_pk_clause(table, pk))).first() is not None
+
+    def insert(self, table: Table, values: Mapping[str, Any]) -> None:
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(insert(table).values(_prep(values)))
+        except IntegrityError as exc:
+            raise DuplicateKey(str(exc.orig)) from exc
+
+    def insert_many(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(insert(table), [_prep(r) for r in rows])
+
+    def update(self, table: Table, values: Mapping[str, Any], **pk: Any) -> int:
+        res = self.conn.execute(update(table).where(_pk_clause(table, pk)).values(_prep(values)))
+        return int(res.rowcount)
+
+    def update_many(self, table: Table, pk_names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+        """Update several rows, each keyed by its own pk values (one executemany)."""
+        if not rows:
+            return
+        from sqlalchemy import bindparam
+
+        cols = [k for k in rows[0] if k not in pk_names]
+        stmt = (
+            update(table)
+            .where(and_(*(table.c[k] == bindparam("pk_" + k) for k in pk_names)))
+            .values({c: bindparam("v_" + c) for c in cols})
+        )
+        params = []
+        for r in rows:
+            p = _prep(r)
+            d = {"pk_" + k: p[k] for k in pk_names}
+            d.update({"v_" + c: p[c] for c in cols})
+            params.append(d)
+        self.conn.execute(stmt, params)
+
+    def delete(self, table: Table, **pk: Any) -> int:
+        return int(self.conn.execute(delete(table).where(_pk_clause(table, pk))).rowcount)
+
+    def delete_where(self, table: Table, where: ColumnElement[bool]) -> int:
+        return int(self.conn.execute(delete(table).where(where)).rowcount)
+
+    def select(
+        self,
+        table: Table,
+        where: ColumnElement[bool] | None = None,
+        order_by: Sequence[Any] = (),
+        limit: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> list[Row]:
+        stmt = select(*(table.c[c] for c in columns)) if columns else select(table)
+        if where is not None:
+            stmt = stmt.where(where)
+        if order_by:
+            stmt = stmt.order_by(*order_by)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [_row(r) for r in self.conn.execute(stmt).mappings()]
+
+    def count(self, table: Table, where: ColumnElement[bool] | None = None) -> int:
+        stmt = select(func.count()).select_from(table)
+        if where is not None:
+            stmt = stmt.where(where)
+        return int(self.conn.execute(stmt).scalar_one())
+
+    def next_counter(self, name: str, n: int = 1) -> int:
+        """Reserve n values of a named counter; returns the first."""
+        c = schema.counters
+        cur = self.conn.execute(select(c.c.value).where(c.c.name == name)).scalar()
+        if cur is None:
+            self.conn.execute(insert(c).values(name=name, value=n))
+            return 1
+        self.conn.execute(update(c).where(c.c.name == name).values(value=cur + n))
+        return int(cur) + 1
+
+    def add_counts(self, job_key: str, deltas: Mapping[str, int]) -> None:
+        """Apply task-count deltas incrementally (never recounted by scanning)."""
+        deltas = {k: v for k, v in deltas.items() if v}
+        if not deltas:
+            return
+        t = schema.task_counts
+        self.conn.execute(
+            update(t).where(t.c.job_key == job_key).values({k: t.c[k] + v for k, v in deltas.items()})
+        )
+
+
+class SqlStore:
+    """Owns the engine; `tx()` opens one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> SqlStore:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{data_dir / 'batchyard.db'}")
+
+    def migrate(self) -> None:
+        from batchyard.store.migrate import upgrade
+
+        upgrade(self.engine)
+
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        with self.engine.begin() as conn:
+            yield Tx(conn)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
