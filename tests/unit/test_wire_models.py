@@ -36,6 +36,7 @@ from batchyard.models.decode import (
 from batchyard.models.errors import BatchError
 
 ROOT = Path(__file__).resolve().parents[2]
+S = typing.TypeVar("S", bound=msgspec.Struct)
 UTC = datetime.UTC
 
 
@@ -206,7 +207,7 @@ def _pool_spec_kwargs() -> dict[str, Any]:
     )
 
 
-def _check_round_trip(model: SdkModel, struct: type[msgspec.Struct]) -> Any:
+def _check_round_trip(model: SdkModel, struct: type[S]) -> S:
     body = sdk_body(model)
     obj = decode_body(body, struct)
     validate_body(obj)
@@ -273,6 +274,7 @@ def test_sdk_job_create_body() -> None:
     )
     obj = _check_round_trip(job, wire.BatchJobCreateOptions)
     assert isinstance(obj.constraints, wire.BatchJobConstraints)
+    assert isinstance(obj.constraints.max_wall_clock_time, str)
     assert parse_duration(obj.constraints.max_wall_clock_time) == datetime.timedelta(hours=1)
     assert obj.all_tasks_complete_mode == "terminatejob"
 
@@ -465,6 +467,7 @@ def test_replace_bodies_from_get_modify_put() -> None:
     assert obj.id is msgspec.UNSET  # read-only, not sent
     assert isinstance(obj.pool_info, wire.BatchPoolInfo) and obj.pool_info.pool_id == "pool1"
     assert isinstance(obj.constraints, wire.BatchJobConstraints)
+    assert isinstance(obj.constraints.max_wall_clock_time, str)
     assert parse_duration(obj.constraints.max_wall_clock_time) == INFINITE_DURATION
 
     task = sdk.BatchTask(constraints=sdk.BatchTaskConstraints(max_task_retry_count=3))

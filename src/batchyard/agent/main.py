@@ -60,7 +60,9 @@ class Agent:
     def __post_init__(self) -> None:
         self.layout = NodeLayout(self.cfg.root)
         self.layout.ensure()
-        self.client = httpx.AsyncClient(base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15))
+        self.client = httpx.AsyncClient(
+            base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15)
+        )
 
     def _event(self, **ev: Any) -> None:
         self.seq += 1

@@ -25,7 +25,7 @@ from batchyard.api import http
 from batchyard.api.shared_key import SignedRequest, verify_shared_key
 from batchyard.models import errors, wire
 from batchyard.models.clock import format_http_date, parse_http_date, utcnow
-from batchyard.models.decode import decode_body, to_wire
+from batchyard.models.decode import decode_body, normalise_enums, to_wire, validate_durations
 from batchyard.service import agents, files, jobs, nodes, pools, tasks
 from batchyard.service.common import Body
 from batchyard.service.context import Conditions, Ctx, Written
@@ -107,11 +107,10 @@ class Call:
             raise errors.request_body_too_large(f"The request body exceeds {limit} bytes")
         if model is None:
             return {}
-        if not data.strip():
-            if model in _OPTIONAL_BODIES:
-                return {}
-            raise errors.invalid_request_body("The request body is empty")
-        result: Body = to_wire(decode_body(data, model))
+        obj = decode_body(data, model, required=model not in _OPTIONAL_BODIES)
+        normalise_enums(obj)
+        validate_durations(obj)
+        result: Body = to_wire(obj)
         return result
 
 
@@ -211,8 +210,13 @@ def _entity(call: Call, kind: str, path: str, body: Body, select: list[str] | No
     return http.json_response(out, 200, http.entity_headers(body["eTag"], body["lastModified"]))
 
 
-def _list(call: Call, kind: str, path_of: Callable[[Body], str] | None, page: tuple[list[Body], str | None],
-          q: ListQuery) -> Response:
+def _list(
+    call: Call,
+    kind: str,
+    path_of: Callable[[Body], str] | None,
+    page: tuple[list[Body], str | None],
+    q: ListQuery,
+) -> Response:
     from batchyard.models.resources import select_props
 
     items, token = page
@@ -311,7 +315,9 @@ def _parse_range(value: str, size: int) -> tuple[int, int]:
 # --- the app --------------------------------------------------------------------------------------------------
 
 
-def create_app(ctx: Ctx, settings: Settings, background: list[Callable[[], Awaitable[None]]] | None = None) -> Starlette:
+def create_app(
+    ctx: Ctx, settings: Settings, background: list[Callable[[], Awaitable[None]]] | None = None
+) -> Starlette:
     api = Api(ctx, settings)
     o = api.op
 
@@ -382,7 +388,9 @@ def create_app(ctx: Ctx, settings: Settings, background: list[Callable[[], Await
 
     async def disable_job(c: Call) -> Response:
         spec = await c.body(wire.BatchJobDisableOptions)
-        return _written(c, jobs.disable_job(ctx, _p(c, "job_id"), str(spec.get("disableTasks", "")), c.cond()), 202)
+        return _written(
+            c, jobs.disable_job(ctx, _p(c, "job_id"), str(spec.get("disableTasks", "")), c.cond()), 202
+        )
 
     async def enable_job(c: Call) -> Response:
         await c.body()
@@ -400,12 +408,16 @@ def create_app(ctx: Ctx, settings: Settings, background: list[Callable[[], Await
     async def add_collection(c: Call) -> Response:
         group = await c.body(wire.BatchTaskGroup)
         results = tasks.add_collection(ctx, _p(c, "job_id"), list(group.get("value") or []), c.base_url)
-        return http.json_response({"odata.metadata": f"{c.base_url}/$metadata#taskaddresult", "value": results})
+        return http.json_response(
+            {"odata.metadata": f"{c.base_url}/$metadata#taskaddresult", "value": results}
+        )
 
     async def list_tasks(c: Call) -> Response:
         q = c.list_query()
         job_id = _p(c, "job_id")
-        return _list(c, "tasks", lambda b: f"/jobs/{job_id}/tasks/{b['id']}", tasks.list_tasks(ctx, job_id, q), q)
+        return _list(
+            c, "tasks", lambda b: f"/jobs/{job_id}/tasks/{b['id']}", tasks.list_tasks(ctx, job_id, q), q
+        )
 
     async def get_task(c: Call) -> Response:
         job_id = _p(c, "job_id")
@@ -464,7 +476,9 @@ def create_app(ctx: Ctx, settings: Settings, background: list[Callable[[], Await
     async def list_nodes(c: Call) -> Response:
         q = c.list_query()
         pool_id = _p(c, "pool_id")
-        return _list(c, "nodes", lambda b: f"/pools/{pool_id}/nodes/{b['id']}", nodes.list_nodes(ctx, pool_id, q), q)
+        return _list(
+            c, "nodes", lambda b: f"/pools/{pool_id}/nodes/{b['id']}", nodes.list_nodes(ctx, pool_id, q), q
+        )
 
     async def get_node(c: Call) -> Response:
         pool_id = _p(c, "pool_id")
@@ -594,7 +608,13 @@ def create_app(ctx: Ctx, settings: Settings, background: list[Callable[[], Await
         rid = str(uuid.uuid4())
         status = getattr(exc, "status_code", 404)
         err = errors.unsupported_http_verb(request.method) if status == 405 else errors.invalid_uri()
-        return http.error_response(err, api.base_url(request), rid, request.method == "HEAD")
+        resp = http.error_response(err, api.base_url(request), rid, request.method == "HEAD")
+        resp.headers["request-id"] = rid
+        resp.headers["DataServiceVersion"] = "3.0"
+        crid = request.headers.get("client-request-id")
+        if crid and request.headers.get("return-client-request-id", "").lower() == "true":
+            resp.headers["client-request-id"] = crid
+        return resp
 
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: no_route, 405: no_route})
 

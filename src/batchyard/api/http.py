@@ -52,7 +52,9 @@ def entity_headers(etag: str, last_modified: str) -> dict[str, str]:
     return {"ETag": etag, "Last-Modified": format_http_date(parse_time(last_modified))}
 
 
-def write_headers(base_url: str, etag: str, last_modified: str, path: str, location: bool = False) -> dict[str, str]:
+def write_headers(
+    base_url: str, etag: str, last_modified: str, path: str, location: bool = False
+) -> dict[str, str]:
     h = entity_headers(etag, last_modified)
     h["DataServiceId"] = base_url + path
     if location:

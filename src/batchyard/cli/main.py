@@ -19,10 +19,16 @@ def _server(argv: list[str]) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8580)
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("BATCHYARD_DATA_DIR", ".batchyard")))
-    p.add_argument("--database-url", default=os.environ.get("BATCHYARD_DATABASE_URL"),
-                   help="postgresql://... (default: SQLite under the data dir)")
-    p.add_argument("--public-url", default=os.environ.get("BATCHYARD_PUBLIC_URL"),
-                   help="the URL clients use to reach this server (for nextLinks and resource urls)")
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("BATCHYARD_DATABASE_URL"),
+        help="postgresql://... (default: SQLite under the data dir)",
+    )
+    p.add_argument(
+        "--public-url",
+        default=os.environ.get("BATCHYARD_PUBLIC_URL"),
+        help="the URL clients use to reach this server (for nextLinks and resource urls)",
+    )
     p.add_argument("--lease-seconds", type=float, default=30.0, help="node heartbeat lease")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
@@ -73,16 +79,25 @@ def _server(argv: list[str]) -> None:
     )
     import uvicorn
 
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", loop="uvloop", http="httptools",
-                timeout_keep_alive=120)
+    uvicorn.run(
+        app,
+        host=a.host,
+        port=a.port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        timeout_keep_alive=120,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
-        print("usage: batchyard {server,agent} [options]\n\n"
-              "  server   run the API, scheduler and pool manager\n"
-              "  agent    run one compute node agent")
+        print(
+            "usage: batchyard {server,agent} [options]\n\n"
+            "  server   run the API, scheduler and pool manager\n"
+            "  agent    run one compute node agent"
+        )
         return
     cmd, rest = args[0], args[1:]
     if cmd == "server":

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from batchyard.models import errors
+from batchyard.models.clock import format_time, parse_time
 from batchyard.models.wire import DURATION_FIELDS, ENUM_CANONICAL, ENUMS, FIELD_ENUMS
 
 __all__ = [
@@ -394,50 +395,3 @@ def format_duration(td: datetime.timedelta) -> str:
     if time:
         out += "T" + time
     return out if out != "P" else "PT0S"
-
-
-# --- timestamps --------------------------------------------------------------------------------------------
-
-_TIME_RE = re.compile(
-    r"^(?P<date>\d{4}-\d{2}-\d{2})"
-    r"(?:[Tt ](?P<h>\d{2}):(?P<m>\d{2})(?::(?P<s>\d{2})(?:[.,](?P<f>\d+))?)?"
-    r"(?P<tz>[Zz]|[+-]\d{2}:?\d{2})?)?$"
-)
-
-
-def format_time(dt: datetime.datetime) -> str:
-    """`2025-03-19T18:25:36.9999710Z`: UTC, exactly 7 fractional digits (naive values are taken as UTC)."""
-    u = dt.replace(tzinfo=_UTC) if dt.tzinfo is None else dt.astimezone(_UTC)
-    return (
-        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
-        f".{u.microsecond:06d}0Z"
-    )
-
-
-def parse_time(text: str) -> datetime.datetime:
-    """Parse an ISO-8601 timestamp (any number of fractional digits, `Z`/offset/none = UTC, or a bare date)
-    into a timezone-aware UTC datetime. Raises ValueError."""
-    m = _TIME_RE.match(text.strip())
-    if m is None:
-        raise ValueError(f"The value '{text}' is not a valid ISO-8601 time.")
-    try:
-        date = datetime.date.fromisoformat(m.group("date"))
-        fraction = (m.group("f") or "")[:6].ljust(6, "0")
-        tz: datetime.tzinfo = _UTC
-        if m.group("tz") and m.group("tz") not in ("Z", "z"):
-            raw = m.group("tz").replace(":", "")
-            offset = datetime.timedelta(hours=int(raw[1:3]), minutes=int(raw[3:5]))
-            tz = datetime.timezone(-offset if raw[0] == "-" else offset)
-        dt = datetime.datetime(
-            date.year,
-            date.month,
-            date.day,
-            int(m.group("h") or 0),
-            int(m.group("m") or 0),
-            int(m.group("s") or 0),
-            int(fraction),
-            tzinfo=tz,
-        )
-    except ValueError:
-        raise ValueError(f"The value '{text}' is not a valid ISO-8601 time.") from None
-    return dt.astimezone(_UTC)

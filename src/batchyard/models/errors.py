@@ -28,7 +28,9 @@ def _e(status: int, code: str, message: str, **values: str) -> BatchError:
 
 
 def invalid_request_body(reason: str) -> BatchError:
-    return _e(400, "InvalidRequestBody", "The specified Request Body is not syntactically valid.", Reason=reason)
+    return _e(
+        400, "InvalidRequestBody", "The specified Request Body is not syntactically valid.", Reason=reason
+    )
 
 
 def missing_required_property(name: str) -> BatchError:
@@ -44,52 +46,91 @@ def invalid_property_value(name: str, value: object, reason: str = "") -> BatchE
     vals = {"PropertyName": name, "PropertyValue": "" if value is None else str(value)}
     if reason:
         vals["Reason"] = reason
-    return _e(400, "InvalidPropertyValue", "The value provided for one of the properties in the request body is invalid.", **vals)
+    return _e(
+        400,
+        "InvalidPropertyValue",
+        "The value provided for one of the properties in the request body is invalid.",
+        **vals,
+    )
 
 
 def unsupported_property(name: str) -> BatchError:
-    return _e(400, "UnsupportedProperty", "One of the properties specified in the request body is not supported.",
-              PropertyName=name)
+    return _e(
+        400,
+        "UnsupportedProperty",
+        "One of the properties specified in the request body is not supported.",
+        PropertyName=name,
+    )
 
 
 def request_body_too_large(reason: str = "") -> BatchError:
     vals = {"Reason": reason} if reason else {}
-    return _e(413, "RequestBodyTooLarge", "The request body is too large and exceeds the maximum permissible limit.",
-              **vals)
+    return _e(
+        413,
+        "RequestBodyTooLarge",
+        "The request body is too large and exceeds the maximum permissible limit.",
+        **vals,
+    )
 
 
 def invalid_header_value(name: str, value: str) -> BatchError:
-    return _e(400, "InvalidHeaderValue", "The value for one of the HTTP headers is not in the correct format.",
-              HeaderName=name, HeaderValue=value)
+    return _e(
+        400,
+        "InvalidHeaderValue",
+        "The value for one of the HTTP headers is not in the correct format.",
+        HeaderName=name,
+        HeaderValue=value,
+    )
 
 
 def missing_required_header(name: str) -> BatchError:
-    return _e(400, "MissingRequiredHeader", "An HTTP header that's mandatory for this request is not specified.",
-              HeaderName=name)
+    return _e(
+        400,
+        "MissingRequiredHeader",
+        "An HTTP header that's mandatory for this request is not specified.",
+        HeaderName=name,
+    )
 
 
 def missing_query_parameter(name: str) -> BatchError:
-    return _e(400, "MissingRequiredQueryParameter",
-              "A query parameter that's mandatory for this request is not specified.", QueryParameterName=name)
+    return _e(
+        400,
+        "MissingRequiredQueryParameter",
+        "A query parameter that's mandatory for this request is not specified.",
+        QueryParameterName=name,
+    )
 
 
 def invalid_query_parameter(name: str, value: str, reason: str = "") -> BatchError:
     vals = {"QueryParameterName": name, "QueryParameterValue": value}
     if reason:
         vals["Reason"] = reason
-    return _e(400, "InvalidQueryParameterValue",
-              "Value for one of the query parameters specified in the request URI is invalid.", **vals)
+    return _e(
+        400,
+        "InvalidQueryParameterValue",
+        "Value for one of the query parameters specified in the request URI is invalid.",
+        **vals,
+    )
 
 
 def out_of_range_query_parameter(name: str, value: str) -> BatchError:
-    return _e(400, "OutOfRangeQueryParameterValue",
-              "One of the query parameters specified in the request URI is outside the permissible range.",
-              QueryParameterName=name, QueryParameterValue=value)
+    return _e(
+        400,
+        "OutOfRangeQueryParameterValue",
+        "One of the query parameters specified in the request URI is outside the permissible range.",
+        QueryParameterName=name,
+        QueryParameterValue=value,
+    )
 
 
 def unsupported_request_version(version: str) -> BatchError:
-    return _e(400, "UnsupportedRequestVersion", "The specified api-version is not supported by this server.",
-              QueryParameterName="api-version", QueryParameterValue=version)
+    return _e(
+        400,
+        "UnsupportedRequestVersion",
+        "The specified api-version is not supported by this server.",
+        QueryParameterName="api-version",
+        QueryParameterValue=version,
+    )
 
 
 def invalid_uri() -> BatchError:
@@ -97,17 +138,28 @@ def invalid_uri() -> BatchError:
 
 
 def unsupported_http_verb(verb: str) -> BatchError:
-    return _e(405, "UnsupportedHttpVerb", "The resource doesn't support the specified HTTP verb.", HttpVerb=verb)
+    return _e(
+        405, "UnsupportedHttpVerb", "The resource doesn't support the specified HTTP verb.", HttpVerb=verb
+    )
 
 
 def invalid_range(value: str) -> BatchError:
-    return _e(416, "InvalidRange", "The range specified is invalid for the current size of the resource.",
-              HeaderName="ocp-range", HeaderValue=value)
+    return _e(
+        416,
+        "InvalidRange",
+        "The range specified is invalid for the current size of the resource.",
+        HeaderName="ocp-range",
+        HeaderValue=value,
+    )
 
 
 def not_implemented(operation: str) -> BatchError:
-    return _e(501, "NotImplemented", f"The operation '{operation}' is not implemented by this batchyard server yet.",
-              Operation=operation)
+    return _e(
+        501,
+        "NotImplemented",
+        f"The operation '{operation}' is not implemented by this batchyard server yet.",
+        Operation=operation,
+    )
 
 
 def internal_error() -> BatchError:
@@ -128,21 +180,32 @@ def authentication_failed(detail: str) -> BatchError:
 
 
 def invalid_authentication_info(detail: str) -> BatchError:
-    return _e(400, "InvalidAuthenticationInfo", "Authentication information is not given in the correct format. "
-              "Check the value of Authorization header.", AuthenticationErrorDetail=detail)
+    return _e(
+        400,
+        "InvalidAuthenticationInfo",
+        "Authentication information is not given in the correct format. "
+        "Check the value of Authorization header.",
+        AuthenticationErrorDetail=detail,
+    )
 
 
 def missing_authentication() -> BatchError:
-    return _e(401, "AuthenticationRequired", "Server failed to authenticate the request. "
-              "Make sure the Authorization header is present.")
+    return _e(
+        401,
+        "AuthenticationRequired",
+        "Server failed to authenticate the request. Make sure the Authorization header is present.",
+    )
 
 
 # --- conditions --------------------------------------------------------------------------------------------
 
 
 def condition_not_met(write: bool) -> BatchError:
-    return _e(412 if write else 304, "ConditionNotMet",
-              "The condition specified using HTTP conditional header(s) is not met.")
+    return _e(
+        412 if write else 304,
+        "ConditionNotMet",
+        "The condition specified using HTTP conditional header(s) is not met.",
+    )
 
 
 # --- not found ----------------------------------------------------------------------------------------------
@@ -196,7 +259,9 @@ def task_exists() -> BatchError:
 
 
 def pool_being_deleted() -> BatchError:
-    return _e(409, "PoolBeingDeleted", "The specified pool has been marked for deletion and is being reclaimed.")
+    return _e(
+        409, "PoolBeingDeleted", "The specified pool has been marked for deletion and is being reclaimed."
+    )
 
 
 def pool_being_resized() -> BatchError:
@@ -208,7 +273,11 @@ def job_completed() -> BatchError:
 
 
 def job_being_deleted() -> BatchError:
-    return _e(409, "JobBeingDeleted", "The specified job has been marked for deletion and is being garbage collected.")
+    return _e(
+        409,
+        "JobBeingDeleted",
+        "The specified job has been marked for deletion and is being garbage collected.",
+    )
 
 
 def job_being_terminated() -> BatchError:
@@ -236,7 +305,9 @@ def task_succeeded() -> BatchError:
 
 
 def task_files_cleaned_up() -> BatchError:
-    return _e(409, "TaskFilesCleanedup", "The files of the specified task have been cleaned up from the node.")
+    return _e(
+        409, "TaskFilesCleanedup", "The files of the specified task have been cleaned up from the node."
+    )
 
 
 def task_files_unavailable() -> BatchError:
@@ -245,8 +316,12 @@ def task_files_unavailable() -> BatchError:
 
 def operation_invalid_for_current_state(reason: str = "") -> BatchError:
     vals = {"Reason": reason} if reason else {}
-    return _e(409, "OperationInvalidForCurrentState",
-              "The operation is not allowed on the resource in its current state.", **vals)
+    return _e(
+        409,
+        "OperationInvalidForCurrentState",
+        "The operation is not allowed on the resource in its current state.",
+        **vals,
+    )
 
 
 def node_state_unusable() -> BatchError:

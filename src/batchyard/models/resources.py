@@ -30,7 +30,12 @@ SUPPORTED_IMAGES: list[Body] = [
     },
     {
         "nodeAgentSKUId": "batch.node.ubuntu 24.04",
-        "imageReference": {"publisher": "canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"},
+        "imageReference": {
+            "publisher": "canonical",
+            "offer": "ubuntu-24_04-lts",
+            "sku": "server",
+            "version": "latest",
+        },
         "osType": "linux",
         "capabilities": [],
         "verificationType": "verified",
@@ -110,7 +115,9 @@ def new_pool(spec: Body, now: str) -> Body:
             raise errors.invalid_property_value(name, v)
     slots = int(body.get("taskSlotsPerNode", 1) or 1)
     if slots < 1 or slots > 256:
-        raise errors.invalid_property_value("taskSlotsPerNode", slots, "taskSlotsPerNode must be between 1 and 256")
+        raise errors.invalid_property_value(
+            "taskSlotsPerNode", slots, "taskSlotsPerNode must be between 1 and 256"
+        )
     policy = dict(body.get("taskSchedulingPolicy") or {})
     fill = str(policy.get("nodeFillType", "spread")).lower()
     if fill not in _FILL_TYPES:
@@ -118,7 +125,9 @@ def new_pool(spec: Body, now: str) -> Body:
     policy["nodeFillType"] = _FILL_TYPES[fill]
     order = str(policy.get("jobDefaultOrder", "none")).lower()
     if order not in ("none", "creationtime"):
-        raise errors.invalid_property_value("taskSchedulingPolicy.jobDefaultOrder", policy.get("jobDefaultOrder"))
+        raise errors.invalid_property_value(
+            "taskSchedulingPolicy.jobDefaultOrder", policy.get("jobDefaultOrder")
+        )
     policy["jobDefaultOrder"] = order
     vmc = body["virtualMachineConfiguration"]
     img = vmc.get("imageReference")

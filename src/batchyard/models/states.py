@@ -66,7 +66,9 @@ _TASK: dict[TaskState, frozenset[TaskState]] = {
 }
 
 _JOB: dict[JobState, frozenset[JobState]] = {
-    JobState.ACTIVE: frozenset({JobState.DISABLING, JobState.TERMINATING, JobState.COMPLETED, JobState.DELETING}),
+    JobState.ACTIVE: frozenset(
+        {JobState.DISABLING, JobState.TERMINATING, JobState.COMPLETED, JobState.DELETING}
+    ),
     JobState.DISABLING: frozenset({JobState.DISABLED, JobState.TERMINATING, JobState.DELETING}),
     JobState.DISABLED: frozenset({JobState.ENABLING, JobState.TERMINATING, JobState.DELETING}),
     JobState.ENABLING: frozenset({JobState.ACTIVE, JobState.TERMINATING, JobState.DELETING}),

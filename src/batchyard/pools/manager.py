@@ -68,8 +68,13 @@ class PoolManager:
         LAST_SEEN[n["id"]] = monotonic()
         tx.update(
             schema.nodes,
-            {"pid": pid, "server_url": self.provider.server_url, "state": "starting", "body": body,
-             "state_transition_time": now_text},
+            {
+                "pid": pid,
+                "server_url": self.provider.server_url,
+                "state": "starting",
+                "body": body,
+                "state_transition_time": now_text,
+            },
             id=n["id"],
         )
 
@@ -107,8 +112,15 @@ class PoolManager:
             rows = tx.select(schema.tasks, schema.tasks.c.node_id == n["id"])
             for r in rows:
                 if r["state"] in ("preparing", "running"):
-                    task_ops.end_task(self.ctx, tx, r, now_text, etag, "TaskEnded",
-                                      "Task was ended because its node was removed from the pool")
+                    task_ops.end_task(
+                        self.ctx,
+                        tx,
+                        r,
+                        now_text,
+                        etag,
+                        "TaskEnded",
+                        "Task was ended because its node was removed from the pool",
+                    )
         requeue_node_tasks(self.ctx, tx, n["id"], now_text, etag)
         self.provider.stop(n["pid"], n["id"])
         pid, node_id = n["pid"], n["id"]
@@ -122,7 +134,9 @@ class PoolManager:
 
     def _resize(self, tx: Tx, pool: Row) -> None:
         body = pool["body"]
-        nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal])
+        nodes = tx.select(
+            schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal]
+        )
         option = str(body.get("_deallocation", "requeue"))
         done = True
         if body["allocationState"] == "resizing":
@@ -179,7 +193,9 @@ class PoolManager:
             "totalTasksSucceeded": 0,
             "isDedicated": dedicated,
             "nodeAgentInfo": {"version": f"batchyard-{__version__}", "lastUpdateTime": now_text},
-            "virtualMachineInfo": {"imageReference": pool["body"]["virtualMachineConfiguration"]["imageReference"]},
+            "virtualMachineInfo": {
+                "imageReference": pool["body"]["virtualMachineConfiguration"]["imageReference"]
+            },
         }
         LAST_SEEN[nid] = monotonic()
         tx.insert(
@@ -202,7 +218,9 @@ class PoolManager:
     def check_leases(self) -> None:
         now = monotonic()
         with self.ctx.store.tx() as tx:
-            for n in tx.select(schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown"])):
+            for n in tx.select(
+                schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown"])
+            ):
                 seen = LAST_SEEN.get(n["id"], now)
                 LAST_SEEN.setdefault(n["id"], now)
                 dead = not self.provider.alive(n["pid"], n["id"])
@@ -214,5 +232,8 @@ class PoolManager:
                     requeue_node_tasks(self.ctx, tx, n["id"], now_text, etag)
                     body = n["body"]
                     set_state(body, "unknown", now_text)
-                    tx.update(schema.nodes, {"state": "unknown", "body": body, "state_transition_time": now_text},
-                              id=n["id"])
+                    tx.update(
+                        schema.nodes,
+                        {"state": "unknown", "body": body, "state_transition_time": now_text},
+                        id=n["id"],
+                    )

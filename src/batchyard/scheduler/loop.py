@@ -11,7 +11,7 @@ import logging
 
 from sqlalchemy import and_
 
-from batchyard.models.states import node_accepts_tasks, NodeState
+from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
 from batchyard.service import tasks as task_ops
 from batchyard.service.agents import work_for
@@ -88,11 +88,16 @@ class Scheduler:
             body.setdefault("executionInfo", {})["endTime"] = now_text
         body.pop("_disableTasks", None) if state == "disabled" else None
         stamp_body(body, etag, now_text)
-        tx.update(schema.jobs, {"state": state, "body": body, "etag": etag, "last_modified": now_text},
-                  key=job["key"])
+        tx.update(
+            schema.jobs,
+            {"state": state, "body": body, "etag": etag, "last_modified": now_text},
+            key=job["key"],
+        )
 
     def _open_tasks(self, tx: Tx, job: Row, states: list[str]) -> list[Row]:
-        return tx.select(schema.tasks, and_(schema.tasks.c.job_key == job["key"], schema.tasks.c.state.in_(states)))
+        return tx.select(
+            schema.tasks, and_(schema.tasks.c.job_key == job["key"], schema.tasks.c.state.in_(states))
+        )
 
     def _end_open_tasks(self, tx: Tx, job: Row, code: str, message: str) -> None:
         _, now_text, etag = self.ctx.stamp()

@@ -223,7 +223,9 @@ def rebuild_assignments(ctx: Ctx) -> None:
                 if job is None:
                     continue
                 jobs[r["job_key"]] = job
-            ctx.assignments.add(r["node_id"], task_ref(r["job_key"], r["key"]), work_for(job, r), int(r["slots"]))
+            ctx.assignments.add(
+                r["node_id"], task_ref(r["job_key"], r["key"]), work_for(job, r), int(r["slots"])
+            )
 
 
 def node_exists(ctx: Ctx, node_id: str) -> bool:

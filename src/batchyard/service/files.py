@@ -114,11 +114,15 @@ def _task_dir(ctx: Ctx, job_id: str, task_id: str) -> tuple[Path, Row]:
         raise errors.task_files_unavailable()
     d = node_root(ctx, node_id) / task_dir_rel(job["id"], row["id"])
     if not d.is_dir():
-        raise errors.task_files_cleaned_up() if row["state"] == "completed" else errors.task_files_unavailable()
+        raise (
+            errors.task_files_cleaned_up() if row["state"] == "completed" else errors.task_files_unavailable()
+        )
     return d, row
 
 
-def list_task_files(ctx: Ctx, job_id: str, task_id: str, recursive: bool, q: ListQuery) -> tuple[list[Body], str | None]:
+def list_task_files(
+    ctx: Ctx, job_id: str, task_id: str, recursive: bool, q: ListQuery
+) -> tuple[list[Body], str | None]:
     d, _ = _task_dir(ctx, job_id, task_id)
     items = _listing(d, f"/jobs/{job_id}/tasks/{task_id}/files", recursive)
     return page_items(items, q, odata.FILES)
@@ -142,7 +146,9 @@ def _delete(p: Path, recursive: bool) -> None:
         raise errors.file_not_found()
     if p.is_dir():
         if not recursive and any(p.iterdir()):
-            raise errors.BatchError(409, "DirectoryNotEmpty", "The directory is not empty; use recursive=true.")
+            raise errors.BatchError(
+                409, "DirectoryNotEmpty", "The directory is not empty; use recursive=true."
+            )
         shutil.rmtree(p)
     else:
         p.unlink()
@@ -161,7 +167,9 @@ def _node(ctx: Ctx, pool_id: str, node_id: str) -> Path:
     return node_root(ctx, node_id)
 
 
-def list_node_files(ctx: Ctx, pool_id: str, node_id: str, recursive: bool, q: ListQuery) -> tuple[list[Body], str | None]:
+def list_node_files(
+    ctx: Ctx, pool_id: str, node_id: str, recursive: bool, q: ListQuery
+) -> tuple[list[Body], str | None]:
     root = _node(ctx, pool_id, node_id)
     items = _listing(root, f"/pools/{pool_id}/nodes/{node_id}/files", recursive)
     items = [i for i in items if not i["name"].startswith(".agent")]

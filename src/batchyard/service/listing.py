@@ -34,7 +34,9 @@ def decode_token(token: str) -> str:
         pad = "=" * (-len(token) % 4)
         return base64.urlsafe_b64decode(token + pad).decode()
     except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.invalid_query_parameter("$skiptoken", token, "The continuation token is not valid") from exc
+        raise errors.invalid_query_parameter(
+            "$skiptoken", token, "The continuation token is not valid"
+        ) from exc
 
 
 def parse_filter(q: ListQuery, spec: FilterSpec) -> Expr | None:
@@ -81,7 +83,9 @@ def page_rows(
             return out, None
 
 
-def page_items(items: list[dict[str, Any]], q: ListQuery, spec: FilterSpec) -> tuple[list[dict[str, Any]], str | None]:
+def page_items(
+    items: list[dict[str, Any]], q: ListQuery, spec: FilterSpec
+) -> tuple[list[dict[str, Any]], str | None]:
     """Paging for lists held in memory (files, images): sorted by their sort key 'id' or 'name'."""
     expr = parse_filter(q, spec)
     if expr is not None:

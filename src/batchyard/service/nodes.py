@@ -14,9 +14,22 @@ from batchyard.store import schema
 from batchyard.store.sql import Row
 
 _COUNT_STATES = (
-    "creating", "idle", "offline", "preempted", "rebooting", "reimaging", "running", "starting",
-    "startTaskFailed", "leavingPool", "unknown", "unusable", "waitingForStartTask", "deallocated",
-    "deallocating", "upgradingOS",
+    "creating",
+    "idle",
+    "offline",
+    "preempted",
+    "rebooting",
+    "reimaging",
+    "running",
+    "starting",
+    "startTaskFailed",
+    "leavingPool",
+    "unknown",
+    "unusable",
+    "waitingForStartTask",
+    "deallocated",
+    "deallocating",
+    "upgradingOS",
 )
 
 
@@ -34,7 +47,10 @@ def _columns() -> dict[str, Any]:
     from batchyard.store.odata_sql import ColumnMap
 
     t = schema.nodes
-    return {"state": ColumnMap(t.c.state, casefold=True), "stateTransitionTime": ColumnMap(t.c.state_transition_time)}
+    return {
+        "state": ColumnMap(t.c.state, casefold=True),
+        "stateTransitionTime": ColumnMap(t.c.state_transition_time),
+    }
 
 
 def list_nodes(ctx: Ctx, pool_id: str, q: ListQuery) -> tuple[list[Body], str | None]:
@@ -42,7 +58,9 @@ def list_nodes(ctx: Ctx, pool_id: str, q: ListQuery) -> tuple[list[Body], str | 
         if tx.get(schema.pools, key=key_of(pool_id)) is None:
             raise errors.pool_not_found()
         base = schema.nodes.c.pool_key == key_of(pool_id)
-        return page_rows(tx, schema.nodes, "id", base, q, odata.NODES, _columns(), lambda r: _node_item(ctx, r))
+        return page_rows(
+            tx, schema.nodes, "id", base, q, odata.NODES, _columns(), lambda r: _node_item(ctx, r)
+        )
 
 
 def get_node(ctx: Ctx, pool_id: str, node_id: str) -> Body:

@@ -116,7 +116,13 @@ def _writable(row: Row) -> Body:
     return body
 
 
-_PATCHABLE = {"startTask", "metadata", "applicationPackageReferences", "displayName", "targetNodeCommunicationMode"}
+_PATCHABLE = {
+    "startTask",
+    "metadata",
+    "applicationPackageReferences",
+    "displayName",
+    "targetNodeCommunicationMode",
+}
 _PATCHABLE_WHEN_EMPTY = {
     "vmSize",
     "enableInterNodeCommunication",
@@ -140,7 +146,9 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
         empty = body.get("currentDedicatedNodes", 0) == 0 and body.get("currentLowPriorityNodes", 0) == 0
         for k, v in spec.items():
             if k in _PATCHABLE_WHEN_EMPTY and not empty:
-                raise errors.operation_invalid_for_current_state(f"{k} can be updated only when the pool is empty")
+                raise errors.operation_invalid_for_current_state(
+                    f"{k} can be updated only when the pool is empty"
+                )
             if k in _PATCHABLE or k in _PATCHABLE_WHEN_EMPTY:
                 body[k] = v
         if "taskSchedulingPolicy" in spec:

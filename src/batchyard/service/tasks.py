@@ -110,7 +110,9 @@ def add_collection(ctx: Ctx, job_id: str, specs: list[Body], base_url: str) -> l
                 results.append({"status": "ClientError", "taskId": tid, "error": error_body(e)})
                 continue
             if row["key"] in existing:
-                results.append({"status": "ClientError", "taskId": tid, "error": error_body(errors.task_exists())})
+                results.append(
+                    {"status": "ClientError", "taskId": tid, "error": error_body(errors.task_exists())}
+                )
                 continue
             existing.add(row["key"])
             seq += 1
@@ -177,8 +179,12 @@ def replace_task(ctx: Ctx, job_id: str, task_id: str, spec: Body, cond: Conditio
         body["constraints"] = cons
         _, now_text, etag = ctx.stamp()
         stamp_body(body, etag, now_text)
-        tx.update(schema.tasks, {"body": body, "etag": etag, "last_modified": now_text},
-                  job_key=row["job_key"], key=row["key"])
+        tx.update(
+            schema.tasks,
+            {"body": body, "etag": etag, "last_modified": now_text},
+            job_key=row["job_key"],
+            key=row["key"],
+        )
     return Written(etag, now_text, f"/jobs/{job['id']}/tasks/{row['id']}")
 
 

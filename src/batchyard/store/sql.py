@@ -46,7 +46,7 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _row(m: Mapping[str, Any]) -> Row:
+def _row(m: Mapping[Any, Any]) -> Row:
     r = dict(m)
     if "body" in r and isinstance(r["body"], str):
         r["body"] = _decode(r["body"])
@@ -75,7 +75,10 @@ class Tx:
         return None if r is None else _row(r)
 
     def exists(self, table: Table, **pk: Any) -> bool:
-        return self.conn.execute(select(table.c[next(iter(pk))]).where(_pk_clause(table, pk))).first() is not None
+        return (
+            self.conn.execute(select(table.c[next(iter(pk))]).where(_pk_clause(table, pk))).first()
+            is not None
+        )
 
     def insert(self, table: Table, values: Mapping[str, Any]) -> None:
         try:

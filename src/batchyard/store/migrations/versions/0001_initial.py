@@ -71,9 +71,21 @@ def upgrade() -> None:
     op.create_index("ix_tasks_job_state_seq", "tasks", ["job_key", "state", "seq"])
     op.create_index("ix_tasks_job_state_key", "tasks", ["job_key", "state", "key"])
     op.create_index("ix_tasks_node", "tasks", ["node_id"])
-    counts = [sa.Column(n, sa.BigInteger, nullable=False, server_default="0") for n in (
-        "active", "running", "completed", "succeeded", "failed",
-        "slots_active", "slots_running", "slots_completed", "slots_succeeded", "slots_failed")]
+    counts = [
+        sa.Column(n, sa.BigInteger, nullable=False, server_default="0")
+        for n in (
+            "active",
+            "running",
+            "completed",
+            "succeeded",
+            "failed",
+            "slots_active",
+            "slots_running",
+            "slots_completed",
+            "slots_succeeded",
+            "slots_failed",
+        )
+    ]
     op.create_table("task_counts", sa.Column("job_key", sa.String(64), primary_key=True), *counts)
     op.create_table(
         "counters",

@@ -1,0 +1,59 @@
+"""Shared fixtures: a live server per test module, the official SDK client, PostgreSQL in CI."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.live import LiveServer
+
+PG_URL = os.environ.get("BATCHYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL.replace("postgresql://", "postgresql://", 1), connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def require_pg() -> None:
+    """PostgreSQL tests run in CI and fail loudly there when the server is missing."""
+    if not pg_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true but {PG_URL} is not reachable")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path_factory.mktemp("srv")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(live: LiveServer):  # type: ignore[no-untyped-def]
+    from azure.batch import BatchClient
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    return BatchClient(endpoint=live.endpoint, credential=AzureNamedKeyCredential(live.account, live.key))
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
