@@ -90,7 +90,11 @@ class LiveServer:
         """Kill the server process only (its agents live in their own sessions)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(10)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM if self.proc and self.proc.poll() is None else signal.SIGKILL)

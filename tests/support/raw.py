@@ -24,7 +24,9 @@ API_VERSION = "2025-06-01"
 JSON_CT = "application/json; odata=minimalmetadata"
 IMAGE = {"publisher": "canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts"}
 SKU = "batch.node.ubuntu 22.04"
-_MESSAGE_TAIL = re.compile(r"\nRequestId:(?P<rid>[0-9a-fA-F-]+)\nTime:(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z)$")
+_MESSAGE_TAIL = re.compile(
+    r"\nRequestId:(?P<rid>[0-9a-fA-F-]+)\nTime:(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z)$"
+)
 
 
 def pool_body(pool_id: str, nodes: int | str = 0, **extra: Any) -> dict[str, Any]:
@@ -54,7 +56,9 @@ class Raw:
             policies.append(BatchSharedKeyAuthPolicy(AzureNamedKeyCredential(self.account, key)))
         return PipelineClient(self.endpoint, policies=policies)
 
-    def url(self, path: str, params: dict[str, Any] | None = None, api_version: str | None = API_VERSION) -> str:
+    def url(
+        self, path: str, params: dict[str, Any] | None = None, api_version: str | None = API_VERSION
+    ) -> str:
         query: dict[str, Any] = {}
         if api_version is not None:
             query["api-version"] = api_version
