@@ -87,6 +87,7 @@ def _server(argv: list[str]) -> None:
         loop="uvloop",
         http="httptools",
         timeout_keep_alive=120,
+        timeout_graceful_shutdown=2,
     )
 
 
