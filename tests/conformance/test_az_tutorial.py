@@ -89,8 +89,9 @@ class Az:
 
 
 @pytest.fixture(scope="module")
-def az(live: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Az:
-    exe = find_az()
+def az(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Az:
+    exe = find_az()  # before starting the server, so a missing az skips at once
+    live: LiveServer = request.getfixturevalue("live")
     # Only our AZURE_* settings: a developer's own az config (auth mode, defaults) must not leak in.
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("AZURE_")}
     no_proxy = ",".join(filter(None, [env.get("NO_PROXY") or env.get("no_proxy"), "127.0.0.1", "localhost"]))

@@ -100,8 +100,31 @@ def check_vm_configuration(vmc: Body | None) -> None:
         )
 
 
+# Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
+_NOT_YET = {
+    "pool": ("startTask", "mountConfiguration", "applicationPackageReferences", "certificateReferences"),
+    "task": (
+        "resourceFiles",
+        "outputFiles",
+        "multiInstanceSettings",
+        "applicationPackageReferences",
+        "containerSettings",
+        "exitConditions",
+        "dependsOn",
+        "affinityInfo",
+    ),
+}
+
+
+def refuse_unsupported(body: Body, kind: str) -> None:
+    for prop in _NOT_YET[kind]:
+        if body.get(prop) not in (None, [], {}):
+            raise errors.not_implemented(f"{prop} on {kind}s")
+
+
 def new_pool(spec: Body, now: str) -> Body:
     body = copy.deepcopy(spec)
+    refuse_unsupported(body, "pool")
     check_vm_configuration(body.get("virtualMachineConfiguration"))
     auto = bool(body.get("enableAutoScale", False))
     if auto:
@@ -200,6 +223,7 @@ def new_job(spec: Body, now: str, pool_id: str) -> Body:
 
 def new_task(spec: Body, now: str, job: Body) -> Body:
     body = copy.deepcopy(spec)
+    refuse_unsupported(body, "task")
     if not body.get("commandLine"):
         raise errors.missing_required_property("commandLine")
     cons = dict(body.get("constraints") or {})

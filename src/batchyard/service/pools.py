@@ -6,7 +6,7 @@ from typing import Any
 
 from batchyard.models import errors, odata
 from batchyard.models.ids import check_id, key_of
-from batchyard.models.resources import new_pool
+from batchyard.models.resources import new_pool, refuse_unsupported
 from batchyard.service.common import Body, item, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -139,6 +139,7 @@ _PATCHABLE_WHEN_EMPTY = {
 
 
 def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
+    refuse_unsupported(spec, "pool")
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         cond.check(row, write=True)
@@ -159,6 +160,7 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
 
 
 def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
+    refuse_unsupported(spec, "pool")
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         body = _writable(row)
