@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 def _pg_exec(sql: str) -> None:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 @pytest.fixture
@@ -70,23 +70,19 @@ def test_sdk_flow_on_postgresql(pg_server: LiveServer) -> None:
             ]
         ),
     )
+    assert result.result_values is not None
     assert sorted(r.task_id for r in result.result_values) == ids
     assert {r.status.lower() for r in result.result_values} == {"success"}
 
     tasks = wait_tasks_done(client, job_id, 5)
     assert sorted(t.id for t in tasks) == ids
     for t in tasks:
+        assert t.execution_info is not None
         assert t.execution_info.exit_code == 0
         assert t.execution_info.result == "success"
 
-    counts = client.get_job_task_counts(job_id).task_counts
-    assert (counts.active, counts.running, counts.completed, counts.succeeded, counts.failed) == (
-        0,
-        0,
-        5,
-        5,
-        0,
-    )
+    c = client.get_job_task_counts(job_id).task_counts
+    assert (c.active, c.running, c.completed, c.succeeded, c.failed) == (0, 0, 5, 5, 0)
 
     out = b"".join(client.download_task_file(job_id, "task3", "stdout.txt")).decode()
     assert out == "hi task3\n"
@@ -94,7 +90,7 @@ def test_sdk_flow_on_postgresql(pg_server: LiveServer) -> None:
     # rows live in PostgreSQL: the server reports what it wrote there
     name = pg_server.database_url.rsplit("%3D", 1)[1]
     with psycopg.connect(PG_URL) as conn:
-        n = conn.execute(f"SELECT count(*) FROM {name}.tasks WHERE state = 'completed'").fetchone()  # type: ignore[arg-type]
+        n = conn.execute(f"SELECT count(*) FROM {name}.tasks WHERE state = 'completed'").fetchone()
     assert n is not None and n[0] == 5
 
     client.begin_delete_job(job_id, polling_interval=0.2).result()

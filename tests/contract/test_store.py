@@ -14,12 +14,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 
 from batchyard.models import odata
 from batchyard.models.ids import key_of
 from batchyard.service.listing import ListQuery, decode_token, encode_token, page_rows
 from batchyard.store import schema
+from batchyard.store.migrate import alembic_config
 from batchyard.store.odata_sql import ColumnMap
 from batchyard.store.sql import DuplicateKey, Row, SqlStore
 from tests.conftest import PG_URL, require_pg
@@ -44,7 +46,7 @@ def pg_url_for_schema(name: str) -> str:
 
 def _pg_exec(sql: str) -> None:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -167,6 +169,11 @@ def _keys(rows: list[Row], col: str = "key") -> list[Any]:
     return [r[col] for r in rows]
 
 
+def _project(got: Row | None, like: Row) -> Row | None:
+    """`got` limited to the columns of `like` (later migrations add columns these tests do not set)."""
+    return None if got is None else {k: got[k] for k in like}
+
+
 # --- migrations ---------------------------------------------------------------------------------------------
 
 
@@ -176,6 +183,9 @@ def test_migrate_creates_every_table_and_is_idempotent(store: SqlStore) -> None:
     store.migrate()  # the fixture already ran it once
     names = set(inspect(store.engine).get_table_names())
     assert set(schema.metadata.tables) <= names
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
     with store.tx() as tx:
         assert tx.exists(schema.pools, key="keep")
         for table in schema.metadata.tables.values():
@@ -195,7 +205,7 @@ def test_insert_get_exists_update_delete(store: SqlStore, kind: str) -> None:
         assert not tx.exists(table, **pk)
         tx.insert(table, row)
     with store.tx() as tx:
-        assert tx.get(table, **pk) == row
+        assert _project(tx.get(table, **pk), row) == row
         assert tx.exists(table, **pk)
     new_body = {**row["body"], "added": {"ünïcode": ["✓", 1]}}
     with store.tx() as tx:
@@ -203,8 +213,8 @@ def test_insert_get_exists_update_delete(store: SqlStore, kind: str) -> None:
         missing = {k: v + "-missing" for k, v in pk.items()}
         assert tx.update(table, {col: new_value}, **missing) == 0
     with store.tx() as tx:
-        got = tx.get(table, **pk)
-        assert got == {**row, col: new_value, "body": new_body}
+        expected = {**row, col: new_value, "body": new_body}
+        assert _project(tx.get(table, **pk), expected) == expected
     with store.tx() as tx:
         assert tx.delete(table, **pk) == 1
         assert tx.delete(table, **pk) == 0
@@ -304,7 +314,8 @@ def test_insert_many_and_select(store: SqlStore) -> None:
         assert tx.count(t) == 13
         j1 = tx.select(t, t.c.job_key == "j1", order_by=[t.c.seq])
         assert _keys(j1) == [f"t{i:02d}" for i in range(1, 11)]
-        assert j1[0] == task_row("j1", "t01", seq=1, state="active")
+        first = task_row("j1", "t01", seq=1, state="active")
+        assert _project(j1[0], first) == first
         top = tx.select(t, t.c.job_key == "j1", order_by=[t.c.seq.desc()], limit=3)
         assert _keys(top) == ["t10", "t09", "t08"]
         running = tx.select(
@@ -416,7 +427,7 @@ def test_add_counts_applies_incremental_deltas(store: SqlStore) -> None:
     with store.tx() as tx:
         j1 = tx.get(tc, job_key="j1")
         j2 = tx.get(tc, job_key="j2")
-    assert j1 == {
+    expected = {
         "job_key": "j1",
         "active": 2,
         "running": 1,
@@ -429,6 +440,7 @@ def test_add_counts_applies_incremental_deltas(store: SqlStore) -> None:
         "slots_succeeded": 0,
         "slots_failed": 0,
     }
+    assert _project(j1, expected) == expected
     assert j2 is not None and all(v == 0 for k, v in j2.items() if k != "job_key")
 
 

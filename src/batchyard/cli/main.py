@@ -63,7 +63,7 @@ def _server(argv: list[str]) -> None:
         manager.adopt()
         ctx.hub.wake_scheduler()
         ctx.hub.wake_pools()
-        await asyncio.gather(scheduler.run(), manager.run())
+        await asyncio.gather(scheduler.run(), scheduler.timers_loop(), manager.run())
 
     app = create_app(ctx, Settings(account=account, key=key, public_url=a.public_url), [start_loops])
     endpoint = a.public_url or f"http://{a.host}:{a.port}"

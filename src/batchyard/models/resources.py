@@ -109,9 +109,6 @@ _NOT_YET = {
         "multiInstanceSettings",
         "applicationPackageReferences",
         "containerSettings",
-        "exitConditions",
-        "dependsOn",
-        "affinityInfo",
     ),
 }
 

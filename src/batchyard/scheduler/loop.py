@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 
 from sqlalchemy import and_
 
 from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
+from batchyard.service import completion
 from batchyard.service import tasks as task_ops
 from batchyard.service.agents import work_for
 from batchyard.service.common import set_state, stamp_body
 from batchyard.service.context import Ctx, task_ref
+from batchyard.service.files import node_root, remove_job_files, task_dir_rel
 from batchyard.service.taskstate import move
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
+
+
+def _affinity(body: dict[str, object]) -> str | None:
+    info = body.get("affinityInfo")
+    if isinstance(info, dict):
+        aid = str(info.get("affinityId", ""))
+        return aid[4:] if aid.startswith("TVM:") else aid or None
+    return None
+
 
 log = logging.getLogger("batchyard.scheduler")
 
@@ -43,6 +55,43 @@ class Scheduler:
             if more:
                 hub.wake_scheduler()
             await asyncio.sleep(0)
+
+    async def timers_loop(self, interval: float = 1.0) -> None:
+        """Time-based rules: job maxWallClockTime and task retention. Everything else is event driven."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.timers()
+            except Exception:  # keep ticking
+                log.exception("timer pass failed")
+
+    def timers(self) -> None:
+        _, now_text, _ = self.ctx.stamp()
+        with self.ctx.store.tx() as tx:
+            expired = tx.select(
+                schema.jobs,
+                and_(
+                    schema.jobs.c.deadline.is_not(None),
+                    schema.jobs.c.deadline <= now_text,
+                    schema.jobs.c.state.in_(["active", "disabling", "disabled", "enabling"]),
+                ),
+            )
+            for job in expired:
+                completion.begin_terminate(self.ctx, tx, job, "MaxWallClockTimeExpiry")
+            due = tx.select(
+                schema.tasks,
+                and_(schema.tasks.c.cleanup_at.is_not(None), schema.tasks.c.cleanup_at <= now_text),
+                limit=500,
+            )
+            for row in due:
+                node_id = row["body"].get("nodeInfo", {}).get("nodeId")
+                owner = tx.get(schema.jobs, key=row["job_key"]) if node_id else None
+                if node_id and owner is not None:
+                    shutil.rmtree(
+                        node_root(self.ctx, node_id) / task_dir_rel(owner["id"], row["id"]),
+                        ignore_errors=True,
+                    )
+                tx.update(schema.tasks, {"cleanup_at": None}, job_key=row["job_key"], key=row["key"])
 
     def cycle(self) -> bool:
         """One pass; returns True when another pass should follow immediately."""
@@ -135,9 +184,8 @@ class Scheduler:
         rows = tx.select(schema.tasks, schema.tasks.c.job_key == job["key"])
         task_ops.remove_rows(self.ctx, tx, rows)
         tx.delete(schema.task_counts, job_key=job["key"])
+        completion.forget_job(tx, job["key"])
         tx.delete(schema.jobs, key=job["key"])
-        from batchyard.service.files import remove_job_files
-
         remove_job_files(self.ctx, tx, job)
 
     # --- placement ---------------------------------------------------------------------------------------
@@ -171,16 +219,31 @@ class Scheduler:
             if cap <= 0:
                 saturated = True
                 break
+            limit = cap
+            mpt = int(job["body"].get("maxParallelTasks", -1))
+            if mpt > 0:
+                c = tx.get(schema.task_counts, job_key=job["key"])
+                limit = min(cap, mpt - int(c["running"]) if c else mpt)
+                if limit <= 0:
+                    continue
             rows = tx.select(
                 schema.tasks,
-                and_(schema.tasks.c.job_key == job["key"], schema.tasks.c.state == "active"),
+                and_(
+                    schema.tasks.c.job_key == job["key"],
+                    schema.tasks.c.state == "active",
+                    schema.tasks.c.deps_remaining == 0,
+                ),
                 order_by=[schema.tasks.c.seq],
-                limit=cap,
+                limit=limit,
             )
             if not rows:
                 continue
-            by_ref = {task_ref(r["job_key"], r["key"]): r for r in rows}
-            plan = place(nodes, [Candidate(ref, int(r["slots"])) for ref, r in by_ref.items()], pack)
+            too_big = [r for r in rows if int(r["slots"]) > per_node]
+            for r in too_big:
+                self._unschedulable(tx, job, r, per_node)
+            by_ref = {task_ref(r["job_key"], r["key"]): r for r in rows if int(r["slots"]) <= per_node}
+            cands = [Candidate(ref, int(r["slots"]), _affinity(r["body"])) for ref, r in by_ref.items()]
+            plan = place(nodes, cands, pack)
             counts: dict[str, dict[str, int]] = {}
             for cand, node_id in plan:
                 r = by_ref[cand.ref]
@@ -193,10 +256,25 @@ class Scheduler:
                 placed_any = True
             for jk, d in counts.items():
                 tx.add_counts(jk, d)
-            if len(rows) >= cap and free_capacity(nodes) > 0:
+            if len(rows) >= limit and free_capacity(nodes) > 0:
                 saturated = True
         del node_rows
         return placed_any and saturated and free_capacity(nodes) > 0
+
+    def _unschedulable(self, tx: Tx, job: Row, row: Row, per_node: int) -> None:
+        """A task needing more slots than any node of the pool has can never run: fail it clearly."""
+        _, now_text, etag = self.ctx.stamp()
+        ei = row["body"].setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
+        ei["endTime"] = now_text
+        ei["result"] = "failure"
+        ei["failureInfo"] = {
+            "category": "usererror",
+            "code": "TaskSchedulingConstraintFailed",
+            "message": f"The task requires {row['slots']} slots but the nodes of its pool have {per_node}.",
+        }
+        move(tx, row, "completed", now_text, etag, node_id=None)
+        completion.finished(self.ctx, tx, job, row, now_text)
+        completion.check_all_complete(self.ctx, tx, job)
 
     def _node_info(self, pool: Row, node_id: str, job: Row, task: Row) -> dict[str, str]:
         root = f"workitems/{job['id']}/job-1/{task['id']}"

@@ -17,11 +17,13 @@ class NodeSlots:
 class Candidate:
     ref: str
     slots: int
+    preferred_node: str | None = None
 
 
 def place(nodes: list[NodeSlots], candidates: Iterable[Candidate], pack: bool) -> list[tuple[Candidate, str]]:
-    """Assign candidates in order. Spread favours the node with most free slots, pack the fullest one
-    that still fits; a task that fits nowhere now is skipped (it waits for the next cycle)."""
+    """Assign candidates in order. A free preferred node (affinity) wins; otherwise spread favours the node
+    with most free slots and pack the fullest one that still fits. A task that fits nowhere now is skipped
+    (it waits for the next cycle)."""
     plan: list[tuple[Candidate, str]] = []
     for c in candidates:
         fitting = [n for n in nodes if n.free >= c.slots]
@@ -29,7 +31,10 @@ def place(nodes: list[NodeSlots], candidates: Iterable[Candidate], pack: bool) -
             if not any(n.free > 0 for n in nodes):
                 break
             continue
-        if pack:
+        preferred = [n for n in fitting if n.node_id == c.preferred_node]
+        if preferred:
+            target = preferred[0]
+        elif pack:
             target = min(fitting, key=lambda n: (n.free, n.node_id))
         else:
             target = max(fitting, key=lambda n: (n.free, n.node_id))

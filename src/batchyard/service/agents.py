@@ -15,6 +15,7 @@ from sqlalchemy import and_
 from batchyard.models import errors
 from batchyard.models.clock import monotonic
 from batchyard.models.decode import parse_duration
+from batchyard.service import completion
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Ctx, task_ref
 from batchyard.service.taskstate import move
@@ -78,6 +79,7 @@ def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[s
         node = authenticate(tx, node_id, token)
         nbody = node["body"]
         counts: dict[str, dict[str, int]] = {}
+        jobs: dict[str, Row] = {}
         _, now_text, etag = ctx.stamp()
         max_seq = 0
         node_dirty = False
@@ -87,7 +89,7 @@ def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[s
             if kind == "started":
                 _started(tx, ev, now_text, etag, counts)
             elif kind == "completed":
-                done = _completed(ctx, tx, node_id, ev, now_text, etag, counts)
+                done = _completed(ctx, tx, node_id, ev, now_text, etag, counts, jobs)
                 if done is not None:
                     freed = True
                     node_dirty = True
@@ -96,6 +98,8 @@ def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[s
                         nbody["totalTasksSucceeded"] = int(nbody.get("totalTasksSucceeded", 0)) + 1
         for jk, d in counts.items():
             tx.add_counts(jk, d)
+        for job in jobs.values():
+            completion.check_all_complete(ctx, tx, job)
         new_state = _node_state_after(ctx, node_id, node["state"])
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
@@ -145,7 +149,14 @@ def _started(tx: Tx, ev: Body, now_text: str, etag: str, counts: dict[str, dict[
 
 
 def _completed(
-    ctx: Ctx, tx: Tx, node_id: str, ev: Body, now_text: str, etag: str, counts: dict[str, dict[str, int]]
+    ctx: Ctx,
+    tx: Tx,
+    node_id: str,
+    ev: Body,
+    now_text: str,
+    etag: str,
+    counts: dict[str, dict[str, int]],
+    jobs: dict[str, Row],
 ) -> bool | None:
     """Record a finished attempt; returns None if stale, else whether it succeeded."""
     ref = str(ev.get("ref"))
@@ -165,10 +176,17 @@ def _completed(
     ok = failure is None and exit_code == 0
     base = ref.rpartition("#")[0]
     ctx.assignments.remove(base)
+    job = jobs.get(row["job_key"])
+    if job is None:
+        job = tx.get(schema.jobs, key=row["job_key"])
+        if job is None:
+            return None
+        jobs[row["job_key"]] = job
     if ok:
         ei["result"] = "success"
         ei.pop("failureInfo", None)
         move(tx, row, "completed", now_text, etag, counts=counts)
+        completion.finished(ctx, tx, job, row, now_text)
         return True
     max_retry = int(body["constraints"].get("maxTaskRetryCount", 0))
     retries = int(ei.get("retryCount", 0))
@@ -187,6 +205,7 @@ def _completed(
         "message": "The task exited with an exit code representing a failure",
     }
     move(tx, row, "completed", now_text, etag, counts=counts)
+    completion.finished(ctx, tx, job, row, now_text)
     return False
 
 

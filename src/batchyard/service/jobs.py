@@ -6,9 +6,12 @@ import copy
 from typing import Any
 
 from batchyard.models import errors, odata
+from batchyard.models.clock import format_time, parse_time
+from batchyard.models.decode import parse_duration
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import INFINITE, new_job
 from batchyard.models.states import JobState, check_job_transition
+from batchyard.service import completion
 from batchyard.service.common import Body, item, set_state, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -48,12 +51,24 @@ def save(tx: Tx, ctx: Ctx, row: Row, body: Body) -> Written:
             "state": body["state"],
             "priority": int(body.get("priority", 0)),
             "pool_key": key_of(body["poolInfo"].get("poolId", "")),
+            "deadline": deadline(body),
         },
         key=row["key"],
     )
     row["body"] = body
     row["state"] = body["state"]
     return Written(etag, now_text, f"/jobs/{body['id']}")
+
+
+def deadline(body: Body) -> str | None:
+    """When the job's maxWallClockTime runs out (measured from creation), or None if unbounded."""
+    wall = str(body.get("constraints", {}).get("maxWallClockTime", INFINITE))
+    if wall.startswith("P10675199D"):
+        return None
+    try:
+        return format_time(parse_time(body["creationTime"]) + parse_duration(wall))
+    except (ValueError, OverflowError):
+        return None
 
 
 def _pool_id(spec: Body) -> str:
@@ -98,11 +113,15 @@ def create_job(ctx: Ctx, spec: Body) -> Written:
                     "last_modified": now_text,
                     "creation_time": now_text,
                     "body": body,
+                    "deadline": deadline(body),
                 },
             )
         except DuplicateKey:
             raise errors.job_exists() from None
         tx.insert(schema.task_counts, {"job_key": key_of(job_id)})
+        job = tx.get(schema.jobs, key=key_of(job_id))
+        if job is not None and completion.check_all_complete(ctx, tx, job):
+            etag, now_text = job["body"]["eTag"], job["body"]["lastModified"]
     ctx.hub.wake_scheduler()
     return Written(etag, now_text, f"/jobs/{job_id}")
 
@@ -172,6 +191,8 @@ def update_job(ctx: Ctx, job_id: str, spec: Body, cond: Conditions, replace: boo
         _require_updatable(body)
         _apply_update(body, spec, replace)
         w = save(tx, ctx, row, body)
+        if completion.check_all_complete(ctx, tx, row):
+            w = Written(row["body"]["eTag"], row["body"]["lastModified"], w.path)
     ctx.hub.wake_scheduler()
     return w
 

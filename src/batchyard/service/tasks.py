@@ -6,10 +6,11 @@ from typing import Any
 
 from sqlalchemy import and_
 
-from batchyard.models import errors, odata
+from batchyard.models import dependencies as deps_model
+from batchyard.models import errors, exitconditions, odata
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import new_task
-from batchyard.service import jobs
+from batchyard.service import completion, jobs
 from batchyard.service.common import Body, item, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written, task_ref
 from batchyard.service.listing import ListQuery, page_rows
@@ -29,6 +30,11 @@ def _columns() -> dict[str, Any]:
         "state": ColumnMap(t.c.state),
         "creationTime": ColumnMap(t.c.creation_time),
         "lastModified": ColumnMap(t.c.last_modified),
+        "stateTransitionTime": ColumnMap(t.c.state_transition_time),
+        "executionInfo/exitCode": ColumnMap(t.c.exit_code),
+        "executionInfo/result": ColumnMap(t.c.result, casefold=True),
+        "executionInfo/startTime": ColumnMap(t.c.start_time),
+        "executionInfo/endTime": ColumnMap(t.c.end_time),
     }
 
 
@@ -47,6 +53,8 @@ def _job_accepting(tx: Tx, job_id: str) -> Row:
 def _new_row(job: Row, spec: Body, seq: int, now_text: str, etag: str) -> Row:
     task_id = check_id(spec.get("id"))
     body = new_task(spec, now_text, job["body"])
+    exitconditions.check(body.get("exitConditions"), str(job["body"].get("onTaskFailure", "noaction")))
+    parsed = deps_model.parse(body.get("dependsOn"), task_id)
     stamp_body(body, etag, now_text)
     return {
         "job_key": job["key"],
@@ -61,10 +69,16 @@ def _new_row(job: Row, spec: Body, seq: int, now_text: str, etag: str) -> Row:
         "last_modified": now_text,
         "creation_time": now_text,
         "body": body,
+        "num_id": deps_model.numeric_id(task_id),
+        "deps_remaining": 0,
+        "state_transition_time": now_text,
+        "_deps": parsed,
     }
 
 
 def _added(tx: Tx, job: Row, rows: list[Row]) -> None:
+    parsed = {r["key"]: r.pop("_deps") for r in rows}
+    completion.register(tx, job["key"], rows, parsed)
     tx.insert_many(schema.tasks, rows)
     slots = sum(int(r["slots"]) for r in rows)
     tx.add_counts(job["key"], {"active": len(rows), "slots_active": slots})
@@ -201,6 +215,9 @@ def end_task(
     ei["failureInfo"] = {"category": "usererror", "code": code, "message": message}
     ctx.assignments.remove(task_ref(row["job_key"], row["key"]))
     move(tx, row, "completed", now_text, etag, node_id=None, counts=counts)
+    job = tx.get(schema.jobs, key=row["job_key"])
+    if job is not None:
+        completion.finished(ctx, tx, job, row, now_text, apply_job_action=False)
 
 
 def terminate_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions) -> Written:
@@ -213,6 +230,7 @@ def terminate_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions) -> Wri
             end_task(ctx, tx, row, now_text, etag, "TaskEnded", "Task Was Ended by User Request")
             if node:
                 ctx.hub.wake_node(node)
+            completion.check_all_complete(ctx, tx, job)
     ctx.hub.wake_scheduler()
     return Written(row["etag"], row["last_modified"], f"/jobs/{job['id']}/tasks/{row['id']}")
 
@@ -236,6 +254,7 @@ def reactivate_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions) -> Wr
         }
         body.pop("nodeInfo", None)
         move(tx, row, "active", now_text, etag, node_id=None, old_result=old_result)
+        tx.update(schema.tasks, {"cleanup_at": None}, job_key=row["job_key"], key=row["key"])
     ctx.hub.wake_scheduler()
     return Written(etag, now_text, f"/jobs/{job['id']}/tasks/{row['id']}")
 
@@ -246,6 +265,7 @@ def delete_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions) -> list[t
         job, row = load(tx, job_id, task_id)
         cond.check(row, write=True)
         remove_rows(ctx, tx, [row])
+        completion.check_all_complete(ctx, tx, job)
     ctx.hub.wake_scheduler()
     return []
 

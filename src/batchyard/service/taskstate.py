@@ -62,6 +62,7 @@ def move(
     set_state(body, new_state, now_text)
     stamp_body(body, etag, now_text)
     values: dict[str, Any] = {"state": new_state, "body": body, "etag": etag, "last_modified": now_text}
+    values.update(derived_columns(body))
     if node_id is not ...:
         values["node_id"] = node_id
     if attempt is not None:
@@ -76,3 +77,15 @@ def move(
             acc[k] = acc.get(k, 0) + v
     row.update(values)
     return values
+
+
+def derived_columns(body: Body) -> dict[str, Any]:
+    """The filterable columns that mirror the task body (kept in step on every write)."""
+    ei = body.get("executionInfo") or {}
+    return {
+        "exit_code": ei.get("exitCode"),
+        "result": ei.get("result"),
+        "start_time": ei.get("startTime"),
+        "end_time": ei.get("endTime"),
+        "state_transition_time": body.get("stateTransitionTime"),
+    }

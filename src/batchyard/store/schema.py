@@ -43,6 +43,7 @@ jobs = Table(
     Column("priority", Integer, nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("task_seq", BigInteger, nullable=False),
+    Column("deadline", String(32), nullable=True),
     Column("etag", String(24), nullable=False),
     Column("last_modified", String(32), nullable=False),
     Column("creation_time", String(32), nullable=False),
@@ -64,9 +65,46 @@ tasks = Table(
     Column("last_modified", String(32), nullable=False),
     Column("creation_time", String(32), nullable=False),
     Column("body", Text, nullable=False),
+    Column("deps_remaining", BigInteger, nullable=False, server_default="0"),
+    Column("num_id", BigInteger, nullable=True),
+    Column("dep_outcome", String(8), nullable=True),
+    Column("exit_code", BigInteger, nullable=True),
+    Column("result", String(8), nullable=True),
+    Column("start_time", String(32), nullable=True),
+    Column("end_time", String(32), nullable=True),
+    Column("state_transition_time", String(32), nullable=True),
+    Column("cleanup_at", String(32), nullable=True),
     Index("ix_tasks_job_state_seq", "job_key", "state", "seq"),
     Index("ix_tasks_job_state_key", "job_key", "state", "key"),
     Index("ix_tasks_node", "node_id"),
+    Index("ix_tasks_runnable", "job_key", "state", "deps_remaining", "seq"),
+    Index("ix_tasks_num", "job_key", "num_id"),
+    Index("ix_tasks_cleanup", "cleanup_at"),
+)
+
+task_deps = Table(
+    "task_deps",
+    metadata,
+    Column("job_key", String(64), primary_key=True),
+    Column("parent_key", String(64), primary_key=True),
+    Column("child_key", String(64), primary_key=True),
+)
+
+dep_ranges = Table(
+    "dep_ranges",
+    metadata,
+    Column("job_key", String(64), primary_key=True),
+    Column("child_key", String(64), primary_key=True),
+    Column("start", BigInteger, primary_key=True),
+    Column("end", BigInteger, nullable=False),
+    Index("ix_dep_ranges_start", "job_key", "start"),
+)
+
+dep_satisfied = Table(
+    "dep_satisfied",
+    metadata,
+    Column("job_key", String(64), primary_key=True),
+    Column("num", BigInteger, primary_key=True),
 )
 
 task_counts = Table(
