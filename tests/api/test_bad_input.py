@@ -94,7 +94,9 @@ def test_invalid_json_job_and_task(raw: Raw, job: str) -> None:
     text = json.dumps(task_body("t1"))[:-1]
     assert_error(raw.request("POST", f"/jobs/{job}/tasks", content=text), 400, "InvalidRequestBody")
     text = json.dumps({"value": [task_body("t1")]})[:-2]
-    assert_error(raw.request("POST", f"/jobs/{job}/addtaskcollection", content=text), 400, "InvalidRequestBody")
+    assert_error(
+        raw.request("POST", f"/jobs/{job}/addtaskcollection", content=text), 400, "InvalidRequestBody"
+    )
     assert task_state(raw, job) == before
 
 
@@ -102,9 +104,17 @@ def test_invalid_json_job_and_task(raw: Raw, job: str) -> None:
     "kind,extra,prop",
     [
         ("pool", {"bogus": 1}, "bogus"),
-        ("pool", {"virtualMachineConfiguration": {"imageReference": {"publisher": "canonical", "offer": "o",
-                                                                     "sku": "s"}, "nodeAgentSKUId": "x",
-                                                  "nested": True}}, "virtualMachineConfiguration.nested"),
+        (
+            "pool",
+            {
+                "virtualMachineConfiguration": {
+                    "imageReference": {"publisher": "canonical", "offer": "o", "sku": "s"},
+                    "nodeAgentSKUId": "x",
+                    "nested": True,
+                }
+            },
+            "virtualMachineConfiguration.nested",
+        ),
         ("pool", {"startTask": {"commandLine": "true", "frobnicate": "yes"}}, "startTask.frobnicate"),
         ("job", {"bogus": 1}, "bogus"),
         ("job", {"poolInfo": {"poolId": "p", "bogus": 1}}, "poolInfo.bogus"),
@@ -133,8 +143,9 @@ def test_unknown_property_pool_job(raw: Raw, kind: str, extra: dict[str, Any], p
 )
 def test_unknown_property_task(raw: Raw, job: str, extra: dict[str, Any], prop: str) -> None:
     before = task_state(raw, job)
-    assert_error(raw.post(f"/jobs/{job}/tasks", task_body("t", **extra)), 400, "UnsupportedProperty",
-                 PropertyName=prop)
+    assert_error(
+        raw.post(f"/jobs/{job}/tasks", task_body("t", **extra)), 400, "UnsupportedProperty", PropertyName=prop
+    )
     assert_error(raw.get(f"/jobs/{job}/tasks/t"), 404, "TaskNotFound")
     assert task_state(raw, job) == before
 
@@ -148,8 +159,12 @@ def test_missing_required_properties(raw: Raw, job: str) -> None:
 
     body = pool_body(pid)
     del body["virtualMachineConfiguration"]["nodeAgentSKUId"]
-    assert_error(raw.post("/pools", body), 400, "MissingRequiredProperty",
-                 PropertyName="virtualMachineConfiguration.nodeAgentSKUId")
+    assert_error(
+        raw.post("/pools", body),
+        400,
+        "MissingRequiredProperty",
+        PropertyName="virtualMachineConfiguration.nodeAgentSKUId",
+    )
     assert_error(raw.get(f"/pools/{pid}"), 404, "PoolNotFound")
 
     before = pool_ids(raw)
@@ -163,10 +178,18 @@ def test_missing_required_properties(raw: Raw, job: str) -> None:
     assert_error(raw.get(f"/jobs/{jid}"), 404, "JobNotFound")
 
     before_tasks = task_state(raw, job)
-    assert_error(raw.post(f"/jobs/{job}/tasks", {"id": "t"}), 400, "MissingRequiredProperty",
-                 PropertyName="commandLine")
-    assert_error(raw.post(f"/jobs/{job}/tasks", {"commandLine": "true"}), 400, "MissingRequiredProperty",
-                 PropertyName="id")
+    assert_error(
+        raw.post(f"/jobs/{job}/tasks", {"id": "t"}),
+        400,
+        "MissingRequiredProperty",
+        PropertyName="commandLine",
+    )
+    assert_error(
+        raw.post(f"/jobs/{job}/tasks", {"commandLine": "true"}),
+        400,
+        "MissingRequiredProperty",
+        PropertyName="id",
+    )
     assert_error(raw.get(f"/jobs/{job}/tasks/t"), 404, "TaskNotFound")
     assert task_state(raw, job) == before_tasks
 
@@ -205,8 +228,13 @@ def test_wrong_type(raw: Raw, job: str, kind: str, extra: dict[str, Any], prop: 
 
 def test_invalid_duration(raw: Raw) -> None:
     pid = new_id("dur")
-    assert_error(raw.post("/pools", pool_body(pid, resizeTimeout="fifteen minutes")), 400, "InvalidPropertyValue",
-                 PropertyName="resizeTimeout", PropertyValue="fifteen minutes")
+    assert_error(
+        raw.post("/pools", pool_body(pid, resizeTimeout="fifteen minutes")),
+        400,
+        "InvalidPropertyValue",
+        PropertyName="resizeTimeout",
+        PropertyValue="fifteen minutes",
+    )
     assert_error(raw.get(f"/pools/{pid}"), 404, "PoolNotFound")
 
 
@@ -218,18 +246,25 @@ BAD_IDS = ["x" * 65, "has space", "dot.ted", "sl/ash", "ünïcode", "semi;colon"
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_invalid_pool_and_job_ids(raw: Raw, bad: str) -> None:
     pools, jobs = pool_ids(raw), job_ids(raw)
-    assert_error(raw.post("/pools", pool_body(bad)), 400, "InvalidPropertyValue", PropertyName="id",
-                 PropertyValue=bad)
-    assert_error(raw.post("/jobs", job_body(bad)), 400, "InvalidPropertyValue", PropertyName="id",
-                 PropertyValue=bad)
+    assert_error(
+        raw.post("/pools", pool_body(bad)), 400, "InvalidPropertyValue", PropertyName="id", PropertyValue=bad
+    )
+    assert_error(
+        raw.post("/jobs", job_body(bad)), 400, "InvalidPropertyValue", PropertyName="id", PropertyValue=bad
+    )
     assert pool_ids(raw) == pools and job_ids(raw) == jobs
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_invalid_task_ids(raw: Raw, job: str, bad: str) -> None:
     before = task_state(raw, job)
-    assert_error(raw.post(f"/jobs/{job}/tasks", task_body(bad)), 400, "InvalidPropertyValue", PropertyName="id",
-                 PropertyValue=bad)
+    assert_error(
+        raw.post(f"/jobs/{job}/tasks", task_body(bad)),
+        400,
+        "InvalidPropertyValue",
+        PropertyName="id",
+        PropertyValue=bad,
+    )
     assert task_state(raw, job) == before
 
 
@@ -243,8 +278,12 @@ def test_sixty_four_character_ids_are_fine(raw: Raw, pool: str) -> None:
 
 def test_invalid_pool_id_in_job_pool_info(raw: Raw) -> None:
     jid = new_id("pinfo")
-    assert_error(raw.post("/jobs", job_body(jid, "bad pool id")), 400, "InvalidPropertyValue",
-                 PropertyName="poolInfo.poolId")
+    assert_error(
+        raw.post("/jobs", job_body(jid, "bad pool id")),
+        400,
+        "InvalidPropertyValue",
+        PropertyName="poolInfo.poolId",
+    )
     assert_error(raw.get(f"/jobs/{jid}"), 404, "JobNotFound")
 
 
@@ -277,7 +316,9 @@ def test_task_ids_differing_only_in_case_conflict(raw: Raw, job: str) -> None:
     assert raw.post(f"/jobs/{job}/tasks", task_body("Task-A", displayName="first")).status_code == 201
     before = task_state(raw, job)
     for other in ("Task-A", "TASK-A", "task-a"):
-        assert_error(raw.post(f"/jobs/{job}/tasks", task_body(other, displayName="second")), 409, "TaskExists")
+        assert_error(
+            raw.post(f"/jobs/{job}/tasks", task_body(other, displayName="second")), 409, "TaskExists"
+        )
     assert task_state(raw, job) == before == (["Task-A"], {**before[1], "active": 1})
     t = raw.json(f"/jobs/{job}/tasks/task-a")
     assert t["id"] == "Task-A" and t["displayName"] == "first"
@@ -301,7 +342,9 @@ def test_task_on_completed_job(raw: Raw, job: str) -> None:
     wait_for(lambda: raw.json(f"/jobs/{job}")["state"] == "completed", 15, 0.05, "the job to complete")
     before = task_state(raw, job)
     assert_error(raw.post(f"/jobs/{job}/tasks", task_body("after")), 409, "JobCompleted")
-    assert_error(raw.post(f"/jobs/{job}/addtaskcollection", {"value": [task_body("after2")]}), 409, "JobCompleted")
+    assert_error(
+        raw.post(f"/jobs/{job}/addtaskcollection", {"value": [task_body("after2")]}), 409, "JobCompleted"
+    )
     assert_error(raw.get(f"/jobs/{job}/tasks/after"), 404, "TaskNotFound")
     assert task_state(raw, job) == before
     assert before[0] == ["before"]
@@ -318,8 +361,9 @@ def test_body_over_one_megabyte(raw: Raw, job: str) -> None:
     assert_error(raw.get(f"/pools/{pid}"), 404, "PoolNotFound")
 
     jid = new_id("big")
-    assert_error(raw.post("/jobs", job_body(jid, metadata=[{"name": "big", "value": big}])), 413,
-                 "RequestBodyTooLarge")
+    assert_error(
+        raw.post("/jobs", job_body(jid, metadata=[{"name": "big", "value": big}])), 413, "RequestBodyTooLarge"
+    )
     assert_error(raw.get(f"/jobs/{jid}"), 404, "JobNotFound")
 
     before = task_state(raw, job)
@@ -374,10 +418,17 @@ def test_addtaskcollection_duplicates_are_per_task_client_errors(raw: Raw, job: 
 
 def test_unsupported_api_version(raw: Raw) -> None:
     r = raw.get("/pools", api_version="2099-01-01")
-    assert_error(r, 400, "UnsupportedRequestVersion", QueryParameterName="api-version",
-                 QueryParameterValue="2099-01-01")
+    assert_error(
+        r,
+        400,
+        "UnsupportedRequestVersion",
+        QueryParameterName="api-version",
+        QueryParameterValue="2099-01-01",
+    )
     pid = new_id("ver")
-    assert_error(raw.post("/pools", pool_body(pid), api_version="2012-01-01.1.0"), 400, "UnsupportedRequestVersion")
+    assert_error(
+        raw.post("/pools", pool_body(pid), api_version="2012-01-01.1.0"), 400, "UnsupportedRequestVersion"
+    )
     assert_error(raw.get(f"/pools/{pid}"), 404, "PoolNotFound")
 
 
@@ -387,8 +438,12 @@ def test_supported_api_versions(raw: Raw, version: str) -> None:
 
 
 def test_missing_api_version(raw: Raw) -> None:
-    assert_error(raw.get("/pools", api_version=None), 400, "MissingRequiredQueryParameter",
-                 QueryParameterName="api-version")
+    assert_error(
+        raw.get("/pools", api_version=None),
+        400,
+        "MissingRequiredQueryParameter",
+        QueryParameterName="api-version",
+    )
     jid = new_id("nover")
     assert_error(raw.post("/jobs", job_body(jid), api_version=None), 400, "MissingRequiredQueryParameter")
     assert_error(raw.get(f"/jobs/{jid}"), 404, "JobNotFound")
@@ -447,7 +502,9 @@ def test_signature_binds_the_path(raw: Raw, pool: str) -> None:
     victim = new_id("victim")
     assert raw.post("/pools", pool_body(victim)).status_code == 201
     signer = BatchSharedKeyAuthPolicy(AzureNamedKeyCredential(raw.account, raw.key))
-    tampering = PipelineClient(raw.endpoint, policies=[signer, _Retarget(f"/pools/{pool}", f"/pools/{victim}")])
+    tampering = PipelineClient(
+        raw.endpoint, policies=[signer, _Retarget(f"/pools/{pool}", f"/pools/{victim}")]
+    )
     resp = tampering.send_request(HttpRequest("DELETE", raw.url(f"/pools/{pool}")))
     resp.read()
     assert_error(resp, 403, "AuthenticationFailed")  # type: ignore[arg-type]
@@ -480,7 +537,9 @@ def test_unknown_route_without_version_or_auth_is_still_json(raw: Raw) -> None:
 def test_unsupported_verb_is_a_json_batch_error(raw: Raw) -> None:
     assert_error(raw.request("PUT", "/pools"), 405, "UnsupportedHttpVerb", HttpVerb="PUT")
     before = pool_ids(raw)
-    assert_error(raw.request("PUT", "/pools", json_body=pool_body(new_id("verb"))), 405, "UnsupportedHttpVerb")
+    assert_error(
+        raw.request("PUT", "/pools", json_body=pool_body(new_id("verb"))), 405, "UnsupportedHttpVerb"
+    )
     assert pool_ids(raw) == before
 
 
@@ -488,7 +547,11 @@ def test_unsupported_verb_is_a_json_batch_error(raw: Raw) -> None:
     "method,path,body",
     [
         ("GET", "/jobschedules", None),
-        ("POST", "/jobschedules", {"id": "s1", "schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}}}),
+        (
+            "POST",
+            "/jobschedules",
+            {"id": "s1", "schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
+        ),
         ("GET", "/jobschedules/s1", None),
         ("GET", "/applications", None),
         ("GET", "/poolusagemetrics", None),
@@ -522,11 +585,19 @@ def test_bad_list_query(raw: Raw, params: dict[str, str], code: str) -> None:
 
 
 def test_bad_conditional_header_value(raw: Raw, pool: str) -> None:
-    assert_error(raw.get(f"/pools/{pool}", headers={"If-Modified-Since": "yesterday"}), 400, "InvalidHeaderValue",
-                 HeaderName="If-Modified-Since")
+    assert_error(
+        raw.get(f"/pools/{pool}", headers={"If-Modified-Since": "yesterday"}),
+        400,
+        "InvalidHeaderValue",
+        HeaderName="If-Modified-Since",
+    )
     before = raw.json(f"/pools/{pool}")
-    r = raw.request("PATCH", f"/pools/{pool}", json_body={"metadata": [{"name": "x", "value": "y"}]},
-                    headers={"If-Unmodified-Since": "not a date"})
+    r = raw.request(
+        "PATCH",
+        f"/pools/{pool}",
+        json_body={"metadata": [{"name": "x", "value": "y"}]},
+        headers={"If-Unmodified-Since": "not a date"},
+    )
     assert_error(r, 400, "InvalidHeaderValue")
     assert raw.json(f"/pools/{pool}")["eTag"] == before["eTag"]
 

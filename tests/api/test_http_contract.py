@@ -50,7 +50,9 @@ def make_pool(raw: Raw, nodes: int | str = 0, **extra: Any) -> str:
     """A pool whose allocation has settled (the pool manager's own write), so its ETag holds still."""
     pid = new_id("pool")
     create(raw, "/pools", pool_body(pid, nodes, **extra))
-    wait_for(lambda: raw.json(f"/pools/{pid}")["allocationState"] == "steady", 30, 0.05, f"{pid} to be steady")
+    wait_for(
+        lambda: raw.json(f"/pools/{pid}")["allocationState"] == "steady", 30, 0.05, f"{pid} to be steady"
+    )
     return pid
 
 
@@ -144,6 +146,24 @@ def test_az_quirk_bodies_accepted(raw: Raw, ran: dict[str, str]) -> None:
     p = raw.json(f"/pools/{ran['pool']}")
     assert p["targetDedicatedNodes"] == 1  # sent as the string "1"
     assert p["resizeTimeout"] in ("PT15M", "PT15M00S")  # sent as "PT15M00S"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server stores durations verbatim; the service re-renders them "
+    "(rest_api.md §1.4: P3Y6M4DT12H30M5S is read back as P1279DT12H30M5S)",
+)
+def test_durations_read_back_normalised(raw: Raw) -> None:
+    pid = new_id("dur")
+    create(raw, "/pools", pool_body(pid, resizeTimeout="PT15M00S"))
+    jid = new_id("dur")
+    create(
+        raw,
+        "/jobs",
+        {"id": jid, "poolInfo": {"poolId": pid}, "constraints": {"maxWallClockTime": "P3Y6M4DT12H30M5S"}},
+    )
+    assert raw.json(f"/jobs/{jid}")["constraints"]["maxWallClockTime"] == "P1279DT12H30M5S"
+    assert raw.json(f"/pools/{pid}")["resizeTimeout"] == "PT15M"
 
 
 def test_job_defaults_materialised(raw: Raw) -> None:
@@ -309,7 +329,9 @@ def test_client_request_id_echoed_only_when_asked(raw: Raw) -> None:
     crid = str(uuid.uuid4())
     r = raw.get("/pools", headers={"client-request-id": crid, "return-client-request-id": "true"})
     assert r.headers.get("client-request-id") == crid
-    r = raw.get("/pools/no-such-pool", headers={"client-request-id": crid, "return-client-request-id": "true"})
+    r = raw.get(
+        "/pools/no-such-pool", headers={"client-request-id": crid, "return-client-request-id": "true"}
+    )
     assert r.status_code == 404 and r.headers.get("client-request-id") == crid
     r = raw.get("/pools", headers={"client-request-id": crid})
     assert "client-request-id" not in r.headers
@@ -325,18 +347,25 @@ def test_if_match_stale_412_then_matching_200(raw: Raw) -> None:
     pid = make_pool(raw)
     path = f"/pools/{pid}"
     old = raw.get(path).headers["ETag"]
-    assert_written(raw.request("PATCH", path, json_body={"metadata": [{"name": "k", "value": "1"}]}), 200, path, raw)
+    assert_written(
+        raw.request("PATCH", path, json_body={"metadata": [{"name": "k", "value": "1"}]}), 200, path, raw
+    )
     current = raw.json(path)
     assert current["eTag"] != old
 
-    r = raw.request("PATCH", path, json_body={"metadata": [{"name": "k", "value": "2"}]},
-                    headers={"If-Match": f'"{old}"'})
+    r = raw.request(
+        "PATCH", path, json_body={"metadata": [{"name": "k", "value": "2"}]}, headers={"If-Match": f'"{old}"'}
+    )
     assert_error(r, 412, "ConditionNotMet")
     after = raw.json(path)
     assert after["metadata"] == [{"name": "k", "value": "1"}] and after["eTag"] == current["eTag"]
 
-    r = raw.request("PATCH", path, json_body={"metadata": [{"name": "k", "value": "3"}]},
-                    headers={"If-Match": f'"{current["eTag"]}"'})
+    r = raw.request(
+        "PATCH",
+        path,
+        json_body={"metadata": [{"name": "k", "value": "3"}]},
+        headers={"If-Match": f'"{current["eTag"]}"'},
+    )
     etag = assert_written(r, 200, path, raw)
     g = raw.get(path)
     assert g.headers["ETag"] == etag == g.json()["eTag"]
@@ -364,15 +393,17 @@ def test_if_unmodified_since_older_on_put_412(raw: Raw) -> None:
     job = raw.json(f"/jobs/{jid}")
     lm = datetime.strptime(job["lastModified"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     older = format_datetime(lm - timedelta(days=1), usegmt=True)
-    r = raw.request("PUT", f"/jobs/{jid}", json_body={"poolInfo": {"poolId": pid}},
-                    headers={"If-Unmodified-Since": older})
+    r = raw.request(
+        "PUT", f"/jobs/{jid}", json_body={"poolInfo": {"poolId": pid}}, headers={"If-Unmodified-Since": older}
+    )
     assert_error(r, 412, "ConditionNotMet")
     after = raw.json(f"/jobs/{jid}")
     assert after["priority"] == 7 and after["eTag"] == job["eTag"]
 
     later = format_datetime(lm + timedelta(days=1), usegmt=True)
-    r = raw.request("PUT", f"/jobs/{jid}", json_body={"poolInfo": {"poolId": pid}},
-                    headers={"If-Unmodified-Since": later})
+    r = raw.request(
+        "PUT", f"/jobs/{jid}", json_body={"poolInfo": {"poolId": pid}}, headers={"If-Unmodified-Since": later}
+    )
     assert_written(r, 200, f"/jobs/{jid}", raw)
     assert raw.json(f"/jobs/{jid}")["priority"] == 0
 
@@ -507,7 +538,9 @@ def test_task_file_list_recursive(raw: Raw, ran: dict[str, str]) -> None:
 
 
 def test_invalid_range_416(raw: Raw, ran: dict[str, str]) -> None:
-    r = raw.get(f"/jobs/{ran['job']}/tasks/{ran['task']}/files/stdout.txt", headers={"ocp-range": "bytes=100-200"})
+    r = raw.get(
+        f"/jobs/{ran['job']}/tasks/{ran['task']}/files/stdout.txt", headers={"ocp-range": "bytes=100-200"}
+    )
     assert_error(r, 416, "InvalidRange")
     r = raw.get(f"/jobs/{ran['job']}/tasks/{ran['task']}/files/nope.txt")
     assert_error(r, 404, "FileNotFound")
@@ -523,8 +556,22 @@ def test_nodecounts_shape(raw: Raw, ran: dict[str, str]) -> None:
         return mine[0] if mine and mine[0]["dedicated"]["total"] == 1 else None
 
     c = wait_for(counted, 30, 0.1, "node counts for the node pool")
-    states = {"creating", "idle", "offline", "preempted", "rebooting", "reimaging", "running", "starting",
-              "startTaskFailed", "leavingPool", "unknown", "unusable", "waitingForStartTask", "total"}
+    states = {
+        "creating",
+        "idle",
+        "offline",
+        "preempted",
+        "rebooting",
+        "reimaging",
+        "running",
+        "starting",
+        "startTaskFailed",
+        "leavingPool",
+        "unknown",
+        "unusable",
+        "waitingForStartTask",
+        "total",
+    }
     for kind in ("dedicated", "lowPriority"):
         assert states <= set(c[kind]), c[kind]
         assert all(isinstance(v, int) for v in c[kind].values())

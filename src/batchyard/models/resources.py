@@ -164,6 +164,8 @@ def new_pool(spec: Body, now: str) -> Body:
     for ua in body.get("userAccounts") or []:
         ua.setdefault("elevationLevel", "nonadmin")
         ua.pop("password", None)
+    if "vmSize" in body:
+        body["vmSize"] = str(body["vmSize"]).lower()  # the service reports VM sizes in lower case
     body.update(
         {
             "state": "active",
