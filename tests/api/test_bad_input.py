@@ -76,7 +76,18 @@ def task_body(tid: str, **extra: Any) -> dict[str, Any]:
 # --- malformed bodies --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content", [b'{"id": "x", ', b"{not json", b"[1, 2]", b'"a string"', b""])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"id": "x", ',
+        b"{not json",
+        b"[1, 2]",
+        b'"a string"',
+        b"",
+        b'{"id": "\xff\xfe"}',
+        b'{"id": "p", "vmSize": "\xc3"}',
+    ],
+)
 def test_invalid_json_pool(raw: Raw, content: bytes) -> None:
     before = pool_ids(raw)
     body = assert_error(raw.request("POST", "/pools", content=content), 400, "InvalidRequestBody")
@@ -224,6 +235,37 @@ def test_wrong_type(raw: Raw, job: str, kind: str, extra: dict[str, Any], prop: 
     assert any(v["key"] == "Reason" for v in body["values"])
     after = pool_ids(raw) if kind == "pool" else job_ids(raw) if kind == "job" else task_state(raw, job)
     assert after == before
+
+
+@pytest.mark.parametrize(
+    "kind,extra,prop",
+    [
+        ("pool", {"taskSlotsPerNode": 0}, "taskSlotsPerNode"),
+        ("pool", {"taskSlotsPerNode": 257}, "taskSlotsPerNode"),
+        ("pool", {"targetDedicatedNodes": -1}, "targetDedicatedNodes"),
+        ("pool", {"taskSchedulingPolicy": {"nodeFillType": "diagonal"}}, "taskSchedulingPolicy.nodeFillType"),
+        ("job", {"priority": 1001}, "priority"),
+        ("job", {"maxParallelTasks": 0}, "maxParallelTasks"),
+        ("job", {"constraints": {"maxTaskRetryCount": -2}}, "constraints.maxTaskRetryCount"),
+        ("task", {"requiredSlots": 0}, "requiredSlots"),
+        ("task", {"constraints": {"maxTaskRetryCount": -2}}, "constraints.maxTaskRetryCount"),
+    ],
+)
+def test_out_of_range_values(raw: Raw, job: str, kind: str, extra: dict[str, Any], prop: str) -> None:
+    rid = new_id("range")
+    if kind == "pool":
+        r = raw.post("/pools", pool_body(rid, **extra))
+        gone = raw.get(f"/pools/{rid}"), "PoolNotFound"
+    elif kind == "job":
+        r = raw.post("/jobs", job_body(rid, **extra))
+        gone = raw.get(f"/jobs/{rid}"), "JobNotFound"
+    else:
+        before = task_state(raw, job)
+        r = raw.post(f"/jobs/{job}/tasks", task_body(rid, **extra))
+        assert task_state(raw, job) == before
+        gone = raw.get(f"/jobs/{job}/tasks/{rid}"), "TaskNotFound"
+    assert_error(r, 400, "InvalidPropertyValue", PropertyName=prop)
+    assert_error(gone[0], 404, gone[1])
 
 
 def test_invalid_duration(raw: Raw) -> None:
@@ -497,17 +539,17 @@ def test_signature_binds_the_path(raw: Raw, pool: str) -> None:
     from azure.batch._patch import BatchSharedKeyAuthPolicy
     from azure.core import PipelineClient
     from azure.core.credentials import AzureNamedKeyCredential
-    from azure.core.rest import HttpRequest
+    from azure.core.rest import HttpRequest, HttpResponse
 
     victim = new_id("victim")
     assert raw.post("/pools", pool_body(victim)).status_code == 201
     signer = BatchSharedKeyAuthPolicy(AzureNamedKeyCredential(raw.account, raw.key))
-    tampering = PipelineClient(
+    tampering: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
         raw.endpoint, policies=[signer, _Retarget(f"/pools/{pool}", f"/pools/{victim}")]
     )
     resp = tampering.send_request(HttpRequest("DELETE", raw.url(f"/pools/{pool}")))
     resp.read()
-    assert_error(resp, 403, "AuthenticationFailed")  # type: ignore[arg-type]
+    assert_error(resp, 403, "AuthenticationFailed")
     assert raw.json(f"/pools/{victim}")["state"] == "active"
 
 

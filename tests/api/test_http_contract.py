@@ -594,6 +594,19 @@ def test_supportedimages_shape(raw: Raw, client: Any) -> None:
     assert len(list(client.list_supported_images())) == len(body["value"])
 
 
+def test_batch_client_send_request_signs(live: LiveServer, client: Any) -> None:
+    """BatchClient.send_request runs the SDK's Shared Key policy (raw.py relies on the same policy)."""
+    from azure.core.rest import HttpRequest
+
+    resp = client.send_request(HttpRequest("GET", f"{live.endpoint}/pools?api-version=2025-06-01"))
+    assert resp.status_code == 200
+    assert resp.request.headers["Authorization"].startswith(f"SharedKey {live.account}:")
+    assert resp.request.headers["ocp-date"]
+    # but its BatchExceptionPolicy raises on any non-2xx, which is why raw.py builds its own pipeline
+    with pytest.raises(HttpResponseError):
+        client.send_request(HttpRequest("GET", f"{live.endpoint}/pools/nope?api-version=2025-06-01"))
+
+
 def test_unimplemented_operation_through_sdk(client: Any) -> None:
     with pytest.raises(HttpResponseError) as ei:
         list(client.list_job_schedules())

@@ -107,7 +107,10 @@ class Call:
             raise errors.request_body_too_large(f"The request body exceeds {limit} bytes")
         if model is None:
             return {}
-        obj = decode_body(data, model, required=model not in _OPTIONAL_BODIES)
+        try:
+            obj = decode_body(data, model, required=model not in _OPTIONAL_BODIES)
+        except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a JSON string
+            raise errors.invalid_request_body(f"The body is not valid UTF-8 (byte {exc.start})") from None
         normalise_enums(obj)
         validate_durations(obj)
         result: Body = to_wire(obj)

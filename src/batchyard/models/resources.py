@@ -133,7 +133,7 @@ def new_pool(spec: Body, now: str) -> Body:
     for name, v in (("targetDedicatedNodes", tdn), ("targetLowPriorityNodes", tln)):
         if v < 0:
             raise errors.invalid_property_value(name, v)
-    slots = int(body.get("taskSlotsPerNode", 1) or 1)
+    slots = int(body.get("taskSlotsPerNode", 1))
     if slots < 1 or slots > 256:
         raise errors.invalid_property_value(
             "taskSlotsPerNode", slots, "taskSlotsPerNode must be between 1 and 256"

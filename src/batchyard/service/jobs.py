@@ -33,7 +33,7 @@ def _columns() -> dict[str, Any]:
 
 
 def load(tx: Tx, job_id: str) -> Row:
-    row = tx.get(schema.jobs, key=key_of(job_id))
+    row = tx.get_for_update(schema.jobs, key=key_of(job_id))
     if row is None:
         raise errors.job_not_found()
     return row

@@ -30,7 +30,7 @@ def _columns() -> dict[str, Any]:
 
 
 def _load(tx: Tx, pool_id: str) -> Row:
-    row = tx.get(schema.pools, key=key_of(pool_id))
+    row = tx.get_for_update(schema.pools, key=key_of(pool_id))
     if row is None:
         raise errors.pool_not_found()
     return row

@@ -155,7 +155,7 @@ def error_body(e: errors.BatchError) -> Body:
 
 def load(tx: Tx, job_id: str, task_id: str) -> tuple[Row, Row]:
     job = jobs.load(tx, job_id)
-    row = tx.get(schema.tasks, job_key=job["key"], key=key_of(task_id))
+    row = tx.get_for_update(schema.tasks, job_key=job["key"], key=key_of(task_id))
     if row is None:
         raise errors.task_not_found()
     return job, row

@@ -74,6 +74,11 @@ class Tx:
         r = self.conn.execute(select(table).where(_pk_clause(table, pk))).mappings().first()
         return None if r is None else _row(r)
 
+    def get_for_update(self, table: Table, **pk: Any) -> Row | None:
+        """Read a row that this transaction will write (row lock on PostgreSQL; SQLite locks on BEGIN)."""
+        r = self.conn.execute(select(table).where(_pk_clause(table, pk)).with_for_update()).mappings().first()
+        return None if r is None else _row(r)
+
     def exists(self, table: Table, **pk: Any) -> bool:
         return (
             self.conn.execute(select(table.c[next(iter(pk))]).where(_pk_clause(table, pk))).first()
@@ -147,12 +152,15 @@ class Tx:
     def next_counter(self, name: str, n: int = 1) -> int:
         """Reserve n values of a named counter; returns the first."""
         c = schema.counters
-        cur = self.conn.execute(select(c.c.value).where(c.c.name == name)).scalar()
-        if cur is None:
-            self.conn.execute(insert(c).values(name=name, value=n))
-            return 1
-        self.conn.execute(update(c).where(c.c.name == name).values(value=cur + n))
-        return int(cur) + 1
+        stmt = update(c).where(c.c.name == name).values(value=c.c.value + n).returning(c.c.value)
+        new = self.conn.execute(stmt).scalar()
+        if new is None:
+            try:
+                self.insert(c, {"name": name, "value": n})
+                return 1
+            except DuplicateKey:  # a concurrent first reservation created the row
+                new = self.conn.execute(stmt).scalar_one()
+        return int(new) - n + 1
 
     def add_counts(self, job_key: str, deltas: Mapping[str, int]) -> None:
         """Apply task-count deltas incrementally (never recounted by scanning)."""
@@ -179,6 +187,7 @@ class SqlStore:
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> SqlStore:
@@ -199,7 +208,15 @@ class SqlStore:
         self.engine.dispose()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql(BEGIN_SQL)
+
+
+BEGIN_SQL = "BEGIN IMMEDIATE"
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # pysqlite must not BEGIN/COMMIT behind SQLAlchemy's back
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
