@@ -295,9 +295,15 @@ class AsyncRawClient:
         return await self.http.post(url, content=body, headers=self.signer.headers("POST", url, body))
 
     async def add_collections(
-        self, job_id: str, bodies: Sequence[bytes], progress: Callable[[int], None] | None = None
+        self,
+        job_id: str,
+        bodies: Sequence[bytes],
+        progress: Callable[[int], None] | None = None,
+        deadline: float | None = None,
     ) -> int:
-        """POST every body to addtaskcollection with `connections` workers; returns tasks accepted."""
+        """POST every body to addtaskcollection with `connections` workers; returns tasks accepted.
+
+        With a `deadline` (time.monotonic()), workers stop taking new bodies once it has passed."""
         path = f"/jobs/{job_id}/addtaskcollection"
         it = iter(range(len(bodies)))
         accepted = 0
@@ -306,6 +312,8 @@ class AsyncRawClient:
         async def worker() -> None:
             nonlocal accepted
             for i in it:
+                if deadline is not None and time.monotonic() > deadline:
+                    return
                 resp = await self.post(path, bodies[i])
                 if resp.status_code != 200:
                     failures.append(f"{resp.status_code}: {resp.text[:300]}")

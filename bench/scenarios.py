@@ -561,8 +561,7 @@ def deps(b: Bench, res: ScenarioResult) -> None:
     for i in range(1, n):
         parent = items[f"c{i - 1:05d}"]["executionInfo"]
         child = items[f"c{i:05d}"]["executionInfo"]
-        h = (parent_child := (parse_time(child["startTime"]) - parse_time(parent["endTime"]))).total_seconds()
-        del parent_child
+        h = (parse_time(child["startTime"]) - parse_time(parent["endTime"])).total_seconds()
         if h < 0:
             overlaps += 1
         hops.append(h * 1000)
@@ -777,11 +776,11 @@ def _dist(xs: list[float]) -> dict[str, float]:
     return {"p50": round(pct(xs, 50), 2), "p99": round(pct(xs, 99), 2), "min": round(min(xs), 2), "n": len(xs)}
 
 
-def _sqlite_floor(db: Path) -> dict[str, float | None]:
+def _sqlite_floor(db: Path) -> dict[str, Any]:
     """The same page and counts read straight from the SQLite file: what the store alone costs (info only).
 
     Uses the current schema (tasks.job_key/state/key/body, task_counts); None if it has changed."""
-    out: dict[str, float | None] = {"list_page": None, "taskcounts": None}
+    out: dict[str, Any] = {"list_page": None, "taskcounts": None}
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         jk = con.execute("SELECT key FROM jobs WHERE id = 'j'").fetchone()[0]
@@ -799,7 +798,7 @@ def _sqlite_floor(db: Path) -> dict[str, float | None]:
         out["taskcounts"] = round(statistics.median(timed(tcount, 20)), 3)
         con.close()
     except (sqlite3.Error, TypeError, AssertionError) as exc:
-        out["error"] = None
+        out["error"] = str(exc)
         print(f"  [scale] sqlite floor not measured: {exc}")
     return out
 

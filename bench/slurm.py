@@ -249,6 +249,31 @@ class Slurm:
             raise SlurmUnavailable(f"array {array_id}: only {ok} of {n} tasks COMPLETED with exit 0:0")
         return wall
 
+    def chain(self, n: int) -> float:
+        """n jobs, each `--dependency=afterok:<previous>`; wall seconds from the first submit to an empty queue."""
+        self._wait_empty(120)
+        t0 = time.monotonic()
+        prev = ""
+        for _ in range(n):
+            args = ["sbatch", "--parsable", "--wrap=/bin/true", "-o", "/dev/null", "-e", "/dev/null"]
+            if prev:
+                args.append(f"--dependency=afterok:{prev}")
+            prev = _run(args, env=self.env).strip().split(";")[0]
+        self._wait_empty(max(300.0, n * 10.0), interval=0.05)
+        return time.monotonic() - t0
+
+    def daemon_cpu(self) -> dict[str, float]:
+        """CPU seconds (utime+stime) of the daemons this object started, by name."""
+        tck = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for pid, name in self.started:
+            try:
+                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] = (int(f[11]) + int(f[12])) / tck
+        return out
+
     def srun_latency(self, reps: int) -> list[float]:
         out = []
         for _ in range(reps):

@@ -112,7 +112,7 @@ class Call:
         except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a JSON string
             raise errors.invalid_request_body(f"The body is not valid UTF-8 (byte {exc.start})") from None
         normalise_enums(obj)
-        validate_durations(obj)
+        validate_durations(obj, rewrite=True)
         result: Body = to_wire(obj)
         return result
 

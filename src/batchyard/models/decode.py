@@ -284,14 +284,17 @@ def normalise_enums(obj: msgspec.Struct) -> None:
     _check_enums(obj, rewrite=True)
 
 
-def validate_durations(obj: msgspec.Struct) -> None:
-    """Raise InvalidPropertyValue for a duration property that is not an ISO-8601 duration."""
+def validate_durations(obj: msgspec.Struct, rewrite: bool = False) -> None:
+    """Raise InvalidPropertyValue for a duration property that is not an ISO-8601 duration; with
+    `rewrite`, store each one in the service's form (`PT15M00S` -> `PT15M`, years and months as days)."""
     for owner, fld, value, path in _walk(obj, ""):
         if (type(owner).__name__, fld.encode_name) in DURATION_FIELDS and isinstance(value, str):
             try:
-                parse_duration(value)
+                td = parse_duration(value)
             except ValueError as exc:
                 raise errors.invalid_property_value(path, value, str(exc)) from None
+            if rewrite:
+                setattr(owner, fld.name, format_duration(td))
 
 
 def validate_body(obj: msgspec.Struct) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from batchyard.models.odata import Expr, FilterSpec, compile_filter, evaluate
 from batchyard.store.sql import Row, Tx
 
 MAX_RESULTS = 1000
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ def encode_token(key: str) -> str:
 
 
 def decode_token(token: str) -> str:
+    if not token or not _TOKEN_RE.match(token):
+        raise errors.invalid_query_parameter("$skiptoken", token, "The continuation token is not valid")
     try:
         pad = "=" * (-len(token) % 4)
         return base64.urlsafe_b64decode(token + pad).decode()
