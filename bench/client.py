@@ -176,9 +176,7 @@ class Server:
         from azure.batch import BatchClient
         from azure.core.credentials import AzureNamedKeyCredential
 
-        return BatchClient(
-            endpoint=self.endpoint, credential=AzureNamedKeyCredential(self.account, self.key)
-        )
+        return BatchClient(endpoint=self.endpoint, credential=AzureNamedKeyCredential(self.account, self.key))
 
     def raw(self) -> RawClient:
         return RawClient(self.endpoint, self.account, self.key)
@@ -335,7 +333,9 @@ class AsyncRawClient:
         await self.http.aclose()
 
 
-def collection_bodies(prefix: str, count: int, command: str = "/bin/true", per_request: int = 100) -> list[bytes]:
+def collection_bodies(
+    prefix: str, count: int, command: str = "/bin/true", per_request: int = 100
+) -> list[bytes]:
     """addtaskcollection bodies of `per_request` tasks each, ids prefix0000000…"""
     out = []
     for start in range(0, count, per_request):

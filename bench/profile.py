@@ -103,7 +103,9 @@ def summarise(path: Path, top: int = 20) -> dict[str, Any]:
             continue
         n = int(count_text)
         frames = [
-            _short(f) for f in stack.split(";") if f and not f.startswith(("thread (", "process ", "process:"))
+            _short(f)
+            for f in stack.split(";")
+            if f and not f.startswith(("thread (", "process ", "process:"))
         ]
         if not frames:
             continue

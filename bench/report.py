@@ -83,14 +83,19 @@ def table(results: list[ScenarioResult]) -> str:
 
 
 def markdown_table(results: list[ScenarioResult]) -> str:
-    out = ["| scenario | metric | batchyard | baseline(s) | ratio | target | met? |", "|---|---|---|---|---|---|---|"]
+    out = [
+        "| scenario | metric | batchyard | baseline(s) | ratio | target | met? |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for res in results:
         for r in res.rows:
             base = "; ".join(f"{k} {fmt(v, r.unit)}" for k, v in r.baselines.items()) or "–"
             ratio = "; ".join(f"{v:.3g}× {k}" for k, v in r.ratios.items()) or "–"
             met = "–" if r.met is None else ("yes" if r.met else "**no**")
             value = fmt(r.value, r.unit) + (f" ({r.note})" if r.note else "")
-            out.append(f"| {r.scenario} | {r.metric} | {value} | {base} | {ratio} | {r.target or '–'} | {met} |")
+            out.append(
+                f"| {r.scenario} | {r.metric} | {value} | {base} | {ratio} | {r.target or '–'} | {met} |"
+            )
         for n in res.notes:
             if n.startswith(("skipped", "not available")):
                 out.append(f"| {res.name} | {n} | | | | | |")
@@ -143,7 +148,9 @@ def _os_release() -> str:
     return platform.platform()
 
 
-def write_json(path: Path, machine: dict[str, Any], args: dict[str, Any], results: list[ScenarioResult]) -> None:
+def write_json(
+    path: Path, machine: dict[str, Any], args: dict[str, Any], results: list[ScenarioResult]
+) -> None:
     """Write (or update) the day's file: scenarios run now replace the same scenarios of an earlier run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {}

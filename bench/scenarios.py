@@ -26,7 +26,6 @@ from bench.client import (
     agent_pids,
     collection_bodies,
     parse_time,
-    proc_cpu_seconds,
     proc_hwm_bytes,
     proc_rss_bytes,
 )
@@ -37,7 +36,9 @@ from bench.sniff import SyncCounter
 
 IMAGE = m.BatchVmImageReference(publisher="canonical", offer="0001-com-ubuntu-server-jammy", sku="22_04-lts")
 SKU = "batch.node.ubuntu 22.04"
-AGENT_POLL_WAIT = 20.0  # `batchyard agent --poll-wait` default: a quiet agent syncs once per this many seconds
+AGENT_POLL_WAIT = (
+    20.0  # `batchyard agent --poll-wait` default: a quiet agent syncs once per this many seconds
+)
 
 
 # --- small helpers -------------------------------------------------------------------------------------------
@@ -104,7 +105,9 @@ def create_pool(client: Any, pool_id: str, nodes: int, slots: int) -> None:
         m.BatchPoolCreateOptions(
             id=pool_id,
             vm_size="standard_d2s_v3",
-            virtual_machine_configuration=m.VirtualMachineConfiguration(image_reference=IMAGE, node_agent_sku_id=SKU),
+            virtual_machine_configuration=m.VirtualMachineConfiguration(
+                image_reference=IMAGE, node_agent_sku_id=SKU
+            ),
             target_dedicated_nodes=nodes,
             task_slots_per_node=slots,
         )
@@ -144,7 +147,9 @@ def counts(raw: RawClient, job_id: str) -> dict[str, int]:
     return dict(data["taskCounts"])
 
 
-def wait_completed(raw: RawClient, job_id: str, n: int, timeout: float, interval: float = 0.25) -> dict[str, int]:
+def wait_completed(
+    raw: RawClient, job_id: str, n: int, timeout: float, interval: float = 0.25
+) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     c: dict[str, int] = {}
     while time.monotonic() < deadline:
@@ -164,14 +169,18 @@ def timed(fn: Callable[[], Any], reps: int) -> list[float]:
     return out
 
 
-def verify_tasks(raw: RawClient, data_dir: Path, job_id: str, n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def verify_tasks(
+    raw: RawClient, data_dir: Path, job_id: str, n: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Every task completed, exit 0, with creation/start/end times, its directory and stdout/stderr files."""
     items = raw.list_all(f"/jobs/{job_id}/tasks", {"$select": "id,state,creationTime,executionInfo,nodeInfo"})
     ok_state = sum(1 for t in items if t.get("state") == "completed")
     ei = [t.get("executionInfo") or {} for t in items]
     ok_exit = sum(1 for e in ei if e.get("exitCode") == 0 and e.get("result") == "success")
     ok_times = sum(
-        1 for t, e in zip(items, ei, strict=True) if t.get("creationTime") and e.get("startTime") and e.get("endTime")
+        1
+        for t, e in zip(items, ei, strict=True)
+        if t.get("creationTime") and e.get("startTime") and e.get("endTime")
     )
     ok_files = 0
     for t in items:
@@ -261,16 +270,21 @@ class Bench:
                 shutil.rmtree(d, ignore_errors=True)
 
     @contextlib.contextmanager
-    def profiled(self, srv: Server, res: ScenarioResult, label: str) -> Iterator[None]:
+    def profiled(self, srv: Server, res: ScenarioResult, label: str, agent: bool = False) -> Iterator[None]:
+        """py-spy the server (and, with agent=True, one of its agents) while the block runs (--profile)."""
         if self.profile_dir is None:
             yield
             return
-        prof = Profiler(srv.pid, self.profile_dir / f"{res.name}-{label}.txt").start()
+        profs = {label: Profiler(srv.pid, self.profile_dir / f"{res.name}-{label}.txt").start()}
+        pids = sorted(agent_pids(srv.data_dir)) if agent else []
+        if pids:
+            out = self.profile_dir / f"{res.name}-{label}-agent.txt"
+            profs[f"{label}-agent"] = Profiler(pids[0], out).start()
         try:
             yield
         finally:
-            summary = prof.stop()
-            res.details.setdefault("profiles", {})[label] = summary
+            for name, prof in profs.items():
+                res.details.setdefault("profiles", {})[name] = prof.stop()
 
 
 # --- 1. dispatch throughput ------------------------------------------------------------------------------------
@@ -280,7 +294,9 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
     n = b.size(20_000, 2_000)
     res.details["tasks"] = n
     res.details["pool"] = "2 local nodes x 4 slots"
-    res.details["client"] = "SDK create_tasks(max_concurrency=4) to add; raw HTTP taskcounts poll every 0.25 s"
+    res.details["client"] = (
+        "SDK create_tasks(max_concurrency=4) to add; raw HTTP taskcounts poll every 0.25 s"
+    )
     with b.server("dispatch") as srv:
         c, raw = srv.sdk(), srv.raw()
         create_pool(c, "p", nodes=2, slots=4)
@@ -294,18 +310,26 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
         sys_cpu = SystemCpu().start()
         t0_wall = datetime.now(UTC)
         t0 = time.monotonic()
-        with b.profiled(srv, res, "server"):
+        with b.profiled(srv, res, "server", agent=True):
             c.create_tasks("j", tasks, max_concurrency=4)
             t_added = time.monotonic() - t0
             wait_completed(raw, "j", n, timeout=n / 20 + 300)
         seen = time.monotonic() - t0
-        s_cpu, a_cpu, c_cpu = srv.cpu_seconds() - s_cpu0, agents_cpu(srv.data_dir) - a_cpu0, time.process_time() - c_cpu0
+        s_cpu, a_cpu, c_cpu = (
+            srv.cpu_seconds() - s_cpu0,
+            agents_cpu(srv.data_dir) - a_cpu0,
+            time.process_time() - c_cpu0,
+        )
         busy = sys_cpu.stop()
         check, items = verify_tasks(raw, srv.data_dir, "j", n)
         res.details["verify"] = check
         if not check["all_ok"]:
             res.note(f"verification failed: {check}")
-        ends = [parse_time(t["executionInfo"]["endTime"]) for t in items if (t.get("executionInfo") or {}).get("endTime")]
+        ends = [
+            parse_time(t["executionInfo"]["endTime"])
+            for t in items
+            if (t.get("executionInfo") or {}).get("endTime")
+        ]
         wall = (max(ends) - t0_wall).total_seconds() if ends else seen
         rate = n / wall
         res.details.update(
@@ -318,6 +342,7 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
                 "agents_and_tasks_cpu_s": round(a_cpu, 2),
                 "client_cpu_s": round(c_cpu, 2),
                 "system_busy_cores": round(busy, 2),
+                "other_processes_cores": round(busy - (s_cpu + a_cpu + c_cpu) / seen, 2),
                 "server_rss_bytes": srv.rss_bytes(),
             }
         )
@@ -349,7 +374,11 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
                 srs.append(sn / wall_s)
                 cpus.append({k: round((cpu1[k] - cpu0.get(k, 0.0)) / sn * 1000, 2) for k in cpu1})
             s_rate = statistics.median(srs)
-            res.details["slurm"] = {"array_tasks": sn, "rates": [round(x, 1) for x in srs], "daemon_cpu_ms_per_task": cpus}
+            res.details["slurm"] = {
+                "array_tasks": sn,
+                "rates": [round(x, 1) for x in srs],
+                "daemon_cpu_ms_per_task": cpus,
+            }
             baselines[f"slurm 22.05 (array {sn})"] = s_rate
             ratios["slurm"] = rate / s_rate
         except SlurmUnavailable as exc:
@@ -413,8 +442,16 @@ def submit(b: Bench, res: ScenarioResult) -> None:
     sdk_rate, raw_rate = n / sdk_s, n / raw_s
     res.details.update(
         {
-            "sdk": {"seconds": round(sdk_s, 2), "server_cpu_s": round(sdk_server_cpu, 2), "client_cpu_s": round(sdk_client_cpu, 2)},
-            "raw": {"seconds": round(raw_s, 2), "server_cpu_s": round(raw_server_cpu, 2), "client_cpu_s": round(raw_client_cpu, 2)},
+            "sdk": {
+                "seconds": round(sdk_s, 2),
+                "server_cpu_s": round(sdk_server_cpu, 2),
+                "client_cpu_s": round(sdk_client_cpu, 2),
+            },
+            "raw": {
+                "seconds": round(raw_s, 2),
+                "server_cpu_s": round(raw_server_cpu, 2),
+                "client_cpu_s": round(raw_client_cpu, 2),
+            },
         }
     )
     res.row(
@@ -439,7 +476,12 @@ def submit(b: Bench, res: ScenarioResult) -> None:
         raw_server_cpu / n * 1000,
         note=f"server-bound ceiling ~{n / raw_server_cpu:,.0f} tasks/s on one core",
     )
-    res.row("client CPU per task added (SDK path)", "ms", sdk_client_cpu / n * 1000, baselines={"raw client": raw_client_cpu / n * 1000})
+    res.row(
+        "client CPU per task added (SDK path)",
+        "ms",
+        sdk_client_cpu / n * 1000,
+        baselines={"raw client": raw_client_cpu / n * 1000},
+    )
 
 
 async def _add_all(ac: AsyncRawClient, job_id: str, bodies: list[bytes]) -> int:
@@ -480,7 +522,11 @@ def latency(b: Bench, res: ScenarioResult) -> None:
                 walls.append(wall * 1000)
                 ei = task.execution_info
                 start_lat.append((ei.start_time - task.creation_time).total_seconds() * 1000)
-    res.details["start_latency_ms"] = {"p50": pct(start_lat, 50), "p99": pct(start_lat, 99), "max": max(start_lat)}
+    res.details["start_latency_ms"] = {
+        "p50": pct(start_lat, 50),
+        "p99": pct(start_lat, 99),
+        "max": max(start_lat),
+    }
     res.details["add_to_completed_ms"] = {"p50": pct(walls, 50), "p99": pct(walls, 99), "max": max(walls)}
     srun: list[float] = []
     sbatch: list[float] = []
@@ -600,7 +646,7 @@ def deps(b: Bench, res: ScenarioResult) -> None:
         "ms",
         per_link,
         baselines=baselines,
-        ratios={"slurm": per_link / v for v in baselines.values()},
+        ratios={"slurm": per_link / next(iter(baselines.values()))} if baselines else {},
     )
 
 
@@ -624,7 +670,14 @@ def _short_error(exc: Exception) -> str:
 def scale(b: Bench, res: ScenarioResult) -> None:
     n = b.scale_tasks if not b.quick else min(b.scale_tasks, 20_000)
     conns = b.scale_connections
-    res.details.update({"tasks_requested": n, "connections": conns, "per_request": 100, "client": "raw HTTP (httpx, asyncio)"})
+    res.details.update(
+        {
+            "tasks_requested": n,
+            "connections": conns,
+            "per_request": 100,
+            "client": "raw HTTP (httpx, asyncio)",
+        }
+    )
     with b.server("scale") as srv:
         c, raw = srv.sdk(), srv.raw()
         create_pool(c, "p", nodes=0, slots=1)
@@ -641,7 +694,9 @@ def scale(b: Bench, res: ScenarioResult) -> None:
                 progress.append((round(time.monotonic() - t0, 2), accepted))
                 next_mark[0] += step
                 if len(progress) % 2 == 0:
-                    print(f"  [scale] {accepted:,} tasks added after {time.monotonic() - t0:.0f}s", flush=True)
+                    print(
+                        f"  [scale] {accepted:,} tasks added after {time.monotonic() - t0:.0f}s", flush=True
+                    )
 
         s0 = srv.cpu_seconds()
         with b.profiled(srv, res, "add"):
@@ -669,13 +724,20 @@ def scale(b: Bench, res: ScenarioResult) -> None:
             }
         )
         if not complete:
-            res.note(f"added {added:,} of {n:,} tasks within the {b.scale_budget:.0f}s budget; add time extrapolated")
+            res.note(
+                f"added {added:,} of {n:,} tasks within the {b.scale_budget:.0f}s budget; add time extrapolated"
+            )
         q = {"$filter": "state eq 'active'", "maxresults": 1000}
         with b.profiled(srv, res, "queries"):
             first = timed(lambda: raw.ok("GET", "/jobs/j/tasks", q), 20)
             deep = _walk_pages(raw, "/jobs/j/tasks", q, 10)
             unfiltered = timed(lambda: raw.ok("GET", "/jobs/j/tasks", {"maxresults": 1000}), 10)
-            none = timed(lambda: raw.ok("GET", "/jobs/j/tasks", {"$filter": "state eq 'completed'", "maxresults": 1000}), 5)
+            none = timed(
+                lambda: raw.ok(
+                    "GET", "/jobs/j/tasks", {"$filter": "state eq 'completed'", "maxresults": 1000}
+                ),
+                5,
+            )
             tc = timed(lambda: raw.ok("GET", "/jobs/j/taskcounts"), 50)
         sdk_first = timed(lambda: list(_first_page_sdk(c)), 5)
         rss, hwm = srv.rss_bytes(), proc_hwm_bytes(srv.pid)
@@ -715,7 +777,13 @@ def scale(b: Bench, res: ScenarioResult) -> None:
         target="<=100 ms",
         met=p50 <= 100,
     )
-    res.row("list pages 2-10 p50 (following nextLink)", "ms", statistics.median(deep), target="<=100 ms", met=statistics.median(deep) <= 100)
+    res.row(
+        "list pages 2-10 p50 (following nextLink)",
+        "ms",
+        statistics.median(deep),
+        target="<=100 ms",
+        met=statistics.median(deep) <= 100,
+    )
     res.row("list with a filter matching nothing, p50", "ms", statistics.median(none))
     tb = {"sqlite query alone": floor["taskcounts"]} if floor.get("taskcounts") is not None else {}
     t50 = statistics.median(tc)
@@ -734,7 +802,8 @@ def scale(b: Bench, res: ScenarioResult) -> None:
         rss / 2**20,
         target="<=1024 MiB",
         met=(rss / added * n) <= 2**30 if added else None,
-        note=f"peak {hwm / 2**20:.0f} MiB" + ("" if complete else f"; ~{rss / added * n / 2**20:.0f} MiB at {n:,} if linear"),
+        note=f"peak {hwm / 2**20:.0f} MiB"
+        + ("" if complete else f"; ~{rss / added * n / 2**20:.0f} MiB at {n:,} if linear"),
     )
     res.row("database size on disk", "MiB", db_bytes / 2**20)
 
@@ -773,7 +842,12 @@ def _first_page_sdk(c: Any) -> Iterator[Any]:
 
 
 def _dist(xs: list[float]) -> dict[str, float]:
-    return {"p50": round(pct(xs, 50), 2), "p99": round(pct(xs, 99), 2), "min": round(min(xs), 2), "n": len(xs)}
+    return {
+        "p50": round(pct(xs, 50), 2),
+        "p99": round(pct(xs, 99), 2),
+        "min": round(min(xs), 2),
+        "n": len(xs),
+    }
 
 
 def _sqlite_floor(db: Path) -> dict[str, Any]:
@@ -809,7 +883,9 @@ def _sqlite_floor(db: Path) -> dict[str, Any]:
 def nodes(b: Bench, res: ScenarioResult) -> None:
     n = b.nodes if not b.quick else min(b.nodes, 20)
     interval = b.nodes_interval if not b.quick else min(b.nodes_interval, 20.0)
-    res.details.update({"nodes": n, "slots_per_node": 1, "interval_s": interval, "agent_poll_wait_s": AGENT_POLL_WAIT})
+    res.details.update(
+        {"nodes": n, "slots_per_node": 1, "interval_s": interval, "agent_poll_wait_s": AGENT_POLL_WAIT}
+    )
     why_not = SyncCounter.available()
     with b.server("nodes") as srv:
         c, raw = srv.sdk(), srv.raw()
@@ -868,6 +944,14 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
     res.row(f"server CPU, {n} idle nodes", "cores", cores, baselines={"server with 0 nodes": idle_cores})
     res.row("server CPU per node (above idle)", "ms/s", per_node * 1000)
     for big in (1_000, 10_000):
-        res.row(f"extrapolated server CPU at {big:,} nodes", "cores", idle_cores + per_node * big, note="linear")
+        res.row(
+            f"extrapolated server CPU at {big:,} nodes", "cores", idle_cores + per_node * big, note="linear"
+        )
     res.row(f"time until {n} nodes idle", "s", ready_s)
-    res.row(f"server RSS with {n} nodes", "MiB", rss / 2**20, baselines={}, note=f"agents total {a_rss / 2**20:.0f} MiB")
+    res.row(
+        f"server RSS with {n} nodes",
+        "MiB",
+        rss / 2**20,
+        baselines={},
+        note=f"agents total {a_rss / 2**20:.0f} MiB",
+    )

@@ -93,7 +93,9 @@ def slurm_version() -> str | None:
     """The Debian package version of slurm-wlm, e.g. 22.05.8-4+deb12u3 (None when not installed)."""
     if not shutil.which("dpkg-query"):
         return None
-    res = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "slurm-wlm"], capture_output=True, text=True)
+    res = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "slurm-wlm"], capture_output=True, text=True
+    )
     return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else None
 
 

@@ -44,6 +44,7 @@ class AgentConfig:
     dedicated: bool = True
     poll_wait: float = 20.0
     orphan_timeout: float = 600.0
+    coalesce: float = 0.005
 
 
 @dataclass
@@ -180,6 +181,8 @@ class Agent:
     async def report_loop(self) -> None:
         while not self.stopping:
             await self.kick.wait()
+            # let events that happen within a few milliseconds (a burst of short tasks) share one request
+            await asyncio.sleep(self.cfg.coalesce)
             self.kick.clear()
             if any(e["seq"] not in self.in_flight for e in self.events):
                 await self._sync(0)

@@ -58,6 +58,7 @@ def _server(argv: list[str]) -> None:
     provider = LocalProvider(local_url, account)
     manager = PoolManager(ctx, provider, lease_seconds=a.lease_seconds)
     scheduler = Scheduler(ctx)
+    ctx.place_now = scheduler.place_now
 
     async def start_loops() -> None:
         manager.adopt()

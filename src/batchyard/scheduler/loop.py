@@ -20,7 +20,7 @@ from batchyard.service.agents import work_for
 from batchyard.service.common import set_state, stamp_body
 from batchyard.service.context import Ctx, task_ref
 from batchyard.service.files import node_root, remove_job_files, task_dir_rel
-from batchyard.service.taskstate import move
+from batchyard.service.taskstate import TaskWriter, move
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
 
@@ -92,6 +92,15 @@ class Scheduler:
                         ignore_errors=True,
                     )
                 tx.update(schema.tasks, {"cleanup_at": None}, job_key=row["job_key"], key=row["key"])
+
+    def place_now(self) -> None:
+        """Run a cycle inline (an agent just freed slots); fall back to the loop if more work remains."""
+        try:
+            if self.cycle():
+                self.ctx.hub.wake_scheduler()
+        except Exception:
+            log.exception("inline scheduler cycle failed")
+            self.ctx.hub.wake_scheduler()
 
     def cycle(self) -> bool:
         """One pass; returns True when another pass should follow immediately."""
@@ -245,15 +254,17 @@ class Scheduler:
             cands = [Candidate(ref, int(r["slots"]), _affinity(r["body"])) for ref, r in by_ref.items()]
             plan = place(nodes, cands, pack)
             counts: dict[str, dict[str, int]] = {}
+            writer = TaskWriter()
             for cand, node_id in plan:
                 r = by_ref[cand.ref]
                 r["node_id"] = node_id
                 body = r["body"]
                 body["nodeInfo"] = self._node_info(pool, node_id, job, r)
-                move(tx, r, "preparing", now_text, etag, node_id=node_id, counts=counts)
+                move(tx, r, "preparing", now_text, etag, node_id=node_id, counts=counts, writer=writer)
                 self.ctx.assignments.add(node_id, cand.ref, work_for(job, r), cand.slots)
                 woken.add(node_id)
                 placed_any = True
+            writer.flush(tx)
             for jk, d in counts.items():
                 tx.add_counts(jk, d)
             if len(rows) >= limit and free_capacity(nodes) > 0:

@@ -18,7 +18,7 @@ from batchyard.models.decode import parse_duration
 from batchyard.service import completion
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Ctx, task_ref
-from batchyard.service.taskstate import move
+from batchyard.service.taskstate import TaskWriter, move
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
 
@@ -80,22 +80,28 @@ def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[s
         nbody = node["body"]
         counts: dict[str, dict[str, int]] = {}
         jobs: dict[str, Row] = {}
+        writer = TaskWriter()
+        rows = _load_rows(tx, events)
         _, now_text, etag = ctx.stamp()
         max_seq = 0
         node_dirty = False
         for ev in events:
             max_seq = max(max_seq, int(ev.get("seq", 0)))
             kind = ev.get("type")
+            row = rows.get(str(ev.get("ref")))
+            if row is None:
+                continue
             if kind == "started":
-                _started(tx, ev, now_text, etag, counts)
+                _started(tx, row, ev, now_text, etag, counts, writer)
             elif kind == "completed":
-                done = _completed(ctx, tx, node_id, ev, now_text, etag, counts, jobs)
+                done = _completed(ctx, tx, node_id, row, ev, now_text, etag, counts, jobs, writer)
                 if done is not None:
                     freed = True
                     node_dirty = True
                     nbody["totalTasksRun"] = int(nbody.get("totalTasksRun", 0)) + 1
                     if done:
                         nbody["totalTasksSucceeded"] = int(nbody.get("totalTasksSucceeded", 0)) + 1
+        writer.flush(tx)
         for jk, d in counts.items():
             tx.add_counts(jk, d)
         for job in jobs.values():
@@ -113,7 +119,10 @@ def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[s
                 id=node_id,
             )
     if freed or new_state != node["state"]:
-        ctx.hub.wake_scheduler()
+        if ctx.place_now is not None:
+            ctx.place_now()
+        else:
+            ctx.hub.wake_scheduler()
     return {"ack": max_seq, **plan(ctx, node_id, running)}
 
 
@@ -130,38 +139,55 @@ def plan(ctx: Ctx, node_id: str, running: list[str]) -> Body:
     return {"run": start, "kill": kill}
 
 
-def _task_for(tx: Tx, ref: str) -> tuple[Row | None, int]:
-    job_key, task_key, attempt = split_ref(ref)
-    row = tx.get(schema.tasks, job_key=job_key, key=task_key)
-    if row is None or int(row["attempt"]) != attempt:
-        return None, attempt
-    return row, attempt
+def _load_rows(tx: Tx, events: list[Body]) -> dict[str, Row]:
+    """The task rows the events refer to, read in one query per job; stale attempts are left out."""
+    wanted: dict[str, dict[str, tuple[str, int]]] = {}
+    for ev in events:
+        ref = str(ev.get("ref"))
+        job_key, task_key, attempt = split_ref(ref)
+        wanted.setdefault(job_key, {})[task_key] = (ref, attempt)
+    out: dict[str, Row] = {}
+    t = schema.tasks
+    for job_key, keys in wanted.items():
+        for row in tx.select(t, and_(t.c.job_key == job_key, t.c.key.in_(list(keys)))):
+            for ev_ref, attempt in [keys[row["key"]]]:
+                if int(row["attempt"]) == attempt:
+                    out[ev_ref] = row
+    return out
 
 
-def _started(tx: Tx, ev: Body, now_text: str, etag: str, counts: dict[str, dict[str, int]]) -> None:
-    row, _ = _task_for(tx, str(ev.get("ref")))
-    if row is None or row["state"] != "preparing":
+def _started(
+    tx: Tx,
+    row: Row,
+    ev: Body,
+    now_text: str,
+    etag: str,
+    counts: dict[str, dict[str, int]],
+    writer: TaskWriter,
+) -> None:
+    if row["state"] != "preparing":
         return
     ei = row["body"].setdefault("executionInfo", {})
     ei["startTime"] = ev.get("time") or now_text
     ei.pop("endTime", None)
-    move(tx, row, "running", now_text, etag, counts=counts)
+    move(tx, row, "running", now_text, etag, counts=counts, writer=writer)
 
 
 def _completed(
     ctx: Ctx,
     tx: Tx,
     node_id: str,
+    row: Row,
     ev: Body,
     now_text: str,
     etag: str,
     counts: dict[str, dict[str, int]],
     jobs: dict[str, Row],
+    writer: TaskWriter,
 ) -> bool | None:
     """Record a finished attempt; returns None if stale, else whether it succeeded."""
     ref = str(ev.get("ref"))
-    row, _ = _task_for(tx, ref)
-    if row is None or row["state"] not in ("preparing", "running") or row["node_id"] != node_id:
+    if row["state"] not in ("preparing", "running") or row["node_id"] != node_id:
         return None
     body = row["body"]
     ei = body.setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
@@ -185,8 +211,8 @@ def _completed(
     if ok:
         ei["result"] = "success"
         ei.pop("failureInfo", None)
-        move(tx, row, "completed", now_text, etag, counts=counts)
-        completion.finished(ctx, tx, job, row, now_text)
+        move(tx, row, "completed", now_text, etag, counts=counts, writer=writer)
+        completion.finished(ctx, tx, job, row, now_text, writer=writer)
         return True
     max_retry = int(body["constraints"].get("maxTaskRetryCount", 0))
     retries = int(ei.get("retryCount", 0))
@@ -196,7 +222,17 @@ def _completed(
         ei.pop("result", None)
         ei.pop("failureInfo", None)
         ei.pop("endTime", None)
-        move(tx, row, "active", now_text, etag, node_id=None, attempt=int(row["attempt"]) + 1, counts=counts)
+        move(
+            tx,
+            row,
+            "active",
+            now_text,
+            etag,
+            node_id=None,
+            attempt=int(row["attempt"]) + 1,
+            counts=counts,
+            writer=writer,
+        )
         return False
     ei["result"] = "failure"
     ei["failureInfo"] = failure or {
@@ -204,8 +240,8 @@ def _completed(
         "code": "FailureExitCode",
         "message": "The task exited with an exit code representing a failure",
     }
-    move(tx, row, "completed", now_text, etag, counts=counts)
-    completion.finished(ctx, tx, job, row, now_text)
+    move(tx, row, "completed", now_text, etag, counts=counts, writer=writer)
+    completion.finished(ctx, tx, job, row, now_text, writer=writer)
     return False
 
 

@@ -15,6 +15,7 @@ from batchyard.models.exitconditions import outcome_of, resolve
 from batchyard.models.states import JobState, check_job_transition
 from batchyard.service.common import Body, set_state, stamp_body
 from batchyard.service.context import Ctx
+from batchyard.service.taskstate import TaskWriter
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
 
@@ -99,7 +100,16 @@ def forget_job(tx: Tx, job_key: str) -> None:
 # --- finishing a task ------------------------------------------------------------------------------------------
 
 
-def finished(ctx: Ctx, tx: Tx, job: Row, row: Row, now_text: str, *, apply_job_action: bool = True) -> None:
+def finished(
+    ctx: Ctx,
+    tx: Tx,
+    job: Row,
+    row: Row,
+    now_text: str,
+    *,
+    apply_job_action: bool = True,
+    writer: TaskWriter | None = None,
+) -> None:
     """Called once a task is completed for good (no retry left)."""
     body = row["body"]
     ei = body.get("executionInfo") or {}
@@ -115,8 +125,11 @@ def finished(ctx: Ctx, tx: Tx, job: Row, row: Row, now_text: str, *, apply_job_a
         except (ValueError, OverflowError):
             values["cleanup_at"] = None
     previous = row.get("dep_outcome")
-    tx.update(TASKS, values, job_key=row["job_key"], key=row["key"])
     row.update(values)
+    if writer is not None:
+        writer.add(row)
+    else:
+        tx.update(TASKS, values, job_key=row["job_key"], key=row["key"])
     if (
         opts.dependency_action == "satisfy"
         and previous != "satisfy"

@@ -51,6 +51,8 @@ class Ctx:
     assignments: Assignments = field(default_factory=lambda: Assignments())
     etags: EtagSource = field(default_factory=EtagSource)
     clock: Callable[[], datetime] = utcnow
+    # set by the server to the scheduler's cycle: an agent that freed slots gets new work in the same reply
+    place_now: Callable[[], object] | None = None
 
     def stamp(self) -> tuple[datetime, str, str]:
         """Now, its wire text, and a fresh ETag."""

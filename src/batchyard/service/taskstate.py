@@ -47,12 +47,13 @@ def move(
     attempt: int | None = None,
     counts: dict[str, dict[str, int]] | None = None,
     old_result: str | None = None,
+    writer: TaskWriter | None = None,
 ) -> dict[str, Any]:
     """Change a task's state (body already edited by the caller except for state) and persist it.
 
     `old_result` is the task's result before the caller edited executionInfo (completed tasks only).
     Count deltas are applied immediately, or accumulated into `counts` (per job key) when the caller
-    batches many moves into one update.
+    batches many moves into one update; with a `writer` the row write is deferred to its flush.
     """
     body: Body = row["body"]
     old_state = row["state"]
@@ -67,7 +68,8 @@ def move(
         values["node_id"] = node_id
     if attempt is not None:
         values["attempt"] = attempt
-    tx.update(schema.tasks, values, job_key=row["job_key"], key=row["key"])
+    if writer is None:
+        tx.update(schema.tasks, values, job_key=row["job_key"], key=row["key"])
     deltas = count_deltas(old_bucket, bucket(new_state, result_of(body)), int(row["slots"]))
     if counts is None:
         tx.add_counts(row["job_key"], deltas)
@@ -76,7 +78,43 @@ def move(
         for k, v in deltas.items():
             acc[k] = acc.get(k, 0) + v
     row.update(values)
+    if writer is not None:
+        writer.add(row)
     return values
+
+
+_WRITTEN = (
+    "state",
+    "body",
+    "etag",
+    "last_modified",
+    "node_id",
+    "attempt",
+    "exit_code",
+    "result",
+    "start_time",
+    "end_time",
+    "state_transition_time",
+    "dep_outcome",
+    "cleanup_at",
+)
+
+
+class TaskWriter:
+    """Collects changed task rows and writes them in one executemany (the hot paths change many at once)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Row] = {}
+
+    def add(self, row: Row) -> None:
+        self.rows[(row["job_key"], row["key"])] = row
+
+    def flush(self, tx: Tx) -> None:
+        if not self.rows:
+            return
+        batch = [{c: r.get(c) for c in ("job_key", "key", *_WRITTEN)} for r in self.rows.values()]
+        tx.update_many(schema.tasks, ["job_key", "key"], batch)
+        self.rows.clear()
 
 
 def derived_columns(body: Body) -> dict[str, Any]:
