@@ -92,7 +92,7 @@ def _short(frame: str) -> str:
     return f"{m.group('fn')} ({path})"
 
 
-def summarise(path: Path, top: int = 20) -> dict[str, Any]:
+def summarise(path: Path, top: int = 30) -> dict[str, Any]:
     """Total samples, and the functions with the most self and inclusive samples (percent of samples)."""
     self_c: Counter[str] = Counter()
     incl_c: Counter[str] = Counter()
@@ -117,4 +117,10 @@ def summarise(path: Path, top: int = 20) -> dict[str, Any]:
     def pct(c: Counter[str]) -> list[tuple[str, float]]:
         return [(name, round(100.0 * v / total, 1)) for name, v in c.most_common(top)] if total else []
 
-    return {"samples": total, "top_self": pct(self_c), "top_inclusive": pct(incl_c)}
+    ours = Counter({k: v for k, v in incl_c.items() if "(batchyard/" in k})
+    return {
+        "samples": total,
+        "top_self": pct(self_c),
+        "top_inclusive": pct(incl_c),
+        "top_inclusive_batchyard": pct(ours),
+    }

@@ -125,8 +125,13 @@ class PoolManager:
         self.provider.stop(n["pid"], n["id"])
         pid, node_id = n["pid"], n["id"]
         root = node_root(self.ctx, node_id)
-        asyncio.get_event_loop().call_later(5.0, self.provider.kill, pid, node_id)
-        asyncio.get_event_loop().call_later(1.0, lambda: shutil.rmtree(root, ignore_errors=True))
+
+        def finish() -> None:
+            """After the grace period: whatever is left of the node goes, then its directory."""
+            self.provider.kill(pid, node_id)
+            shutil.rmtree(root, ignore_errors=True)
+
+        asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
         LAST_SEEN.pop(node_id, None)
         self.ctx.hub.wake_node(node_id)
