@@ -135,7 +135,27 @@ def machine_info(slurm_version: str | None) -> dict[str, Any]:
         "sqlalchemy": _version("SQLAlchemy"),
         "slurm-wlm": slurm_version,
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "source": _source_revision(),
     }
+
+
+def _source_revision() -> str | None:
+    """The checked-out commit, read from .git without running git (the working tree may differ from it)."""
+    git = Path(__file__).resolve().parent.parent / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            p = git / ref
+            if p.exists():
+                return f"{ref.rsplit('/', 1)[-1]}@{p.read_text().strip()[:12]}"
+            for line in (git / "packed-refs").read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return f"{ref.rsplit('/', 1)[-1]}@{line[:12]}"
+            return ref
+        return head[:12]
+    except OSError:
+        return None
 
 
 def _os_release() -> str:

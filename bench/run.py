@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             res.details["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
             print(f"== {name}{' (quick)' if a.quick else ''}", flush=True)
             t = time.monotonic()
+            busy = scenarios.SystemCpu().start()
             try:
                 SCENARIOS[name](bench, res)
             except Exception as exc:  # one broken scenario must not lose the others' numbers
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 res.details["traceback"] = traceback.format_exc()
                 traceback.print_exc()
             res.seconds = time.monotonic() - t
+            res.details["system_busy_cores_whole_scenario"] = round(busy.stop(), 2)
+            res.details["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
             results.append(res)
             machine["slurm-wlm"] = slurm_version()
             print(table([res]), flush=True)

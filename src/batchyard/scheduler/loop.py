@@ -134,6 +134,8 @@ class Scheduler:
                     self._requeue_running(tx, job)
                 elif opt == "terminate":
                     self._end_running(tx, job)
+                elif self._open_tasks(tx, job, ["preparing", "running"]):
+                    continue  # 'wait': the job stays disabling until its running tasks finish
                 self._set_job_state(tx, job, "disabled")
             elif st == "enabling":
                 self._set_job_state(tx, job, "active")

@@ -77,18 +77,21 @@ def node_counts(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
     with ctx.store.tx() as tx:
         pools = tx.select(schema.pools, columns=["key", "id"])
         nodes = tx.select(schema.nodes, columns=["pool_key", "state", "body"])
-    per: dict[str, dict[str, int]] = {p["key"]: {} for p in pools}
+    per: dict[tuple[str, bool], dict[str, int]] = {}
     for n in nodes:
-        c = per.setdefault(n["pool_key"], {})
+        c = per.setdefault((n["pool_key"], bool(n["body"].get("isDedicated", True))), {})
         c[n["state"]] = c.get(n["state"], 0) + 1
-    items = []
-    for p in pools:
-        c = per.get(p["key"], {})
-        ded = {s: c.get(s.lower(), 0) for s in _COUNT_STATES}
-        ded["total"] = sum(ded.values())
-        low = {s: 0 for s in _COUNT_STATES}
-        low["total"] = 0
-        items.append({"poolId": p["id"], "dedicated": ded, "lowPriority": low})
+
+    def counts(pool_key: str, dedicated: bool) -> dict[str, int]:
+        c = per.get((pool_key, dedicated), {})
+        out = {s: c.get(s.lower(), 0) for s in _COUNT_STATES}
+        out["total"] = sum(out.values())
+        return out
+
+    items = [
+        {"poolId": p["id"], "dedicated": counts(p["key"], True), "lowPriority": counts(p["key"], False)}
+        for p in pools
+    ]
     return page_items(items, q, odata.NODE_COUNTS)
 
 
