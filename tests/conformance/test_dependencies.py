@@ -13,6 +13,7 @@ is run to completion; had a dependent been runnable it would have been placed fi
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -178,3 +179,49 @@ def test_dependencies_need_uses_task_dependencies(client: BatchClient, pool: str
     assert by_id["c"].status.lower() == "clienterror"
     assert by_id["c"].error.code == "TaskDependenciesNotSpecifiedOnJob"
     assert [t.id for t in client.list_tasks(job_id)] == ["ok"]
+
+
+def test_first_of_equal_integer_ids_satisfies_the_range(client: BatchClient, pool: str, uid: str) -> None:
+    """'4' and '04' both count as 4 in a range: the first of them to complete satisfies it."""
+    job_id = f"deps-zeros-{uid}"
+    new_job(client, job_id, pool, uses_task_dependencies=True)
+    client.create_task_collection(
+        job_id,
+        m.BatchTaskGroup(
+            task_values=[
+                task("4", "sleep 30"),
+                task("04", "exit 0"),
+                task("child", "exit 0", depends_on=deps(ranges=[(3, 4)])),
+                task("3", "exit 0"),
+            ]
+        ),
+    )
+    ts = wait_tasks_completed(client, job_id, ["04", "3", "child"])
+    assert ts["child"].execution_info.result == "success"
+    assert client.get_task(job_id, "4").state == "running"
+    client.terminate_task(job_id, "4")
+
+
+def test_reactivated_parent_that_succeeds_releases_blocked_dependent(
+    client: BatchClient, pool: str, uid: str, tmp_path: Path
+) -> None:
+    job_id = f"deps-react-{uid}"
+    marker = tmp_path / "second-run"
+    new_job(client, job_id, pool, uses_task_dependencies=True)
+    client.create_task_collection(
+        job_id,
+        m.BatchTaskGroup(
+            task_values=[
+                # fails on its first run, succeeds once reactivated
+                task("p", f"if [ -e {marker} ]; then exit 0; fi; touch {marker}; exit 1"),
+                task("c", "exit 0", depends_on=deps(ids=["p"])),
+            ]
+        ),
+    )
+    assert wait_tasks_completed(client, job_id, ["p"])["p"].execution_info.result == "failure"
+    assert_blocked(client, job_id, ["c"])
+    client.reactivate_task(job_id, "p")
+    ts = wait_tasks_completed(client, job_id, ["p", "c"])
+    assert ts["p"].execution_info.result == "success"
+    assert ts["c"].execution_info.result == "success"
+    assert ts["c"].execution_info.start_time >= ts["p"].execution_info.end_time

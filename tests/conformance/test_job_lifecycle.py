@@ -82,6 +82,16 @@ def test_failed_task_terminates_job_by_default(client: BatchClient, pool: str, u
     wait_pid_gone(pid)
 
 
+def test_pre_processing_error_terminates_job_by_default(client: BatchClient, pool: str, uid: str) -> None:
+    job_id = f"ja-pre-{uid}"
+    new_job(client, job_id, pool, task_failure_mode=PERFORM)
+    client.create_task(job_id, m.BatchTaskCreateOptions(id="missing", command_line="/no/such/program"))
+    job = wait_job_state(client, job_id, "completed")
+    assert job.execution_info.termination_reason == "TaskFailed"
+    t = client.get_task(job_id, "missing")
+    assert t.execution_info.failure_info.code == "CommandProgramNotFound"
+
+
 def test_job_action_none_and_noaction_job_keep_job_active(client: BatchClient, pool: str, uid: str) -> None:
     perform, plain = f"ja-none-{uid}", f"ja-plain-{uid}"
     new_job(client, perform, pool, task_failure_mode=PERFORM)
@@ -91,6 +101,14 @@ def test_job_action_none_and_noaction_job_keep_job_active(client: BatchClient, p
         perform, task("t", "exit 2", exit_conditions=m.ExitConditions(exit_codes=[m.ExitCodeMapping(code=2, exit_options=none)]))
     )
     client.create_task(plain, task("t", "exit 2"))
+    client.create_task(
+        perform,
+        m.BatchTaskCreateOptions(
+            id="missing", command_line="/no/such/program", exit_conditions=m.ExitConditions(pre_processing_error=none)
+        ),
+    )
+    missing = wait_tasks_completed(client, perform, ["missing"])["missing"]
+    assert missing.execution_info.failure_info.code == "CommandProgramNotFound"
     wait_tasks_completed(client, perform, ["t"])
     wait_tasks_completed(client, plain, ["t"])
     # the job action is taken when the task completes, so the job state already reflects it

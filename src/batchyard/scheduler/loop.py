@@ -126,7 +126,8 @@ class Scheduler:
             if st == "deleting":
                 self._delete_job(tx, job)
             elif st == "terminating":
-                self._end_open_tasks(tx, job, "TaskEnded", "Task was ended because its job was terminated")
+                # running tasks are killed; active tasks stay active, as the service documents
+                self._end_running(tx, job, "Task was ended because its job was terminated")
                 self._set_job_state(tx, job, "completed", end=True)
             elif st == "disabling":
                 opt = job["body"].get("_disableTasks", "requeue")
@@ -159,22 +160,11 @@ class Scheduler:
             schema.tasks, and_(schema.tasks.c.job_key == job["key"], schema.tasks.c.state.in_(states))
         )
 
-    def _end_open_tasks(self, tx: Tx, job: Row, code: str, message: str) -> None:
-        _, now_text, etag = self.ctx.stamp()
-        counts: dict[str, dict[str, int]] = {}
-        for row in self._open_tasks(tx, job, ["active", "preparing", "running"]):
-            node = row["node_id"]
-            task_ops.end_task(self.ctx, tx, row, now_text, etag, code, message, counts)
-            if node:
-                self.ctx.hub.wake_node(node)
-        for jk, d in counts.items():
-            tx.add_counts(jk, d)
-
-    def _end_running(self, tx: Tx, job: Row) -> None:
+    def _end_running(self, tx: Tx, job: Row, message: str = "Task was ended by job disable") -> None:
         _, now_text, etag = self.ctx.stamp()
         for row in self._open_tasks(tx, job, ["preparing", "running"]):
             node = row["node_id"]
-            task_ops.end_task(self.ctx, tx, row, now_text, etag, "TaskEnded", "Task was ended by job disable")
+            task_ops.end_task(self.ctx, tx, row, now_text, etag, "TaskEnded", message)
             if node:
                 self.ctx.hub.wake_node(node)
 
