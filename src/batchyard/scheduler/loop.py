@@ -104,11 +104,10 @@ class Scheduler:
 
     def cycle(self) -> bool:
         """One pass; returns True when another pass should follow immediately."""
-        with self.ctx.store.tx() as tx:
-            self._job_transitions(tx)
         woken: set[str] = set()
         more = False
         with self.ctx.store.tx() as tx:
+            self._job_transitions(tx)
             for pool in tx.select(schema.pools, schema.pools.c.state == "active"):
                 more |= self._place_pool(tx, pool, woken)
         for node_id in woken:
