@@ -12,7 +12,7 @@ from batchyard import __version__
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.pools.local import LocalProvider
-from batchyard.service.agents import LAST_SEEN, requeue_node_tasks
+from batchyard.service.agents import requeue_node_tasks
 from batchyard.service.common import set_state, stamp_body
 from batchyard.service.context import Ctx
 from batchyard.service.files import node_root
@@ -47,7 +47,7 @@ class PoolManager:
         now = monotonic()
         with self.ctx.store.tx() as tx:
             for n in tx.select(schema.nodes):
-                LAST_SEEN[n["id"]] = now
+                self.ctx.last_seen[n["id"]] = now
                 if self.provider.alive(n["pid"], n["id"]) and n["server_url"] == self.provider.server_url:
                     continue
                 self.provider.kill(n["pid"], n["id"])
@@ -65,7 +65,7 @@ class PoolManager:
             n["id"], n["token"], pool["id"], node_root(self.ctx, n["id"]), bool(body.get("isDedicated", True))
         )
         set_state(body, "starting", now_text)
-        LAST_SEEN[n["id"]] = monotonic()
+        self.ctx.last_seen[n["id"]] = monotonic()
         tx.update(
             schema.nodes,
             {
@@ -133,7 +133,7 @@ class PoolManager:
 
         asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
-        LAST_SEEN.pop(node_id, None)
+        self.ctx.last_seen.pop(node_id, None)
         self.ctx.hub.wake_node(node_id)
         self.ctx.hub.forget_node(node_id)
 
@@ -202,7 +202,7 @@ class PoolManager:
                 "imageReference": pool["body"]["virtualMachineConfiguration"]["imageReference"]
             },
         }
-        LAST_SEEN[nid] = monotonic()
+        self.ctx.last_seen[nid] = monotonic()
         tx.insert(
             schema.nodes,
             {
@@ -226,8 +226,8 @@ class PoolManager:
             for n in tx.select(
                 schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown"])
             ):
-                seen = LAST_SEEN.get(n["id"], now)
-                LAST_SEEN.setdefault(n["id"], now)
+                seen = self.ctx.last_seen.get(n["id"], now)
+                self.ctx.last_seen.setdefault(n["id"], now)
                 dead = not self.provider.alive(n["pid"], n["id"])
                 if dead:
                     log.warning("agent of node %s is gone; respawning it", n["id"])

@@ -22,9 +22,6 @@ from batchyard.service.taskstate import TaskWriter, move
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
 
-# node id -> monotonic time of its last contact (the lease); persisted state changes go to the store
-LAST_SEEN: dict[str, float] = {}
-
 
 def work_for(job: Row, task: Row) -> dict[str, Any]:
     """What an agent needs to run one attempt of a task."""
@@ -73,7 +70,7 @@ def _node_state_after(ctx: Ctx, node_id: str, current: str) -> str:
 
 def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[str]) -> Body:
     """Apply events, refresh the node, and compute what the agent must start and kill."""
-    LAST_SEEN[node_id] = monotonic()
+    ctx.last_seen[node_id] = monotonic()
     freed = False
     with ctx.store.tx() as tx:
         node = authenticate(tx, node_id, token)

@@ -49,6 +49,8 @@ class Ctx:
     account: str
     hub: Hub = field(default_factory=Hub)
     assignments: Assignments = field(default_factory=lambda: Assignments())
+    # node id -> monotonic time of its last sync: the heartbeat lease, kept in memory only
+    last_seen: dict[str, float] = field(default_factory=dict)
     etags: EtagSource = field(default_factory=EtagSource)
     clock: Callable[[], datetime] = utcnow
     # set by the server to the scheduler's cycle: an agent that freed slots gets new work in the same reply
