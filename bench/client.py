@@ -121,6 +121,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     account: str = DEV_ACCOUNT
     key: str = DEV_KEY
+    sql_dump: Path | None = None  # run under bench/sqlcount.py, which counts SQL statements
 
     @property
     def endpoint(self) -> str:
@@ -133,7 +134,10 @@ class Server:
 
     def start(self) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [*server_command(), "server", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        cmd = server_command()
+        if self.sql_dump is not None:
+            cmd = [sys.executable, str(Path(__file__).with_name("sqlcount.py")), str(self.sql_dump)]
+        args = [*cmd, "server", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -154,6 +158,24 @@ class Server:
     def log_tail(self, n: int = 40) -> str:
         p = self.data_dir / "server.log"
         return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else ""
+
+    def sql_counts(self) -> dict[str, Any]:
+        """The SQL statement counts so far (only when started with sql_dump)."""
+        assert self.sql_dump is not None
+        before = self.sql_dump.stat().st_mtime_ns if self.sql_dump.exists() else 0
+        os.kill(self.pid, signal.SIGUSR1)
+        wait_for(
+            lambda: (
+                self.sql_dump is not None
+                and self.sql_dump.exists()
+                and self.sql_dump.stat().st_mtime_ns != before
+            ),
+            10,
+            0.01,
+            "the SQL count dump",
+        )
+        data: dict[str, Any] = json.loads(self.sql_dump.read_text())
+        return data
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)

@@ -92,6 +92,34 @@ def _short(frame: str) -> str:
     return f"{m.group('fn')} ({path})"
 
 
+# DB-API calls: their self time is time spent inside sqlite3 (the C library), not in SQLAlchemy's Python code
+_DB_CALLS = (
+    "do_execute ",
+    "do_executemany ",
+    "do_commit ",
+    "do_rollback ",
+    "fetchone ",
+    "fetchall ",
+    "fetchmany ",
+)
+
+
+def _package(frame: str) -> str:
+    """'fn (pkg/mod.py)' -> the package; SQLAlchemy's DB-API calls are reported as 'sqlite3 (C)'."""
+    fn, _, where = frame.rpartition(" (")
+    path = where.rstrip(")")
+    if path.startswith("sqlalchemy/"):
+        short = fn.rsplit(".", 1)[-1] + " "
+        if short in _DB_CALLS:
+            return "sqlite3 (C, via DB-API)"
+        return "sqlalchemy"
+    if "/" in path:
+        return path.split("/", 1)[0]
+    if path.startswith("<frozen"):
+        return "stdlib"
+    return "stdlib:" + path.removesuffix(".py")
+
+
 def summarise(path: Path, top: int = 30) -> dict[str, Any]:
     """Total samples, and the functions with the most self and inclusive samples (percent of samples)."""
     self_c: Counter[str] = Counter()
@@ -118,8 +146,12 @@ def summarise(path: Path, top: int = 30) -> dict[str, Any]:
         return [(name, round(100.0 * v / total, 1)) for name, v in c.most_common(top)] if total else []
 
     ours = Counter({k: v for k, v in incl_c.items() if "(batchyard/" in k})
+    by_package: Counter[str] = Counter()
+    for name, v in self_c.items():
+        by_package[_package(name)] += v
     return {
         "samples": total,
+        "self_by_package": pct(by_package),
         "top_self": pct(self_c),
         "top_inclusive": pct(incl_c),
         "top_inclusive_batchyard": pct(ours),

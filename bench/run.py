@@ -9,6 +9,7 @@ bench/results/YYYY-MM-DD.json. See bench/README.md for what each scenario measur
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -42,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of: " + ", ".join(SCENARIOS)
     )
     p.add_argument("--quick", action="store_true", help="small sizes for a fast sanity run (a few minutes)")
+    p.add_argument("--dispatch-tasks", type=int, default=20_000, help="tasks in the dispatch scenario")
+    p.add_argument(
+        "--dispatch-slots",
+        type=int,
+        default=4,
+        help="task slots per node in dispatch (2 nodes; 4 = the target's pool)",
+    )
     p.add_argument("--scale-tasks", type=int, default=1_000_000, help="tasks in the scale scenario")
     p.add_argument(
         "--scale-budget",
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         quick=a.quick,
         tmp=tmp,
         profile_dir=profile_dir,
+        dispatch_tasks=a.dispatch_tasks,
+        dispatch_slots=a.dispatch_slots,
         scale_tasks=a.scale_tasks,
         scale_budget=a.scale_budget,
         scale_connections=a.scale_connections,
@@ -114,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             print(table([res]), flush=True)
     finally:
         bench.close()
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     out = a.results / f"{date}.json"
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
     write_json(out, machine, args, results)

@@ -210,6 +210,8 @@ class Bench:
     quick: bool
     tmp: Path
     profile_dir: Path | None = None
+    dispatch_tasks: int = 20_000
+    dispatch_slots: int = 4
     scale_tasks: int = 1_000_000
     scale_budget: float = 900.0
     scale_connections: int = 8
@@ -258,8 +260,10 @@ class Bench:
 
     @contextlib.contextmanager
     def server(self, name: str) -> Iterator[Server]:
+        """A fresh server; with --profile it runs under bench/sqlcount.py so SQL statements can be counted."""
         d = self.tmp / f"{name}-{int(time.time())}"
-        srv = Server(d).start()
+        dump = self.tmp / f"{name}-sql.json" if self.profile_dir is not None else None
+        srv = Server(d, sql_dump=dump).start()
         self.servers.append(srv)
         try:
             yield srv
@@ -270,8 +274,11 @@ class Bench:
                 shutil.rmtree(d, ignore_errors=True)
 
     @contextlib.contextmanager
-    def profiled(self, srv: Server, res: ScenarioResult, label: str, agent: bool = False) -> Iterator[None]:
-        """py-spy the server (and, with agent=True, one of its agents) while the block runs (--profile)."""
+    def profiled(
+        self, srv: Server, res: ScenarioResult, label: str, agent: bool = False, per: int | None = None
+    ) -> Iterator[None]:
+        """With --profile: py-spy the server (and with agent=True one agent), count SQL statements and agent
+        syncs while the block runs; `per` (tasks) normalises the counts. Without --profile: nothing."""
         if self.profile_dir is None:
             yield
             return
@@ -280,26 +287,53 @@ class Bench:
         if pids:
             out = self.profile_dir / f"{res.name}-{label}-agent.txt"
             profs[f"{label}-agent"] = Profiler(pids[0], out).start()
+        sql0 = srv.sql_counts() if srv.sql_dump is not None else None
+        counter = SyncCounter(srv.port).start() if SyncCounter.available() is None else None
+        cpu0 = srv.cpu_seconds()
         try:
             yield
         finally:
-            for name, prof in profs.items():
-                res.details.setdefault("profiles", {})[name] = prof.stop()
+            cpu = srv.cpu_seconds() - cpu0
+            syncs = counter.stop() if counter is not None else None
+            sql1 = srv.sql_counts() if srv.sql_dump is not None else None
+            prof = res.details.setdefault("profiles", {})
+            for name, p in profs.items():
+                prof[name] = p.stop()
+            summary: dict[str, Any] = {"server_cpu_s": round(cpu, 3), "agent_syncs": syncs}
+            if sql0 is not None and sql1 is not None:
+                stm = {k: v - sql0["statements"].get(k, 0) for k, v in sql1["statements"].items()}
+                rows = {k: v - sql0["rows"].get(k, 0) for k, v in sql1["rows"].items()}
+                summary["commits"] = sql1["commits"] - sql0["commits"]
+                summary["statements"] = sum(stm.values())
+                summary["top_statements"] = sorted(
+                    ([k, v, rows.get(k, v)] for k, v in stm.items() if v), key=lambda x: -x[1]
+                )[:25]
+            if per:
+                summary["per_task"] = {
+                    "server_cpu_ms": round(cpu / per * 1000, 3),
+                    "agent_syncs": None if syncs is None else round(syncs / per, 3),
+                    "commits": round(summary["commits"] / per, 3) if "commits" in summary else None,
+                    "statements": round(summary["statements"] / per, 2) if "statements" in summary else None,
+                }
+            if syncs:
+                summary["server_cpu_ms_per_sync"] = round(cpu / syncs * 1000, 3)
+            prof[f"{label}-counts"] = summary
 
 
 # --- 1. dispatch throughput ------------------------------------------------------------------------------------
 
 
 def dispatch(b: Bench, res: ScenarioResult) -> None:
-    n = b.size(20_000, 2_000)
+    n = b.size(b.dispatch_tasks, min(b.dispatch_tasks, 2_000))
     res.details["tasks"] = n
-    res.details["pool"] = "2 local nodes x 4 slots"
+    slots = b.dispatch_slots
+    res.details["pool"] = f"2 local nodes x {slots} slots"
     res.details["client"] = (
         "SDK create_tasks(max_concurrency=4) to add; raw HTTP taskcounts poll every 0.25 s"
     )
     with b.server("dispatch") as srv:
         c, raw = srv.sdk(), srv.raw()
-        create_pool(c, "p", nodes=2, slots=4)
+        create_pool(c, "p", nodes=2, slots=slots)
         res.details["nodes_ready_s"] = round(wait_nodes_ready(raw, "p", 2, 120), 2)
         create_job(c, "warm", "p")
         c.create_tasks("warm", true_tasks("w", 200), max_concurrency=4)
@@ -310,7 +344,7 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
         sys_cpu = SystemCpu().start()
         t0_wall = datetime.now(UTC)
         t0 = time.monotonic()
-        with b.profiled(srv, res, "server", agent=True):
+        with b.profiled(srv, res, "server", agent=True, per=n):
             c.create_tasks("j", tasks, max_concurrency=4)
             t_added = time.monotonic() - t0
             wait_completed(raw, "j", n, timeout=n / 20 + 300)
@@ -358,9 +392,11 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
     baselines = {"xargs -P 8": x_rate}
     ratios = {"xargs": rate / x_rate}
     # baseline: Slurm
-    sl = b.slurm()
+    sl = b.slurm() if slots == 4 else None
     s_rate: float | None = None
-    if sl is None:
+    if slots != 4:
+        res.note("skipped slurm baseline: its profile has 8 slots; compare with --dispatch-slots 4")
+    elif sl is None:
         res.note(b.slurm_skip_line())
     else:
         sn = b.size(2_000, 500)
@@ -385,7 +421,7 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
             res.note(f"skipped slurm baseline: {exc}")
     met = rate >= 0.5 * x_rate and (s_rate is None or rate >= 10 * s_rate)
     res.row(
-        f"throughput, {n:,} x /bin/true, 2x4 slots (first add -> last end)",
+        f"throughput, {n:,} x /bin/true, 2x{slots} slots (first add -> last end)",
         "tasks/s",
         rate,
         baselines=baselines,
@@ -419,7 +455,7 @@ def submit(b: Bench, res: ScenarioResult) -> None:
         create_job(c, "sdk", "p")
         tasks = true_tasks("t", n)
         s0, c0 = srv.cpu_seconds(), time.process_time()
-        with b.profiled(srv, res, "sdk"):
+        with b.profiled(srv, res, "sdk", per=n):
             t = time.monotonic()
             c.create_tasks("sdk", tasks, max_concurrency=4)
             sdk_s = time.monotonic() - t
@@ -432,7 +468,7 @@ def submit(b: Bench, res: ScenarioResult) -> None:
         bodies = collection_bodies("t", n)
         s0, c0 = srv.cpu_seconds(), time.process_time()
         ac = srv.async_raw(4)
-        with b.profiled(srv, res, "raw"):
+        with b.profiled(srv, res, "raw", per=n):
             t = time.monotonic()
             accepted = asyncio.run(_add_all(ac, "raw", bodies))
             raw_s = time.monotonic() - t
@@ -505,7 +541,7 @@ def latency(b: Bench, res: ScenarioResult) -> None:
         create_pool(c, "p", nodes=1, slots=1)
         wait_nodes_ready(raw, "p", 1, 120)
         create_job(c, "j", "p")
-        with b.profiled(srv, res, "server"):
+        with b.profiled(srv, res, "server", per=n + 5):
             for i in range(-5, n):  # five warm-up tasks
                 time.sleep(random.uniform(0, 0.02))
                 tid = f"l{i + 5:05d}"
@@ -593,7 +629,7 @@ def deps(b: Bench, res: ScenarioResult) -> None:
             res.note(f"not available: {_short_error(exc)}")
             res.row("dependency hop p50", "ms", None, target="<=100 ms", note="not available")
             return
-        with b.profiled(srv, res, "server"):
+        with b.profiled(srv, res, "server", per=n):
             try:
                 wait_completed(raw, "j", n, timeout=n * 5 + 60, interval=0.1)
             except TimeoutError as exc:
@@ -699,7 +735,7 @@ def scale(b: Bench, res: ScenarioResult) -> None:
                     )
 
         s0 = srv.cpu_seconds()
-        with b.profiled(srv, res, "add"):
+        with b.profiled(srv, res, "add", per=n):
             added = asyncio.run(_add_budget(srv, bodies, conns, deadline, on_progress))
         add_s = time.monotonic() - t0
         add_cpu = srv.cpu_seconds() - s0
@@ -727,7 +763,7 @@ def scale(b: Bench, res: ScenarioResult) -> None:
             res.note(
                 f"added {added:,} of {n:,} tasks within the {b.scale_budget:.0f}s budget; add time extrapolated"
             )
-        q = {"$filter": "state eq 'active'", "maxresults": 1000}
+        q: dict[str, str | int] = {"$filter": "state eq 'active'", "maxresults": 1000}
         with b.profiled(srv, res, "queries"):
             first = timed(lambda: raw.ok("GET", "/jobs/j/tasks", q), 20)
             deep = _walk_pages(raw, "/jobs/j/tasks", q, 10)
@@ -818,7 +854,7 @@ async def _add_budget(
         await ac.aclose()
 
 
-def _walk_pages(raw: RawClient, path: str, params: dict[str, Any], pages: int) -> list[float]:
+def _walk_pages(raw: RawClient, path: str, params: dict[str, str | int], pages: int) -> list[float]:
     """Times of pages 2..pages, following odata.nextLink."""
     data = raw.ok("GET", path, params)
     out: list[float] = []

@@ -13,8 +13,8 @@ is run to completion; had a dependent been runnable it would have been placed fi
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from azure.batch import BatchClient
@@ -39,7 +39,9 @@ def pool(client: BatchClient) -> Iterator[str]:
     client.begin_delete_pool(pool_id, polling_interval=0.2).result()
 
 
-def deps(ids: list[str] | None = None, ranges: list[tuple[int, int]] | None = None) -> m.BatchTaskDependencies:
+def deps(
+    ids: list[str] | None = None, ranges: list[tuple[int, int]] | None = None
+) -> m.BatchTaskDependencies:
     return m.BatchTaskDependencies(
         task_ids=ids, task_id_ranges=[m.BatchTaskIdRange(start=s, end=e) for s, e in ranges or []] or None
     )
@@ -121,14 +123,20 @@ def test_exit_conditions_override_dependency_action(client: BatchClient, pool: s
     ec = m.ExitConditions
     parents = {
         # a listed nonzero code that satisfies
-        "a": task("a", "exit 3", exit_conditions=ec(exit_codes=[m.ExitCodeMapping(code=3, exit_options=SATISFY)])),
+        "a": task(
+            "a", "exit 3", exit_conditions=ec(exit_codes=[m.ExitCodeMapping(code=3, exit_options=SATISFY)])
+        ),
         # exit code 0 listed explicitly as block
-        "b": task("b", "exit 0", exit_conditions=ec(exit_codes=[m.ExitCodeMapping(code=0, exit_options=BLOCK)])),
+        "b": task(
+            "b", "exit 0", exit_conditions=ec(exit_codes=[m.ExitCodeMapping(code=0, exit_options=BLOCK)])
+        ),
         # a code inside a satisfying range
         "c": task(
             "c",
             "exit 5",
-            exit_conditions=ec(exit_code_ranges=[m.ExitCodeRangeMapping(start=4, end=6, exit_options=SATISFY)]),
+            exit_conditions=ec(
+                exit_code_ranges=[m.ExitCodeRangeMapping(start=4, end=6, exit_options=SATISFY)]
+            ),
         ),
         # the program cannot be started: preProcessingError decides
         "d": m.BatchTaskCreateOptions(
@@ -143,7 +151,9 @@ def test_exit_conditions_override_dependency_action(client: BatchClient, pool: s
             exit_conditions=ec(exit_codes=[m.ExitCodeMapping(code=9, exit_options=BLOCK)], default=SATISFY),
         ),
         # default also covers a pre-processing error when preProcessingError is absent
-        "g": m.BatchTaskCreateOptions(id="g", command_line="/no/such/program", exit_conditions=ec(default=SATISFY)),
+        "g": m.BatchTaskCreateOptions(
+            id="g", command_line="/no/such/program", exit_conditions=ec(default=SATISFY)
+        ),
         # default does not apply to exit code 0: it still satisfies
         "h": task("h", "exit 0", exit_conditions=ec(default=BLOCK)),
     }
@@ -206,20 +216,21 @@ def test_reactivated_parent_that_succeeds_releases_blocked_dependent(
     client: BatchClient, pool: str, uid: str, tmp_path: Path
 ) -> None:
     job_id = f"deps-react-{uid}"
-    marker = tmp_path / "second-run"
+    go = tmp_path / "go"
     new_job(client, job_id, pool, uses_task_dependencies=True)
     client.create_task_collection(
         job_id,
         m.BatchTaskGroup(
             task_values=[
-                # fails on its first run, succeeds once reactivated
-                task("p", f"if [ -e {marker} ]; then exit 0; fi; touch {marker}; exit 1"),
+                # fails until the test creates `go`
+                task("p", f"test -e {go}"),
                 task("c", "exit 0", depends_on=deps(ids=["p"])),
             ]
         ),
     )
     assert wait_tasks_completed(client, job_id, ["p"])["p"].execution_info.result == "failure"
     assert_blocked(client, job_id, ["c"])
+    go.touch()
     client.reactivate_task(job_id, "p")
     ts = wait_tasks_completed(client, job_id, ["p", "c"])
     assert ts["p"].execution_info.result == "success"

@@ -68,7 +68,9 @@ def terminate_without_body(live: LiveServer, client: BatchClient, job_id: str) -
 # --- exit-condition job actions ----------------------------------------------------------------------------
 
 
-def test_failed_task_terminates_job_by_default(client: BatchClient, pool: str, uid: str, tmp_path: Path) -> None:
+def test_failed_task_terminates_job_by_default(
+    client: BatchClient, pool: str, uid: str, tmp_path: Path
+) -> None:
     job_id = f"ja-term-{uid}"
     new_job(client, job_id, pool, task_failure_mode=PERFORM)
     client.create_task(job_id, pid_task("long", tmp_path / "long.pid"))
@@ -98,13 +100,20 @@ def test_job_action_none_and_noaction_job_keep_job_active(client: BatchClient, p
     new_job(client, plain, pool)  # onTaskFailure defaults to noaction: failures never act on the job
     none = m.ExitOptions(job_action="none")
     client.create_task(
-        perform, task("t", "exit 2", exit_conditions=m.ExitConditions(exit_codes=[m.ExitCodeMapping(code=2, exit_options=none)]))
+        perform,
+        task(
+            "t",
+            "exit 2",
+            exit_conditions=m.ExitConditions(exit_codes=[m.ExitCodeMapping(code=2, exit_options=none)]),
+        ),
     )
     client.create_task(plain, task("t", "exit 2"))
     client.create_task(
         perform,
         m.BatchTaskCreateOptions(
-            id="missing", command_line="/no/such/program", exit_conditions=m.ExitConditions(pre_processing_error=none)
+            id="missing",
+            command_line="/no/such/program",
+            exit_conditions=m.ExitConditions(pre_processing_error=none),
         ),
     )
     missing = wait_tasks_completed(client, perform, ["missing"])["missing"]
@@ -125,7 +134,13 @@ def test_job_action_disable_requeues(client: BatchClient, pool: str, uid: str, t
     disable = m.ExitOptions(job_action="disable")
     client.create_task(
         job_id,
-        task("bad", "exit 4", exit_conditions=m.ExitConditions(exit_code_ranges=[m.ExitCodeRangeMapping(start=3, end=5, exit_options=disable)])),
+        task(
+            "bad",
+            "exit 4",
+            exit_conditions=m.ExitConditions(
+                exit_code_ranges=[m.ExitCodeRangeMapping(start=3, end=5, exit_options=disable)]
+            ),
+        ),
     )
     job = wait_job_state(client, job_id, "disabled")
     assert job.execution_info.termination_reason is None
@@ -140,7 +155,9 @@ def test_job_action_needs_perform_exit_options(client: BatchClient, pool: str, u
     new_job(client, job_id, pool)  # onTaskFailure noaction
     for opts in (
         m.ExitConditions(default=m.ExitOptions(job_action="terminate")),
-        m.ExitConditions(exit_codes=[m.ExitCodeMapping(code=1, exit_options=m.ExitOptions(job_action="none"))]),
+        m.ExitConditions(
+            exit_codes=[m.ExitCodeMapping(code=1, exit_options=m.ExitOptions(job_action="none"))]
+        ),
     ):
         expect_error(
             lambda opts=opts: client.create_task(job_id, task("t", "exit 1", exit_conditions=opts)),
@@ -149,7 +166,12 @@ def test_job_action_needs_perform_exit_options(client: BatchClient, pool: str, u
         )
     # dependencyAction alone is fine on such a job
     client.create_task(
-        job_id, task("ok", "exit 1", exit_conditions=m.ExitConditions(default=m.ExitOptions(dependency_action="satisfy")))
+        job_id,
+        task(
+            "ok",
+            "exit 1",
+            exit_conditions=m.ExitConditions(default=m.ExitOptions(dependency_action="satisfy")),
+        ),
     )
     assert [t.id for t in client.list_tasks(job_id)] == ["ok"]
 
@@ -171,7 +193,10 @@ def test_patch_to_terminatejob_after_adding_tasks(client: BatchClient, pool: str
     job_id = f"atc-patch-{uid}"
     new_job(client, job_id, pool)
     client.create_task_collection(
-        job_id, m.BatchTaskGroup(task_values=[task("quick", "exit 0"), task("slow", "sleep 2"), task("bad", "exit 1")])
+        job_id,
+        m.BatchTaskGroup(
+            task_values=[task("quick", "exit 0"), task("slow", "sleep 2"), task("bad", "exit 1")]
+        ),
     )
     wait_tasks_completed(client, job_id, ["quick", "bad"])
     assert client.get_job(job_id).state == "active"  # noaction: completed tasks do not end the job
@@ -180,7 +205,9 @@ def test_patch_to_terminatejob_after_adding_tasks(client: BatchClient, pool: str
     assert j.all_tasks_complete_mode == "terminatejob"
     assert j.state == "active", "slow is still running"
     job = wait_job_state(client, job_id, "completed")
-    assert job.execution_info.termination_reason == "AllTasksComplete"  # a failed task still counts as complete
+    assert (
+        job.execution_info.termination_reason == "AllTasksComplete"
+    )  # a failed task still counts as complete
     slow = client.get_task(job_id, "slow")
     assert slow.execution_info.result == "success"
     assert slow.execution_info.end_time <= job.execution_info.end_time
@@ -193,7 +220,9 @@ def test_max_wall_clock_time_ends_job_and_running_task(
     client: BatchClient, pool: str, uid: str, tmp_path: Path
 ) -> None:
     job_id = f"wall-{uid}"
-    new_job(client, job_id, pool, constraints=m.BatchJobConstraints(max_wall_clock_time=dt.timedelta(seconds=2)))
+    new_job(
+        client, job_id, pool, constraints=m.BatchJobConstraints(max_wall_clock_time=dt.timedelta(seconds=2))
+    )
     client.create_task(job_id, pid_task("long", tmp_path / "long.pid"))
     pid = read_pid(tmp_path / "long.pid")
     job = wait_job_state(client, job_id, "completed", timeout=15)
@@ -257,13 +286,9 @@ def test_terminate_with_reason(client: BatchClient, pool: str, uid: str) -> None
     assert job.execution_info.termination_reason == "Stopped by test"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="terminating a job completes its active (never started) tasks with failureInfo TaskEnded "
-    "(scheduler/loop.py _end_open_tasks ends active+preparing+running); Azure kills running tasks only "
-    "and leaves active tasks active",
-)
-def test_terminate_leaves_active_tasks_active(client: BatchClient, pool: str, uid: str, tmp_path: Path) -> None:
+def test_terminate_leaves_active_tasks_active(
+    client: BatchClient, pool: str, uid: str, tmp_path: Path
+) -> None:
     """begin_terminate_job (REST Job - Terminate): "If there are any Tasks in the Job in the active state, they
     will remain in the active state. Once a Job is terminated, new Tasks cannot be added and any remaining
     active Tasks will not be scheduled." """
@@ -281,15 +306,18 @@ def test_terminate_leaves_active_tasks_active(client: BatchClient, pool: str, ui
 
 def test_disable_requeue_then_enable(client: BatchClient, pool: str, uid: str, tmp_path: Path) -> None:
     job_id = f"dis-rq-{uid}"
-    marker = tmp_path / "ran-once"
+    go = tmp_path / "go"
     new_job(client, job_id, pool)
-    # first run records its pid and sleeps; the rerun after enable finds the marker and succeeds at once
+    # the first run records its pid and sleeps; once the test has created `go` a rerun succeeds at once
     client.create_task(
-        job_id, task("t", f"if [ -e {marker} ]; then exit 0; fi; touch {marker}; echo $$ > {tmp_path}/t.pid; exec sleep 30")
+        job_id,
+        task("t", f"if [ -e {go} ]; then exit 0; fi; echo $$ > {tmp_path}/t.pid; exec sleep 30"),
     )
     pid = read_pid(tmp_path / "t.pid")
     wait_task_state(client, job_id, "t", "running")
-    client.begin_disable_job(job_id, m.BatchJobDisableOptions(disable_tasks="requeue"), polling_interval=0.2).result()
+    client.begin_disable_job(
+        job_id, m.BatchJobDisableOptions(disable_tasks="requeue"), polling_interval=0.2
+    ).result()
     job = client.get_job(job_id)
     assert job.state == "disabled"
     t = client.get_task(job_id, "t")
@@ -306,6 +334,7 @@ def test_disable_requeue_then_enable(client: BatchClient, pool: str, uid: str, t
     assert client.get_task(job_id, "t").state == "active"
     client.create_task(job_id, task("added-while-disabled", "exit 0"))  # a disabled job accepts tasks
 
+    go.touch()
     client.begin_enable_job(job_id, polling_interval=0.2).result()
     assert client.get_job(job_id).state == "active"
     ts = wait_tasks_completed(client, job_id, ["t", "added-while-disabled"])
@@ -325,13 +354,17 @@ def test_disable_terminate_and_wait(client: BatchClient, pool: str, uid: str, tm
     wait_task_state(client, term, "t", "running")
     wait_task_state(client, wait, "t", "running")
 
-    client.begin_disable_job(term, m.BatchJobDisableOptions(disable_tasks="terminate"), polling_interval=0.2).result()
+    client.begin_disable_job(
+        term, m.BatchJobDisableOptions(disable_tasks="terminate"), polling_interval=0.2
+    ).result()
     assert client.get_job(term).state == "disabled"
     t = client.get_task(term, "t")
     assert t.state == "completed" and t.execution_info.result == "failure"
     wait_pid_gone(term_pid)
 
-    client.begin_disable_job(wait, m.BatchJobDisableOptions(disable_tasks="wait"), polling_interval=0.2).result()
+    client.begin_disable_job(
+        wait, m.BatchJobDisableOptions(disable_tasks="wait"), polling_interval=0.2
+    ).result()
     t = wait_tasks_completed(client, wait, ["t"])["t"]
     assert t.execution_info.result == "success", "wait lets the running task finish"
     assert t.execution_info.requeue_count == 0

@@ -170,7 +170,10 @@ def test_if_match_on_job_update(client: BatchClient, empty_pool: str, uid: str) 
     assert client.get_job(job_id).etag == second.etag
 
     client.update_job(
-        job_id, m.BatchJobUpdateOptions(priority=3), etag=second.etag, match_condition=MatchConditions.IfNotModified
+        job_id,
+        m.BatchJobUpdateOptions(priority=3),
+        etag=second.etag,
+        match_condition=MatchConditions.IfNotModified,
     )
     third = client.get_job(job_id)
     assert third.priority == 3 and third.etag not in (first.etag, second.etag)
@@ -184,7 +187,9 @@ def test_if_match_on_job_update(client: BatchClient, empty_pool: str, uid: str) 
     with pytest.raises(ResourceModifiedError) as stale_task:
         client.replace_task(job_id, "t", t, etag=t.etag, match_condition=MatchConditions.IfNotModified)
     assert stale_task.value.status_code == 412
-    client.begin_disable_job(job_id, m.BatchJobDisableOptions(disable_tasks="requeue"), polling_interval=0.2).result()
+    client.begin_disable_job(
+        job_id, m.BatchJobDisableOptions(disable_tasks="requeue"), polling_interval=0.2
+    ).result()
     assert client.get_job(job_id).etag != third.etag
     with pytest.raises(ResourceModifiedError):
         client.begin_enable_job(

@@ -24,7 +24,11 @@ pytestmark = pytest.mark.slow
 def _pool(client: BatchClient, fill: str) -> str:
     pool_id = f"{fill}-{uuid.uuid4().hex[:8]}"
     create_pool(
-        client, pool_id, nodes=2, slots=2, task_scheduling_policy=m.BatchTaskSchedulingPolicy(node_fill_type=fill)
+        client,
+        pool_id,
+        nodes=2,
+        slots=2,
+        task_scheduling_policy=m.BatchTaskSchedulingPolicy(node_fill_type=fill),
     )
     return pool_id
 
@@ -46,11 +50,17 @@ def test_higher_priority_job_runs_first_on_one_slot(client: BatchClient, uid: st
     low, high = f"prio-low-{uid}", f"prio-high-{uid}"
     new_job(client, low, pool_id, priority=-10)  # created first: creation order must not win
     new_job(client, high, pool_id, priority=100)
-    client.create_task_collection(low, m.BatchTaskGroup(task_values=[task(f"l{i}", "exit 0") for i in range(3)]))
-    client.create_task_collection(high, m.BatchTaskGroup(task_values=[task(f"h{i}", "exit 0") for i in range(3)]))
+    client.create_task_collection(
+        low, m.BatchTaskGroup(task_values=[task(f"l{i}", "exit 0") for i in range(3)])
+    )
+    client.create_task_collection(
+        high, m.BatchTaskGroup(task_values=[task(f"h{i}", "exit 0") for i in range(3)])
+    )
     assert client.get_job(high).priority == 100
 
-    client.begin_resize_pool(pool_id, m.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=0.2).result()
+    client.begin_resize_pool(
+        pool_id, m.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=0.2
+    ).result()
     lows = wait_tasks_done(client, low, 3)
     highs = wait_tasks_done(client, high, 3)
     assert max_overlap(intervals(lows + highs)) == 1
@@ -103,7 +113,9 @@ def test_required_slots_above_node_slots_fails_instead_of_hanging(client: BatchC
     client.begin_delete_pool(pool_id, polling_interval=0.2).result()
 
 
-def test_pack_fills_one_node_and_spread_uses_both(client: BatchClient, fill_pools: dict[str, str], uid: str) -> None:
+def test_pack_fills_one_node_and_spread_uses_both(
+    client: BatchClient, fill_pools: dict[str, str], uid: str
+) -> None:
     nodes_used = {}
     for fill, pool_id in fill_pools.items():
         # the service reports the fill type capitalised ("Spread", "Pack" in the recordings)
@@ -141,7 +153,8 @@ def test_affinity_prefers_the_named_node(client: BatchClient, fill_pools: dict[s
     busy = nodes[0]
     hold = m.BatchAffinityInfo(affinity_id=f"TVM:{busy}")
     client.create_task_collection(
-        job_id, m.BatchTaskGroup(task_values=[task(f"hold{i}", "sleep 30", affinity_info=hold) for i in range(2)])
+        job_id,
+        m.BatchTaskGroup(task_values=[task(f"hold{i}", "sleep 30", affinity_info=hold) for i in range(2)]),
     )
     for i in range(2):
         assert wait_task_state(client, job_id, f"hold{i}", "running").node_info.node_id == busy

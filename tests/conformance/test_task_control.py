@@ -67,18 +67,16 @@ def test_terminate_running_task(client: BatchClient, pool: str, uid: str, tmp_pa
     assert client.get_job(job_id).state == "active"  # ending a task does not end its job
 
 
-def test_reactivate_failed_task_resets_retry_count(client: BatchClient, pool: str, uid: str, tmp_path: Path) -> None:
+def test_reactivate_failed_task_resets_retry_count(
+    client: BatchClient, pool: str, uid: str, tmp_path: Path
+) -> None:
     job_id = f"react-{uid}"
-    runs = tmp_path / "runs"
+    go = tmp_path / "go"
     new_job(client, job_id, pool)
-    # fails on its first two runs (the try and its one retry), succeeds from the third run on
+    # fails (the try and its one retry) until the test creates `go`
     client.create_task(
         job_id,
-        task(
-            "flaky",
-            f"echo run >> {runs}; [ $(wc -l < {runs}) -ge 3 ]",
-            constraints=m.BatchTaskConstraints(max_task_retry_count=1),
-        ),
+        task("flaky", f"test -e {go}", constraints=m.BatchTaskConstraints(max_task_retry_count=1)),
     )
     client.create_task(job_id, task("fine", "exit 0"))
     ts = wait_tasks_completed(client, job_id, ["flaky", "fine"])
@@ -91,12 +89,13 @@ def test_reactivate_failed_task_resets_retry_count(client: BatchClient, pool: st
         client.reactivate_task(job_id, "fine")  # only a failed task can be reactivated
     assert succeeded.value.status_code == 409
 
+    go.touch()
     client.reactivate_task(job_id, "flaky")
     again = wait_tasks_completed(client, job_id, ["flaky"])["flaky"]
     assert again.execution_info.result == "success"
     assert again.execution_info.retry_count == 0, "reactivation resets the retry count"
     assert again.execution_info.failure_info is None
-    assert runs.read_text().count("run") == 3
+    assert again.execution_info.exit_code == 0
     counts = client.get_job_task_counts(job_id).task_counts
     assert (counts.completed, counts.succeeded, counts.failed) == (2, 2, 0)
 
@@ -107,7 +106,9 @@ def test_reactivated_task_is_active_again(client: BatchClient, pool: str, uid: s
     new_job(client, job_id, pool)
     client.create_task(job_id, task("bad", "exit 7"))
     wait_tasks_completed(client, job_id, ["bad"])
-    client.begin_disable_job(job_id, m.BatchJobDisableOptions(disable_tasks="wait"), polling_interval=0.2).result()
+    client.begin_disable_job(
+        job_id, m.BatchJobDisableOptions(disable_tasks="wait"), polling_interval=0.2
+    ).result()
     client.reactivate_task(job_id, "bad")
     t = client.get_task(job_id, "bad")
     assert t.state == "active"
@@ -140,7 +141,9 @@ def test_put_constraints(client: BatchClient, pool: str, uid: str) -> None:
     """PUT a task's constraints while it waits (its job is disabled), then let it run under them."""
     job_id = f"tput-{uid}"
     new_job(client, job_id, pool)
-    client.begin_disable_job(job_id, m.BatchJobDisableOptions(disable_tasks="wait"), polling_interval=0.2).result()
+    client.begin_disable_job(
+        job_id, m.BatchJobDisableOptions(disable_tasks="wait"), polling_interval=0.2
+    ).result()
     client.create_task(job_id, task("t", "exit 1"))
     t = client.get_task(job_id, "t")
     assert t.state == "active"
@@ -148,7 +151,9 @@ def test_put_constraints(client: BatchClient, pool: str, uid: str) -> None:
     before = t.etag
 
     t.constraints = m.BatchTaskConstraints(
-        max_task_retry_count=2, max_wall_clock_time=dt.timedelta(minutes=5), retention_time=dt.timedelta(hours=1)
+        max_task_retry_count=2,
+        max_wall_clock_time=dt.timedelta(minutes=5),
+        retention_time=dt.timedelta(hours=1),
     )
     client.replace_task(job_id, "t", t)
     got = client.get_task(job_id, "t")
@@ -164,12 +169,18 @@ def test_put_constraints(client: BatchClient, pool: str, uid: str) -> None:
     expect_error(lambda: client.replace_task(job_id, "t", done), 409, "TaskCompleted")
 
 
-def test_retention_time_cleans_up_task_files(live: LiveServer, client: BatchClient, pool: str, uid: str) -> None:
+def test_retention_time_cleans_up_task_files(
+    live: LiveServer, client: BatchClient, pool: str, uid: str
+) -> None:
     job_id = f"ret-{uid}"
     new_job(client, job_id, pool)
     client.create_task(
         job_id,
-        task("t", "echo kept-for-a-moment", constraints=m.BatchTaskConstraints(retention_time=dt.timedelta(seconds=3))),
+        task(
+            "t",
+            "echo kept-for-a-moment",
+            constraints=m.BatchTaskConstraints(retention_time=dt.timedelta(seconds=3)),
+        ),
     )
     client.create_task(job_id, task("keep", "echo kept"))
     wait_tasks_completed(client, job_id, ["t", "keep"])
@@ -195,3 +206,20 @@ def test_retention_time_cleans_up_task_files(live: LiveServer, client: BatchClie
     assert client.get_task(job_id, "t").state == "completed"
     assert b"".join(client.download_task_file(job_id, "keep", "stdout.txt")) == b"kept\n"
     assert wait_job_state(client, job_id, "active").state == "active"
+
+
+def test_each_attempt_runs_exactly_once(client: BatchClient, pool: str, uid: str, tmp_path: Path) -> None:
+    """Every try (the first run and each retry) starts the command once: no duplicate executions."""
+    job_id = f"once-{uid}"
+    log = tmp_path / "runs.log"
+    new_job(client, job_id, pool, constraints=m.BatchJobConstraints(max_task_retry_count=1))
+    client.create_task_collection(
+        job_id,
+        m.BatchTaskGroup(
+            task_values=[task(f"t{i:02d}", f"echo $AZ_BATCH_TASK_ID >> {log}; exit 1") for i in range(24)]
+        ),
+    )
+    ts = wait_tasks_completed(client, job_id, [f"t{i:02d}" for i in range(24)])
+    assert all(t.execution_info.retry_count == 1 for t in ts.values())
+    lines = log.read_text().split()
+    assert {tid: lines.count(tid) for tid in ts} == {tid: 2 for tid in ts}

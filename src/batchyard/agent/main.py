@@ -44,13 +44,19 @@ class AgentConfig:
     dedicated: bool = True
     poll_wait: float = 20.0
     orphan_timeout: float = 600.0
-    coalesce: float = 0.005
+    coalesce: float = 0.01
 
 
 @dataclass
 class Agent:
     cfg: AgentConfig
     running: dict[str, TaskProcess] = field(default_factory=dict)
+    queue: list[dict[str, Any]] = field(default_factory=list)  # placed work waiting for a free slot
+    used_slots: int = 0
+    node_slots: int = 1
+    task_slots: dict[str, int] = field(default_factory=dict)
+    # attempts that already ran here: a reply computed before one finished must not start it again
+    finished: dict[str, float] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     in_flight: set[int] = field(default_factory=set)
     seq: int = 0
@@ -81,7 +87,7 @@ class Agent:
                 json={
                     "nodeId": self.cfg.node_id,
                     "events": batch,
-                    "running": list(self.running),
+                    "running": [*self.running, *(w["ref"] for w in self.queue)],
                     "wait": wait,
                 },
                 headers={"x-batchyard-node-token": self.cfg.token},
@@ -104,16 +110,29 @@ class Agent:
         ack = int(data.get("ack", 0))
         acked = {e["seq"] for e in batch if e["seq"] <= ack}
         self.events = [e for e in self.events if e["seq"] not in acked]
-        for ref in data.get("kill", []):
+        kill = set(data.get("kill", []))
+        if kill:
+            self.queue = [w for w in self.queue if w["ref"] not in kill]
+        for ref in kill:
             proc = self.running.get(ref)
             if proc is not None:
                 asyncio.ensure_future(proc.kill("the server no longer assigns this task"))
+        queued = {w["ref"] for w in self.queue}
         for work in data.get("run", []):
-            if work["ref"] not in self.running:
-                await self._start(work)
+            ref = work["ref"]
+            if ref not in self.running and ref not in queued and ref not in self.finished:
+                self.node_slots = max(self.node_slots, int(work.get("nodeSlots", 1)))
+                self.queue.append(work)
+                queued.add(work["ref"])
+        await self._pump()
         if data.get("stop"):
             self.stopping = True
         return True
+
+    async def _pump(self) -> None:
+        """Start queued work, in order, while the node has free slots."""
+        while self.queue and int(self.queue[0].get("slots", 1)) <= self.node_slots - self.used_slots:
+            await self._start(self.queue.pop(0))
 
     async def _start(self, work: dict[str, Any]) -> None:
         ref = work["ref"]
@@ -142,12 +161,20 @@ class Agent:
         )
         proc = await TaskProcess.start(spec)
         self.running[ref] = proc
+        slots = int(work.get("slots", 1))
+        self.task_slots[ref] = slots
+        self.used_slots += slots
         self._event(type="started", ref=ref, time=_iso(datetime.now(UTC)))
         asyncio.ensure_future(self._watch(ref, proc))
 
     async def _watch(self, ref: str, proc: TaskProcess) -> None:
         result: RunResult = await proc.wait()
         self.running.pop(ref, None)
+        self.used_slots -= self.task_slots.pop(ref, 1)
+        now = time.monotonic()
+        self.finished[ref] = now
+        if len(self.finished) > 10000:
+            self.finished = {r: t for r, t in self.finished.items() if now - t < 120}
         ev: dict[str, Any] = {
             "type": "completed",
             "ref": ref,
@@ -163,6 +190,7 @@ class Agent:
                 "message": result.failure.message,
             }
         self._event(**ev)
+        await self._pump()
 
     async def poll_loop(self) -> None:
         backoff = 0.05
@@ -181,8 +209,12 @@ class Agent:
     async def report_loop(self) -> None:
         while not self.stopping:
             await self.kick.wait()
-            # let events that happen within a few milliseconds (a burst of short tasks) share one request
-            await asyncio.sleep(self.cfg.coalesce)
+            # Let events of a burst of short tasks share one request, but only while enough placed work
+            # is queued here to keep the slots busy; when the queue runs low, report (and refill) at once.
+            if len(self.queue) >= self.node_slots:
+                await asyncio.sleep(self.cfg.coalesce)
+            else:
+                await asyncio.sleep(0.001)
             self.kick.clear()
             if any(e["seq"] not in self.in_flight for e in self.events):
                 await self._sync(0)

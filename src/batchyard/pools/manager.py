@@ -12,7 +12,7 @@ from batchyard import __version__
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.pools.local import LocalProvider
-from batchyard.service.agents import requeue_node_tasks
+from batchyard.service.agents import flush_node_totals, requeue_node_tasks
 from batchyard.service.common import set_state, stamp_body
 from batchyard.service.context import Ctx
 from batchyard.service.files import node_root
@@ -37,6 +37,7 @@ class PoolManager:
             try:
                 self.reconcile()
                 self.check_leases()
+                flush_node_totals(self.ctx)
             except Exception:  # keep managing pools; the next tick retries
                 log.exception("pool manager pass failed")
 

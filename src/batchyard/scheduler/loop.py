@@ -16,11 +16,11 @@ from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
 from batchyard.service import completion
 from batchyard.service import tasks as task_ops
-from batchyard.service.agents import work_for
+from batchyard.service.agents import node_info, work_for
 from batchyard.service.common import set_state, stamp_body
 from batchyard.service.context import Ctx, task_ref
 from batchyard.service.files import node_root, remove_job_files, task_dir_rel
-from batchyard.service.taskstate import TaskWriter, move
+from batchyard.service.taskstate import move
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
 
@@ -34,6 +34,11 @@ def _affinity(body: dict[str, object]) -> str | None:
 
 
 log = logging.getLogger("batchyard.scheduler")
+
+# Each node may hold this many times its slots' worth of placed-but-waiting tasks beyond its free slots, so an agent
+# starts its next task the moment one ends instead of waiting for a round trip. Queued tasks stay 'active'
+# (as on Azure, a task without a free slot is not running) and are taken back if their job stops being active.
+PREFETCH = 4
 
 
 class Scheduler:
@@ -93,14 +98,16 @@ class Scheduler:
                     )
                 tx.update(schema.tasks, {"cleanup_at": None}, job_key=row["job_key"], key=row["key"])
 
-    def place_now(self) -> None:
-        """Run a cycle inline (an agent just freed slots); fall back to the loop if more work remains."""
-        try:
-            if self.cycle():
-                self.ctx.hub.wake_scheduler()
-        except Exception:
-            log.exception("inline scheduler cycle failed")
-            self.ctx.hub.wake_scheduler()
+    def place_now(self, tx: Tx, pool_key: str) -> tuple[set[str], bool]:
+        """Place work on one pool inside the caller's transaction (an agent of it just freed slots).
+
+        Returns the nodes given work and whether more placement is pending for the loop."""
+        woken: set[str] = set()
+        pool = tx.get(schema.pools, key=pool_key)
+        if pool is None or pool["state"] != "active":
+            return woken, False
+        more = self._place_pool(tx, pool, woken)
+        return woken, more
 
     def cycle(self) -> bool:
         """One pass; returns True when another pass should follow immediately."""
@@ -122,6 +129,8 @@ class Scheduler:
         )
         for job in pending:
             st = job["state"]
+            if st != "enabling":
+                self._unreserve(tx, job)
             if st == "deleting":
                 self._delete_job(tx, job)
             elif st == "terminating":
@@ -139,6 +148,17 @@ class Scheduler:
                 self._set_job_state(tx, job, "disabled")
             elif st == "enabling":
                 self._set_job_state(tx, job, "active")
+
+    def _unreserve(self, tx: Tx, job: Row) -> None:
+        """Take back a job's tasks that are queued on agents but not started (they stay active)."""
+        refs = self.ctx.assignments.unstarted(job["key"])
+        rows = []
+        for ref in refs:
+            node = self.ctx.assignments.remove(ref)
+            if node:
+                self.ctx.hub.wake_node(node)
+            rows.append({"job_key": job["key"], "key": ref.split("/", 1)[1], "node_id": None})
+        tx.update_many(schema.tasks, ["job_key", "key"], rows)
 
     def _set_job_state(self, tx: Tx, job: Row, state: str, end: bool = False) -> None:
         _, now_text, etag = self.ctx.stamp()
@@ -199,9 +219,11 @@ class Scheduler:
                 continue
             if n["body"].get("schedulingState", "enabled") != "enabled":
                 continue
-            free = per_node - self.ctx.assignments.used_slots(n["id"])
-            if free > 0:
-                nodes.append(NodeSlots(n["id"], free, per_node))
+            used = self.ctx.assignments.used_slots(n["id"])
+            free = max(0, per_node - used)
+            reserve = max(0, PREFETCH * per_node - max(used - per_node, 0))
+            if free > 0 or reserve > 0:
+                nodes.append(NodeSlots(n["id"], free, per_node, reserve))
         if not nodes:
             return False
         node_rows = {n.node_id: n for n in nodes}
@@ -215,15 +237,16 @@ class Scheduler:
         placed_any = False
         saturated = False
         for job in jobs:
-            cap = free_capacity(nodes)
+            mpt = int(job["body"].get("maxParallelTasks", -1))
+            cap = free_capacity(nodes, prefetch=True)
             if cap <= 0:
                 saturated = True
                 break
             limit = cap
-            mpt = int(job["body"].get("maxParallelTasks", -1))
             if mpt > 0:
                 c = tx.get(schema.task_counts, job_key=job["key"])
-                limit = min(cap, mpt - int(c["running"]) if c else mpt)
+                queued = len(self.ctx.assignments.unstarted(job["key"]))
+                limit = min(cap, mpt - (int(c["running"]) if c else 0) - queued)
                 if limit <= 0:
                     continue
             rows = tx.select(
@@ -232,6 +255,7 @@ class Scheduler:
                     schema.tasks.c.job_key == job["key"],
                     schema.tasks.c.state == "active",
                     schema.tasks.c.deps_remaining == 0,
+                    schema.tasks.c.node_id.is_(None),
                 ),
                 order_by=[schema.tasks.c.seq],
                 limit=limit,
@@ -243,25 +267,22 @@ class Scheduler:
                 self._unschedulable(tx, job, r, per_node)
             by_ref = {task_ref(r["job_key"], r["key"]): r for r in rows if int(r["slots"]) <= per_node}
             cands = [Candidate(ref, int(r["slots"]), _affinity(r["body"])) for ref, r in by_ref.items()]
-            plan = place(nodes, cands, pack)
-            counts: dict[str, dict[str, int]] = {}
-            writer = TaskWriter()
+            plan = place(nodes, cands, pack, prefetch=True)
+            # a placed task stays 'active' (queued on the node) until its agent reports it started
+            reserved = []
             for cand, node_id in plan:
                 r = by_ref[cand.ref]
-                r["node_id"] = node_id
-                body = r["body"]
-                body["nodeInfo"] = self._node_info(pool, node_id, job, r)
-                move(tx, r, "preparing", now_text, etag, node_id=node_id, counts=counts, writer=writer)
-                self.ctx.assignments.add(node_id, cand.ref, work_for(job, r), cand.slots)
+                reserved.append({"job_key": r["job_key"], "key": r["key"], "node_id": node_id})
+                work = work_for(job, r, per_node)
+                work["nodeInfo"] = node_info(pool["id"], node_id, job["id"], r["id"])
+                self.ctx.assignments.add(node_id, cand.ref, work, cand.slots)
                 woken.add(node_id)
                 placed_any = True
-            writer.flush(tx)
-            for jk, d in counts.items():
-                tx.add_counts(jk, d)
-            if len(rows) >= limit and free_capacity(nodes) > 0:
+            tx.update_many(schema.tasks, ["job_key", "key"], reserved)
+            if len(rows) >= limit and free_capacity(nodes, prefetch=True) > 0:
                 saturated = True
         del node_rows
-        return placed_any and saturated and free_capacity(nodes) > 0
+        return placed_any and saturated and free_capacity(nodes, prefetch=True) > 0
 
     def _unschedulable(self, tx: Tx, job: Row, row: Row, per_node: int) -> None:
         """A task needing more slots than any node of the pool has can never run: fail it clearly."""
@@ -277,14 +298,3 @@ class Scheduler:
         move(tx, row, "completed", now_text, etag, node_id=None)
         completion.finished(self.ctx, tx, job, row, now_text)
         completion.check_all_complete(self.ctx, tx, job)
-
-    def _node_info(self, pool: Row, node_id: str, job: Row, task: Row) -> dict[str, str]:
-        root = f"workitems/{job['id']}/job-1/{task['id']}"
-        return {
-            "affinityId": f"TVM:{node_id}",
-            "nodeUrl": f"/pools/{pool['id']}/nodes/{node_id}",
-            "poolId": pool["id"],
-            "nodeId": node_id,
-            "taskRootDirectory": root,
-            "taskRootDirectoryUrl": f"/pools/{pool['id']}/nodes/{node_id}/files/{root}",
-        }

@@ -17,13 +17,26 @@ from batchyard.models.clock import monotonic
 from batchyard.models.decode import parse_duration
 from batchyard.service import completion
 from batchyard.service.common import Body, set_state
-from batchyard.service.context import Ctx, task_ref
+from batchyard.service.context import Assignments, Ctx, task_ref
 from batchyard.service.taskstate import TaskWriter, move
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
 
 
-def work_for(job: Row, task: Row) -> dict[str, Any]:
+def node_info(pool_id: str, node_id: str, job_id: str, task_id: str) -> dict[str, str]:
+    """The task's nodeInfo (urls relative; the API makes them absolute)."""
+    root = f"workitems/{job_id}/job-1/{task_id}"
+    return {
+        "affinityId": f"TVM:{node_id}",
+        "nodeUrl": f"/pools/{pool_id}/nodes/{node_id}",
+        "poolId": pool_id,
+        "nodeId": node_id,
+        "taskRootDirectory": root,
+        "taskRootDirectoryUrl": f"/pools/{pool_id}/nodes/{node_id}/files/{root}",
+    }
+
+
+def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
     """What an agent needs to run one attempt of a task."""
     tb = task["body"]
     jb = job["body"]
@@ -42,6 +55,7 @@ def work_for(job: Row, task: Row) -> dict[str, Any]:
         "environment": env,
         "maxWallClockSeconds": secs,
         "slots": int(task["slots"]),
+        "nodeSlots": node_slots,
     }
 
 
@@ -64,7 +78,7 @@ def authenticate(tx: Tx, node_id: str, token: str) -> Row:
 
 def _node_state_after(ctx: Ctx, node_id: str, current: str) -> str:
     if current in ("creating", "starting", "unknown", "idle", "running", "offline"):
-        return "running" if ctx.assignments.used_slots(node_id) > 0 else "idle"
+        return "running" if ctx.assignments.running_on(node_id) else "idle"
     return current
 
 
@@ -89,15 +103,14 @@ def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[s
             if row is None:
                 continue
             if kind == "started":
-                _started(tx, row, ev, now_text, etag, counts, writer)
+                _started(tx, row, ev, now_text, etag, counts, writer, ctx.assignments)
             elif kind == "completed":
                 done = _completed(ctx, tx, node_id, row, ev, now_text, etag, counts, jobs, writer)
                 if done is not None:
                     freed = True
-                    node_dirty = True
-                    nbody["totalTasksRun"] = int(nbody.get("totalTasksRun", 0)) + 1
-                    if done:
-                        nbody["totalTasksSucceeded"] = int(nbody.get("totalTasksSucceeded", 0)) + 1
+                    totals = ctx.node_totals.setdefault(node_id, [0, 0])
+                    totals[0] += 1
+                    totals[1] += int(done)
         writer.flush(tx)
         for jk, d in counts.items():
             tx.add_counts(jk, d)
@@ -110,17 +123,54 @@ def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[s
                 nbody["lastBootTime"] = now_text
             node_dirty = True
         if node_dirty:
+            _add_totals(ctx, node_id, nbody)
             tx.update(
                 schema.nodes,
                 {"state": new_state, "body": nbody, "state_transition_time": nbody["stateTransitionTime"]},
                 id=node_id,
             )
-    if freed or new_state != node["state"]:
-        if ctx.place_now is not None:
-            ctx.place_now()
-        else:
-            ctx.hub.wake_scheduler()
+        woken: set[str] = set()
+        more = False
+        if (freed or node_dirty) and ctx.place_now is not None:
+            # place new work on this pool now, so this very reply carries it
+            woken, more = ctx.place_now(tx, node["pool_key"])
+    for other in woken - {node_id}:
+        ctx.hub.wake_node(other)
+    transitional = any(j["state"] != "active" for j in jobs.values())  # e.g. disabling with 'wait'
+    if more or transitional or ((freed or node_dirty) and ctx.place_now is None):
+        ctx.hub.wake_scheduler()
     return {"ack": max_seq, **plan(ctx, node_id, running)}
+
+
+def _add_totals(ctx: Ctx, node_id: str, body: Body) -> None:
+    totals = ctx.node_totals.pop(node_id, None)
+    if totals:
+        body["totalTasksRun"] = int(body.get("totalTasksRun", 0)) + totals[0]
+        body["totalTasksSucceeded"] = int(body.get("totalTasksSucceeded", 0)) + totals[1]
+
+
+def node_view(ctx: Ctx, node_id: str, body: Body) -> Body:
+    """A node body with the task totals not yet written to the store."""
+    totals = ctx.node_totals.get(node_id)
+    if totals:
+        body = dict(body)
+        body["totalTasksRun"] = int(body.get("totalTasksRun", 0)) + totals[0]
+        body["totalTasksSucceeded"] = int(body.get("totalTasksSucceeded", 0)) + totals[1]
+    return body
+
+
+def flush_node_totals(ctx: Ctx) -> None:
+    """Write the per-node task totals counted in memory (kept off the hot path of every sync)."""
+    if not ctx.node_totals:
+        return
+    with ctx.store.tx() as tx:
+        for node_id in list(ctx.node_totals):
+            row = tx.get(schema.nodes, id=node_id)
+            if row is None:
+                ctx.node_totals.pop(node_id, None)
+                continue
+            _add_totals(ctx, node_id, row["body"])
+            tx.update(schema.nodes, {"body": row["body"]}, id=node_id)
 
 
 def plan(ctx: Ctx, node_id: str, running: list[str]) -> Body:
@@ -161,13 +211,19 @@ def _started(
     etag: str,
     counts: dict[str, dict[str, int]],
     writer: TaskWriter,
+    assignments: Assignments,
 ) -> None:
-    if row["state"] != "preparing":
+    if row["state"] not in ("active", "preparing") or row["node_id"] is None:
         return
+    ref = task_ref(row["job_key"], row["key"])
+    work = assignments.of_node(row["node_id"]).get(ref)
+    if work is not None and isinstance(work.get("nodeInfo"), dict):
+        row["body"]["nodeInfo"] = work["nodeInfo"]
     ei = row["body"].setdefault("executionInfo", {})
     ei["startTime"] = ev.get("time") or now_text
     ei.pop("endTime", None)
     move(tx, row, "running", now_text, etag, counts=counts, writer=writer)
+    assignments.started.add(ref)
 
 
 def _completed(
@@ -184,7 +240,7 @@ def _completed(
 ) -> bool | None:
     """Record a finished attempt; returns None if stale, else whether it succeeded."""
     ref = str(ev.get("ref"))
-    if row["state"] not in ("preparing", "running") or row["node_id"] != node_id:
+    if row["state"] not in ("active", "preparing", "running") or row["node_id"] != node_id:
         return None
     body = row["body"]
     ei = body.setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
@@ -246,10 +302,12 @@ def requeue_node_tasks(ctx: Ctx, tx: Tx, node_id: str, now_text: str, etag: str)
     """Put every attempt placed on a lost node back in the queue (requeueCount, not retryCount)."""
     ctx.assignments.drop_node(node_id)
     rows = tx.select(
-        schema.tasks,
-        and_(schema.tasks.c.node_id == node_id, schema.tasks.c.state.in_(["preparing", "running"])),
+        schema.tasks, and_(schema.tasks.c.node_id == node_id, schema.tasks.c.state != "completed")
     )
     for row in rows:
+        if row["state"] == "active":  # queued on the node, never started: it just goes back to the pool
+            tx.update(schema.tasks, {"node_id": None}, job_key=row["job_key"], key=row["key"])
+            continue
         ei = row["body"].setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
         ei["requeueCount"] = int(ei.get("requeueCount", 0)) + 1
         ei["lastRequeueTime"] = now_text
@@ -264,8 +322,11 @@ def requeue_node_tasks(ctx: Ctx, tx: Tx, node_id: str, now_text: str, etag: str)
 def rebuild_assignments(ctx: Ctx) -> None:
     """On start, the mailboxes are rebuilt from the placed tasks in the store."""
     with ctx.store.tx() as tx:
-        rows = tx.select(schema.tasks, schema.tasks.c.state.in_(["preparing", "running"]))
+        rows = tx.select(
+            schema.tasks, and_(schema.tasks.c.node_id.is_not(None), schema.tasks.c.state != "completed")
+        )
         jobs: dict[str, Row] = {}
+        pools: dict[str, Row] = {}
         for r in rows:
             if r["node_id"] is None:
                 continue
@@ -275,9 +336,16 @@ def rebuild_assignments(ctx: Ctx) -> None:
                 if job is None:
                     continue
                 jobs[r["job_key"]] = job
-            ctx.assignments.add(
-                r["node_id"], task_ref(r["job_key"], r["key"]), work_for(job, r), int(r["slots"])
-            )
+            pool = pools.get(job["pool_key"])
+            if pool is None:
+                pool = pools[job["pool_key"]] = tx.get(schema.pools, key=job["pool_key"]) or {"body": {}}
+            slots = int(pool["body"].get("taskSlotsPerNode", 1))
+            ref = task_ref(r["job_key"], r["key"])
+            work = work_for(job, r, slots)
+            work["nodeInfo"] = node_info(str(pool["body"].get("id", "")), r["node_id"], job["id"], r["id"])
+            ctx.assignments.add(r["node_id"], ref, work, int(r["slots"]))
+            if r["state"] == "running":
+                ctx.assignments.started.add(ref)
 
 
 def node_exists(ctx: Ctx, node_id: str) -> bool:

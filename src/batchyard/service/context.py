@@ -10,7 +10,7 @@ from pathlib import Path
 
 from batchyard.models import errors
 from batchyard.models.clock import EtagSource, format_time, parse_time, utcnow
-from batchyard.store.sql import Row, SqlStore
+from batchyard.store.sql import Row, SqlStore, Tx
 
 
 class Hub:
@@ -54,7 +54,9 @@ class Ctx:
     etags: EtagSource = field(default_factory=EtagSource)
     clock: Callable[[], datetime] = utcnow
     # set by the server to the scheduler's cycle: an agent that freed slots gets new work in the same reply
-    place_now: Callable[[], object] | None = None
+    place_now: Callable[[Tx, str], tuple[set[str], bool]] | None = None
+    # node id -> [tasks run, tasks succeeded] counted since the node row was last written
+    node_totals: dict[str, list[int]] = field(default_factory=dict)
 
     def stamp(self) -> tuple[datetime, str, str]:
         """Now, its wire text, and a fresh ETag."""
@@ -117,6 +119,9 @@ class Assignments:
         self.by_node: dict[str, dict[str, dict[str, object]]] = {}
         self.node_of: dict[str, str] = {}
         self.slots: dict[str, int] = {}
+        self.started: set[str] = (
+            set()
+        )  # placed tasks whose process has started (the rest are queued on the agent)
 
     def add(self, node_id: str, ref: str, work: dict[str, object], slots: int) -> None:
         self.by_node.setdefault(node_id, {})[ref] = work
@@ -125,11 +130,21 @@ class Assignments:
 
     def remove(self, ref: str) -> str | None:
         node_id = self.node_of.pop(ref, None)
+        self.started.discard(ref)
         if node_id is not None:
             work = self.by_node.get(node_id, {}).pop(ref, None)
             if work is not None:
                 self.slots[node_id] = self.slots.get(node_id, 0) - int(str(work.get("slots", 1)))
         return node_id
+
+    def running_on(self, node_id: str) -> bool:
+        """Whether any placed task of the node has started (queued ones do not make it 'running')."""
+        return any(ref in self.started for ref in self.by_node.get(node_id, {}))
+
+    def unstarted(self, job_key: str) -> list[str]:
+        """Placed-but-not-started task refs of a job (queued on agents)."""
+        prefix = job_key + "/"
+        return [r for r in self.node_of if r.startswith(prefix) and r not in self.started]
 
     def used_slots(self, node_id: str) -> int:
         return self.slots.get(node_id, 0)
@@ -141,6 +156,7 @@ class Assignments:
         refs = list(self.by_node.pop(node_id, {}))
         for r in refs:
             self.node_of.pop(r, None)
+            self.started.discard(r)
         self.slots.pop(node_id, None)
         return refs
 

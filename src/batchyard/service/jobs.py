@@ -25,7 +25,7 @@ def _columns() -> dict[str, Any]:
     t = schema.jobs
     return {
         "id": ColumnMap(t.c.key, casefold=True),
-        "state": ColumnMap(t.c.state),
+        "state": ColumnMap(t.c.state, casefold=True),
         "priority": ColumnMap(t.c.priority),
         "creationTime": ColumnMap(t.c.creation_time),
         "lastModified": ColumnMap(t.c.last_modified),

@@ -7,6 +7,7 @@ from typing import Any
 from batchyard.models import errors, odata
 from batchyard.models.ids import key_of
 from batchyard.models.resources import SUPPORTED_IMAGES
+from batchyard.service.agents import node_view
 from batchyard.service.common import Body, public
 from batchyard.service.context import Ctx
 from batchyard.service.listing import ListQuery, page_items, page_rows
@@ -34,8 +35,9 @@ _COUNT_STATES = (
 
 
 def _node_item(ctx: Ctx, row: Row) -> Body:
-    body = public(row["body"])
-    running = [w for w in ctx.assignments.of_node(row["id"]).values()]
+    body = public(node_view(ctx, row["id"], row["body"]))
+    started = ctx.assignments.started
+    running = [w for ref, w in ctx.assignments.of_node(row["id"]).items() if ref in started]
     body["runningTasksCount"] = len(running)
     body["runningTaskSlotsCount"] = sum(int(str(w.get("slots", 1))) for w in running)
     body.setdefault("totalTasksRun", 0)

@@ -22,8 +22,8 @@ def _columns() -> dict[str, Any]:
     t = schema.pools
     return {
         "id": ColumnMap(t.c.key, casefold=True),
-        "state": ColumnMap(t.c.state),
-        "allocationState": ColumnMap(t.c.alloc_state),
+        "state": ColumnMap(t.c.state, casefold=True),
+        "allocationState": ColumnMap(t.c.alloc_state, casefold=True),
         "creationTime": ColumnMap(t.c.creation_time),
         "lastModified": ColumnMap(t.c.last_modified),
     }

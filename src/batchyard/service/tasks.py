@@ -27,7 +27,7 @@ def _columns() -> dict[str, Any]:
     t = schema.tasks
     return {
         "id": ColumnMap(t.c.key, casefold=True),
-        "state": ColumnMap(t.c.state),
+        "state": ColumnMap(t.c.state, casefold=True),
         "creationTime": ColumnMap(t.c.creation_time),
         "lastModified": ColumnMap(t.c.last_modified),
         "stateTransitionTime": ColumnMap(t.c.state_transition_time),
@@ -253,7 +253,17 @@ def reactivate_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions) -> Wr
             "requeueCount": int(body.get("executionInfo", {}).get("requeueCount", 0)),
         }
         body.pop("nodeInfo", None)
-        move(tx, row, "active", now_text, etag, node_id=None, old_result=old_result)
+        # a new attempt: agents never run the same attempt twice
+        move(
+            tx,
+            row,
+            "active",
+            now_text,
+            etag,
+            node_id=None,
+            attempt=int(row["attempt"]) + 1,
+            old_result=old_result,
+        )
         tx.update(schema.tasks, {"cleanup_at": None}, job_key=row["job_key"], key=row["key"])
     ctx.hub.wake_scheduler()
     return Written(etag, now_text, f"/jobs/{job['id']}/tasks/{row['id']}")
