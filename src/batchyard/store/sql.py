@@ -6,7 +6,7 @@ preconditions, id uniqueness) happen on rows read inside that transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -60,8 +61,35 @@ def _prep(values: Mapping[str, Any]) -> dict[str, Any]:
     return v
 
 
-def _pk_clause(table: Table, pk: Mapping[str, Any]) -> ColumnElement[bool]:
-    return and_(*(table.c[k] == v for k, v in pk.items()))
+# Statements of the hot paths are built once and executed with parameters: building a SQLAlchemy
+# statement costs several times more than running it on SQLite.
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build()
+    return stmt
+
+
+def _pk_params(table: Table, pk: Mapping[str, Any]) -> ColumnElement[bool]:
+    return and_(*(table.c[k] == bindparam("pk_" + k) for k in pk))
+
+
+def _pk_values(pk: Mapping[str, Any]) -> dict[str, Any]:
+    return {"pk_" + k: v for k, v in pk.items()}
+
+
+def _update_stmt(table: Table, pk_names: tuple[str, ...], cols: tuple[str, ...]) -> Any:
+    return _cached(
+        ("update", table.name, pk_names, cols),
+        lambda: (
+            update(table)
+            .where(and_(*(table.c[k] == bindparam("pk_" + k) for k in pk_names)))
+            .values({c: bindparam("v_" + c) for c in cols})
+        ),
+    )
 
 
 class Tx:
@@ -71,19 +99,25 @@ class Tx:
         self.conn = conn
 
     def get(self, table: Table, **pk: Any) -> Row | None:
-        r = self.conn.execute(select(table).where(_pk_clause(table, pk))).mappings().first()
+        stmt = _cached(("get", table.name, tuple(pk)), lambda: select(table).where(_pk_params(table, pk)))
+        r = self.conn.execute(stmt, _pk_values(pk)).mappings().first()
         return None if r is None else _row(r)
 
     def get_for_update(self, table: Table, **pk: Any) -> Row | None:
         """Read a row that this transaction will write (row lock on PostgreSQL; SQLite locks on BEGIN)."""
-        r = self.conn.execute(select(table).where(_pk_clause(table, pk)).with_for_update()).mappings().first()
+        stmt = _cached(
+            ("get_fu", table.name, tuple(pk)),
+            lambda: select(table).where(_pk_params(table, pk)).with_for_update(),
+        )
+        r = self.conn.execute(stmt, _pk_values(pk)).mappings().first()
         return None if r is None else _row(r)
 
     def exists(self, table: Table, **pk: Any) -> bool:
-        return (
-            self.conn.execute(select(table.c[next(iter(pk))]).where(_pk_clause(table, pk))).first()
-            is not None
+        stmt = _cached(
+            ("exists", table.name, tuple(pk)),
+            lambda: select(table.c[next(iter(pk))]).where(_pk_params(table, pk)),
         )
+        return self.conn.execute(stmt, _pk_values(pk)).first() is not None
 
     def insert(self, table: Table, values: Mapping[str, Any]) -> None:
         try:
@@ -97,31 +131,28 @@ class Tx:
             self.conn.execute(insert(table), [_prep(r) for r in rows])
 
     def update(self, table: Table, values: Mapping[str, Any], **pk: Any) -> int:
-        res = self.conn.execute(update(table).where(_pk_clause(table, pk)).values(_prep(values)))
-        return int(res.rowcount)
+        cols = tuple(values)
+        params = _pk_values(pk)
+        p = _prep(values)
+        params.update({"v_" + c: p[c] for c in cols})
+        return int(self.conn.execute(_update_stmt(table, tuple(pk), cols), params).rowcount)
 
     def update_many(self, table: Table, pk_names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
         """Update several rows, each keyed by its own pk values (one executemany)."""
         if not rows:
             return
-        from sqlalchemy import bindparam
-
-        cols = [k for k in rows[0] if k not in pk_names]
-        stmt = (
-            update(table)
-            .where(and_(*(table.c[k] == bindparam("pk_" + k) for k in pk_names)))
-            .values({c: bindparam("v_" + c) for c in cols})
-        )
+        cols = tuple(k for k in rows[0] if k not in pk_names)
         params = []
         for r in rows:
             p = _prep(r)
             d = {"pk_" + k: p[k] for k in pk_names}
             d.update({"v_" + c: p[c] for c in cols})
             params.append(d)
-        self.conn.execute(stmt, params)
+        self.conn.execute(_update_stmt(table, tuple(pk_names), cols), params)
 
     def delete(self, table: Table, **pk: Any) -> int:
-        return int(self.conn.execute(delete(table).where(_pk_clause(table, pk))).rowcount)
+        stmt = _cached(("delete", table.name, tuple(pk)), lambda: delete(table).where(_pk_params(table, pk)))
+        return int(self.conn.execute(stmt, _pk_values(pk)).rowcount)
 
     def delete_where(self, table: Table, where: ColumnElement[bool]) -> int:
         return int(self.conn.execute(delete(table).where(where)).rowcount)
@@ -164,13 +195,21 @@ class Tx:
 
     def add_counts(self, job_key: str, deltas: Mapping[str, int]) -> None:
         """Apply task-count deltas incrementally (never recounted by scanning)."""
-        deltas = {k: v for k, v in deltas.items() if v}
-        if not deltas:
+        keys = tuple(sorted(k for k, v in deltas.items() if v))
+        if not keys:
             return
         t = schema.task_counts
-        self.conn.execute(
-            update(t).where(t.c.job_key == job_key).values({k: t.c[k] + v for k, v in deltas.items()})
+        stmt = _cached(
+            ("counts", keys),
+            lambda: (
+                update(t)
+                .where(t.c.job_key == bindparam("pk_job_key"))
+                .values({k: t.c[k] + bindparam("d_" + k) for k in keys})
+            ),
         )
+        params: dict[str, Any] = {"pk_job_key": job_key}
+        params.update({"d_" + k: deltas[k] for k in keys})
+        self.conn.execute(stmt, params)
 
 
 class SqlStore:
