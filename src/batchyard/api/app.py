@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -270,10 +269,8 @@ def _file_response(call: Call, info: files.FileInfo, url_path: str) -> Response:
     size = info.size
     start, end = 0, size - 1
     rng = call.request.headers.get("ocp-range")
-    status = 200
-    if rng:
+    if rng:  # the service answers 200 (not 206) with the requested bytes
         start, end = _parse_range(rng, size)
-        status = 206 if False else 200  # the service answers 200 with the requested bytes
     length = max(0, end - start + 1)
     headers["Content-Length"] = str(length)
     if call.request.method == "HEAD" or info.is_dir:
@@ -290,8 +287,7 @@ def _file_response(call: Call, info: files.FileInfo, url_path: str) -> Response:
                 left -= len(data)
                 yield data
 
-    resp = StreamingResponse(chunks(), status_code=status, headers=headers, media_type=info.content_type)
-    return resp
+    return StreamingResponse(chunks(), status_code=200, headers=headers, media_type=info.content_type)
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int]:
@@ -432,7 +428,7 @@ def create_app(
         return _written(c, tasks.replace_task(ctx, _p(c, "job_id"), _p(c, "task_id"), spec, c.cond()), 200)
 
     async def delete_task(c: Call) -> Response:
-        tasks.delete_task(ctx, _p(c, "job_id"), _p(c, "task_id"), c.cond())
+        files.remove_task_files(ctx, *tasks.delete_task(ctx, _p(c, "job_id"), _p(c, "task_id"), c.cond()))
         return http.empty(200)
 
     async def terminate_task(c: Call) -> Response:
@@ -620,7 +616,3 @@ def create_app(
         return resp
 
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: no_route, 405: no_route})
-
-
-def pid() -> int:
-    return os.getpid()

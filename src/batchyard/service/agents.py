@@ -254,6 +254,10 @@ def _completed(
     failure = ev.get("failureInfo")
     ok = failure is None and exit_code == 0
     base = ref.rpartition("#")[0]
+    work = ctx.assignments.of_node(node_id).get(base)
+    if "nodeInfo" not in body and work is not None and isinstance(work.get("nodeInfo"), dict):
+        # its 'started' event may still be in flight in the agent's other request
+        body["nodeInfo"] = work["nodeInfo"]
     ctx.assignments.remove(base)
     job = jobs.get(row["job_key"])
     if job is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, select, update
 
 from batchyard.models import dependencies as deps_model
 from batchyard.models.clock import format_time, parse_time
@@ -184,12 +184,3 @@ def check_all_complete(ctx: Ctx, tx: Tx, job: Row) -> bool:
     if c is not None and (int(c["active"]) > 0 or int(c["running"]) > 0):
         return False
     return begin_terminate(ctx, tx, job, "AllTasksComplete")
-
-
-def open_task_count(tx: Tx, job_key: str) -> int:
-    stmt = (
-        select(func.count())
-        .select_from(TASKS)
-        .where(and_(TASKS.c.job_key == job_key, TASKS.c.state != "completed"))
-    )
-    return int(tx.conn.execute(stmt).scalar_one())

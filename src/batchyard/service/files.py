@@ -187,6 +187,12 @@ def delete_node_file(ctx: Ctx, pool_id: str, node_id: str, path: str, recursive:
     _delete(_safe_join(_node(ctx, pool_id, node_id), path), recursive)
 
 
+def remove_task_files(ctx: Ctx, job_id: str, task_id: str, node_id: str | None) -> None:
+    """A deleted task takes its directory with it."""
+    if node_id:
+        shutil.rmtree(node_root(ctx, node_id) / task_dir_rel(job_id, task_id), ignore_errors=True)
+
+
 def remove_job_files(ctx: Ctx, tx: Tx, job: Row) -> None:
     """A deleted job takes its task directories with it on every node of its pool."""
     for n in tx.select(schema.nodes, schema.nodes.c.pool_key == job["pool_key"], columns=["id"]):

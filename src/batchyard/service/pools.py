@@ -13,8 +13,6 @@ from batchyard.service.listing import ListQuery, page_rows
 from batchyard.store import schema
 from batchyard.store.sql import DuplicateKey, Row, Tx
 
-POOL_COLUMNS: dict[str, Any] = {}
-
 
 def _columns() -> dict[str, Any]:
     from batchyard.store.odata_sql import ColumnMap

@@ -269,15 +269,17 @@ def reactivate_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions) -> Wr
     return Written(etag, now_text, f"/jobs/{job['id']}/tasks/{row['id']}")
 
 
-def delete_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions) -> list[tuple[str, str]]:
-    """Delete the task row; returns (node_id, task dir owner) pairs whose files the caller removes."""
+def delete_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions) -> tuple[str, str, str | None]:
+    """Delete the task; a running attempt is killed by its agent once it is no longer assigned.
+
+    Returns (job id, task id, node id) so the caller can remove the task's directory."""
     with ctx.store.tx() as tx:
         job, row = load(tx, job_id, task_id)
         cond.check(row, write=True)
         remove_rows(ctx, tx, [row])
         completion.check_all_complete(ctx, tx, job)
     ctx.hub.wake_scheduler()
-    return []
+    return job["id"], row["id"], row["body"].get("nodeInfo", {}).get("nodeId")
 
 
 def remove_rows(ctx: Ctx, tx: Tx, rows: list[Row]) -> None:
