@@ -182,6 +182,12 @@ class Agent:
             "startTime": _iso(result.started_at),
             "endTime": _iso(result.ended_at),
             "timedOut": result.timed_out,
+            "usage": {
+                "user": result.user_cpu,
+                "kernel": result.kernel_cpu,
+                "readOps": result.read_ops,
+                "writeOps": result.write_ops,
+            },
         }
         if result.failure is not None:
             ev["failureInfo"] = {

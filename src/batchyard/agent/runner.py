@@ -98,6 +98,11 @@ class RunResult:
     failure: FailureInfo | None
     timed_out: bool
     killed: bool
+    # resource usage of the task's process (from wait4), for the task and job statistics
+    user_cpu: float = 0.0
+    kernel_cpu: float = 0.0
+    read_ops: int = 0
+    write_ops: int = 0
 
 
 FAILURE_EXIT_CODE = FailureInfo(
@@ -297,6 +302,13 @@ class TaskProcess:
         if self._timed_out or self._killed:
             # The leader is a zombie until reaped, so the group id is still ours: clear out stragglers.
             self._signal_group(signal.SIGKILL)
+        usage = None
+        if self._popen.returncode is None:
+            try:
+                _, status, usage = os.wait4(self._popen.pid, 0)
+                self._popen.returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                pass
         returncode = self._popen.wait()
         ended_at = _now()
         for handle in (self._deadline, self._force):
@@ -314,7 +326,18 @@ class TaskProcess:
             failure = None
         if not self._done.done():
             self._done.set_result(
-                RunResult(exit_code, self._started_at, ended_at, failure, self._timed_out, self._killed)
+                RunResult(
+                    exit_code,
+                    self._started_at,
+                    ended_at,
+                    failure,
+                    self._timed_out,
+                    self._killed,
+                    usage.ru_utime if usage else 0.0,
+                    usage.ru_stime if usage else 0.0,
+                    usage.ru_inblock if usage else 0,
+                    usage.ru_oublock if usage else 0,
+                )
             )
 
     async def wait(self) -> RunResult:

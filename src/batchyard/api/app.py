@@ -193,6 +193,9 @@ class Api:
 
 
 def _absolute(base: str, body: Body) -> Body:
+    st = body.get("stats")
+    if isinstance(st, dict) and str(st.get("url", "")).startswith("/"):
+        body["stats"] = dict(st, url=base + st["url"])
     ni = body.get("nodeInfo")
     if isinstance(ni, dict):
         ni = dict(ni)
@@ -365,7 +368,7 @@ def create_app(
         return _list(c, "jobs", lambda b: f"/jobs/{b['id']}", jobs.list_jobs(ctx, q), q)
 
     async def get_job(c: Call) -> Response:
-        body = jobs.get_job(ctx, _p(c, "job_id"), c.cond())
+        body = jobs.get_job(ctx, _p(c, "job_id"), c.cond(), c.list_query().expand)
         return _entity(c, "jobs", f"/jobs/{body['id']}", body, c.list_query().select)
 
     async def patch_job(c: Call) -> Response:
@@ -420,7 +423,7 @@ def create_app(
 
     async def get_task(c: Call) -> Response:
         job_id = _p(c, "job_id")
-        body = tasks.get_task(ctx, job_id, _p(c, "task_id"), c.cond())
+        body = tasks.get_task(ctx, job_id, _p(c, "task_id"), c.cond(), c.list_query().expand)
         return _entity(c, "tasks", f"/jobs/{job_id}/tasks/{body['id']}", body, c.list_query().select)
 
     async def put_task(c: Call) -> Response:

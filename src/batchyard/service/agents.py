@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import and_
 
 from batchyard.models import errors
-from batchyard.models.clock import monotonic
+from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
+from batchyard.models.statistics import attempt_usage
 from batchyard.service import completion
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Assignments, Ctx, task_ref
@@ -253,6 +254,7 @@ def _completed(
         ei.pop("exitCode", None)
     failure = ev.get("failureInfo")
     ok = failure is None and exit_code == 0
+    _account(body, ev, counts.setdefault(row["job_key"], {}))
     base = ref.rpartition("#")[0]
     work = ctx.assignments.of_node(node_id).get(base)
     if "nodeInfo" not in body and work is not None and isinstance(work.get("nodeInfo"), dict):
@@ -275,6 +277,8 @@ def _completed(
     retries = int(ei.get("retryCount", 0))
     if max_retry == -1 or retries < max_retry:
         ei["retryCount"] = retries + 1
+        acc = counts.setdefault(row["job_key"], {})
+        acc["st_retries"] = acc.get("st_retries", 0) + 1
         ei["lastRetryTime"] = now_text
         ei.pop("result", None)
         ei.pop("failureInfo", None)
@@ -300,6 +304,23 @@ def _completed(
     move(tx, row, "completed", now_text, etag, counts=counts, writer=writer)
     completion.finished(ctx, tx, job, row, now_text, writer=writer)
     return False
+
+
+def _account(body: Body, ev: Body, job_deltas: dict[str, int]) -> None:
+    """Add a finished attempt's resource usage to the task's statistics and its job's."""
+    ei = body.get("executionInfo") or {}
+    try:
+        start = parse_time(str(ei.get("startTime"))).timestamp()
+        end = parse_time(str(ei.get("endTime"))).timestamp()
+        created = parse_time(str(body.get("creationTime"))).timestamp()
+    except ValueError:
+        return
+    add, deltas = attempt_usage(ev.get("usage"), start, end, created)
+    acc = body.setdefault("_stats", {})
+    for k, v in add.items():
+        acc[k] = acc.get(k, 0) + v
+    for k, v in deltas.items():
+        job_deltas[k] = job_deltas.get(k, 0) + v
 
 
 def requeue_node_tasks(ctx: Ctx, tx: Tx, node_id: str, now_text: str, etag: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from batchyard.models import errors, odata
@@ -11,6 +12,7 @@ from batchyard.models.decode import parse_duration
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import INFINITE, new_job
 from batchyard.models.states import JobState, check_job_transition
+from batchyard.models.statistics import job_stats
 from batchyard.service import completion
 from batchyard.service.common import Body, item, set_state, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
@@ -126,18 +128,34 @@ def create_job(ctx: Ctx, spec: Body) -> Written:
     return Written(etag, now_text, f"/jobs/{job_id}")
 
 
-def get_job(ctx: Ctx, job_id: str, cond: Conditions = NO_CONDITIONS) -> Body:
+def _shaper(tx: Tx, expand: list[str] | None) -> Callable[[Row], Body]:
+    """The job body a read returns; with `$expand=stats`, its statistics (kept with the task counts)."""
+    stats = any(e.lower() == "stats" for e in expand or [])
+
+    def shape(row: Row) -> Body:
+        body = item(row)
+        if stats:
+            counts = tx.get(schema.task_counts, job_key=row["key"]) or {}
+            body["stats"] = job_stats(
+                f"/jobs/{row['id']}", row["creation_time"], row["last_modified"], counts
+            )
+        return body
+
+    return shape
+
+
+def get_job(ctx: Ctx, job_id: str, cond: Conditions = NO_CONDITIONS, expand: list[str] | None = None) -> Body:
     with ctx.store.tx() as tx:
         row = tx.get(schema.jobs, key=key_of(job_id))
         if row is None:
             raise errors.job_not_found()
         cond.check(row, write=False)
-        return item(row)
+        return _shaper(tx, expand)(row)
 
 
 def list_jobs(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
     with ctx.store.tx() as tx:
-        return page_rows(tx, schema.jobs, "key", None, q, odata.JOBS, _columns(), item)
+        return page_rows(tx, schema.jobs, "key", None, q, odata.JOBS, _columns(), _shaper(tx, q.expand))
 
 
 def _require_updatable(body: Body) -> None:

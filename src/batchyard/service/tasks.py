@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import and_
@@ -10,6 +11,7 @@ from batchyard.models import dependencies as deps_model
 from batchyard.models import errors, exitconditions, odata
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import new_task
+from batchyard.models.statistics import task_stats
 from batchyard.service import completion, jobs
 from batchyard.service.common import Body, item, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written, task_ref
@@ -161,18 +163,40 @@ def load(tx: Tx, job_id: str, task_id: str) -> tuple[Row, Row]:
     return job, row
 
 
-def get_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions = NO_CONDITIONS) -> Body:
+def _shaper(job_id: str, expand: list[str] | None) -> Callable[[Row], Body]:
+    """The task body a read returns; with `$expand=stats`, its statistics too."""
+    stats = any(e.lower() == "stats" for e in expand or [])
+
+    def shape(row: Row) -> Body:
+        body = item(row)
+        if stats:
+            body["stats"] = task_stats(
+                f"/jobs/{job_id}/tasks/{row['id']}",
+                row["body"]["creationTime"],
+                row["last_modified"],
+                row["body"].get("_stats") or {},
+            )
+        return body
+
+    return shape
+
+
+def get_task(
+    ctx: Ctx, job_id: str, task_id: str, cond: Conditions = NO_CONDITIONS, expand: list[str] | None = None
+) -> Body:
     with ctx.store.tx() as tx:
-        _, row = load(tx, job_id, task_id)
+        job, row = load(tx, job_id, task_id)
         cond.check(row, write=False)
-        return item(row)
+        return _shaper(job["id"], expand)(row)
 
 
 def list_tasks(ctx: Ctx, job_id: str, q: ListQuery) -> tuple[list[Body], str | None]:
     with ctx.store.tx() as tx:
         job = jobs.load(tx, job_id)
         base = schema.tasks.c.job_key == job["key"]
-        return page_rows(tx, schema.tasks, "key", base, q, odata.TASKS, _columns(), item)
+        return page_rows(
+            tx, schema.tasks, "key", base, q, odata.TASKS, _columns(), _shaper(job["id"], q.expand)
+        )
 
 
 def replace_task(ctx: Ctx, job_id: str, task_id: str, spec: Body, cond: Conditions) -> Written:

@@ -121,6 +121,14 @@ task_counts = Table(
     Column("slots_completed", BigInteger, nullable=False, default=0),
     Column("slots_succeeded", BigInteger, nullable=False, default=0),
     Column("slots_failed", BigInteger, nullable=False, default=0),
+    # job statistics, accumulated as tasks finish (microseconds, 512-byte blocks)
+    Column("st_user_us", BigInteger, nullable=False, server_default="0"),
+    Column("st_kernel_us", BigInteger, nullable=False, server_default="0"),
+    Column("st_wall_us", BigInteger, nullable=False, server_default="0"),
+    Column("st_wait_us", BigInteger, nullable=False, server_default="0"),
+    Column("st_read_blocks", BigInteger, nullable=False, server_default="0"),
+    Column("st_write_blocks", BigInteger, nullable=False, server_default="0"),
+    Column("st_retries", BigInteger, nullable=False, server_default="0"),
 )
 
 counters = Table(
