@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import os
 import shutil
@@ -24,10 +22,11 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
+from batchyard.api.shared_key import SignedRequest, compute_signature, string_to_sign_variants
 from batchyard.cli.main import DEV_ACCOUNT, DEV_KEY
 
 T = TypeVar("T")
@@ -209,23 +208,9 @@ class Server:
 
 # --- raw HTTP with Shared Key ------------------------------------------------------------------------------
 
-_SIGNED_HEADERS = (
-    "content-encoding",
-    "content-language",
-    "content-length",
-    "content-md5",
-    "content-type",
-    "date",
-    "if-modified-since",
-    "if-match",
-    "if-none-match",
-    "if-unmodified-since",
-    "range",
-)
-
 
 class Signer:
-    """Signs requests the way azure-batch 15.x's BatchSharedKeyAuthPolicy does."""
+    """Signs requests the way azure-batch 15.x's BatchSharedKeyAuthPolicy does (the server's canonical form)."""
 
     def __init__(self, account: str, key_b64: str) -> None:
         self.account = account
@@ -239,15 +224,9 @@ class Signer:
         elif method not in ("GET", "HEAD"):
             h["content-length"] = "0"
         parts = urlsplit(url)
-        lines = [method, *(h.get(n, "") for n in _SIGNED_HEADERS)]
-        sts = "\n".join(lines) + "\n"
-        sts += "".join(f"{n}:{v}\n" for n, v in sorted((k, v) for k, v in h.items() if "ocp-" in k))
-        sts += f"/{self.account}{parts.path}"
-        q = parse_qs(parts.query)
-        for name in sorted(q):
-            if q[name][0]:
-                sts += f"\n{name}:{q[name][0]}"
-        sig = base64.b64encode(hmac.new(self.key, sts.encode(), hashlib.sha256).digest()).decode()
+        req = SignedRequest(method, parts.path, parts.query, h)
+        # the first canonical form is the one the Python clients sign
+        sig = compute_signature(string_to_sign_variants(req, self.account)[0], self.key)
         h["authorization"] = f"SharedKey {self.account}:{sig}"
         return h
 
