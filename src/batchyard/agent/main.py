@@ -86,6 +86,7 @@ class Agent:
                 SYNC_PATH,
                 json={
                     "nodeId": self.cfg.node_id,
+                    "pid": os.getpid(),
                     "events": batch,
                     "running": [*self.running, *(w["ref"] for w in self.queue)],
                     "wait": wait,
@@ -98,7 +99,7 @@ class Agent:
         finally:
             for e in batch:
                 self.in_flight.discard(e["seq"])
-        if resp.status_code in (401, 403, 404):
+        if resp.status_code in (401, 403, 404, 409):
             log.error("server rejected this node (%s); stopping", resp.status_code)
             self.stopping = True
             return False

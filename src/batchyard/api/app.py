@@ -519,7 +519,8 @@ def create_app(
             wait = min(float(data.get("wait") or 0), 30.0)
             ev = ctx.hub.node_event(node_id)
             ev.clear()
-            out = agents.sync(ctx, node_id, token, events, running)
+            pid = data.get("pid")
+            out = agents.sync(ctx, node_id, token, events, running, int(pid) if pid is not None else None)
             if not events and not out["run"] and not out["kill"] and wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ev.wait(), timeout=wait)

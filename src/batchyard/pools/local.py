@@ -54,19 +54,20 @@ class LocalProvider:
         if not pid:
             return False
         try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
+        except (OSError, IndexError):
             return False
-        if node_id.encode() not in cmd:
-            return False
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        if fields[0] == "Z":
+            try:
                 os.waitpid(pid, os.WNOHANG)
-                return False
-        except (OSError, IndexError, ChildProcessError):
-            pass
-        return True
+            except ChildProcessError:
+                pass
+            return False
+        # A child of ours that has not exec'd the agent yet still shows our own command line.
+        if node_id.encode() in cmd:
+            return True
+        return int(fields[1]) == os.getpid() and b"batchyard.agent.main" not in cmd
 
     @staticmethod
     def stop(pid: int | None, node_id: str) -> None:

@@ -8,6 +8,7 @@ loses nothing; completion events are resent until acknowledged.
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from sqlalchemy import and_
@@ -66,14 +67,15 @@ def split_ref(ref: str) -> tuple[str, str, int]:
     return job_key, task_key, int(attempt or 0)
 
 
-def authenticate(tx: Tx, node_id: str, token: str) -> Row:
+def authenticate(tx: Tx, node_id: str, token: str, pid: int | None = None) -> Row:
     row = tx.get(schema.nodes, id=node_id)
     if row is None:
         raise errors.node_not_found()
-    import hmac
-
     if not hmac.compare_digest(str(row["token"]), token):
         raise errors.authentication_failed("The node token is not valid")
+    if pid is not None and row["pid"] and int(row["pid"]) != pid:
+        # a local node has exactly one agent: the one the provider spawned last (a stale one must stop)
+        raise errors.BatchError(409, "NodeAgentReplaced", "Another agent process now serves this node.")
     return row
 
 
@@ -83,12 +85,14 @@ def _node_state_after(ctx: Ctx, node_id: str, current: str) -> str:
     return current
 
 
-def sync(ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[str]) -> Body:
+def sync(
+    ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[str], pid: int | None = None
+) -> Body:
     """Apply events, refresh the node, and compute what the agent must start and kill."""
     ctx.last_seen[node_id] = monotonic()
     freed = False
     with ctx.store.tx() as tx:
-        node = authenticate(tx, node_id, token)
+        node = authenticate(tx, node_id, token, pid)
         nbody = node["body"]
         counts: dict[str, dict[str, int]] = {}
         jobs: dict[str, Row] = {}
