@@ -16,7 +16,7 @@ from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
 from batchyard.service import completion
 from batchyard.service import tasks as task_ops
-from batchyard.service.agents import node_info, work_for
+from batchyard.service.agents import node_info, requeue, work_for
 from batchyard.service.common import set_state, stamp_body
 from batchyard.service.context import Ctx, task_ref
 from batchyard.service.files import node_root, remove_job_files, task_dir_rel
@@ -191,12 +191,7 @@ class Scheduler:
         _, now_text, etag = self.ctx.stamp()
         for row in self._open_tasks(tx, job, ["preparing", "running"]):
             node = self.ctx.assignments.remove(task_ref(row["job_key"], row["key"]))
-            ei = row["body"].setdefault("executionInfo", {})
-            ei["requeueCount"] = int(ei.get("requeueCount", 0)) + 1
-            ei["lastRequeueTime"] = now_text
-            ei.pop("startTime", None)
-            row["body"].pop("nodeInfo", None)
-            move(tx, row, "active", now_text, etag, node_id=None, attempt=int(row["attempt"]) + 1)
+            requeue(tx, row, now_text, etag)
             if node:
                 self.ctx.hub.wake_node(node)
 

@@ -337,15 +337,20 @@ def requeue_node_tasks(ctx: Ctx, tx: Tx, node_id: str, now_text: str, etag: str)
         if row["state"] == "active":  # queued on the node, never started: it just goes back to the pool
             tx.update(schema.tasks, {"node_id": None}, job_key=row["job_key"], key=row["key"])
             continue
-        ei = row["body"].setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
-        ei["requeueCount"] = int(ei.get("requeueCount", 0)) + 1
-        ei["lastRequeueTime"] = now_text
-        ei.pop("startTime", None)
-        row["body"].pop("nodeInfo", None)
-        move(tx, row, "active", now_text, etag, node_id=None, attempt=int(row["attempt"]) + 1)
+        requeue(tx, row, now_text, etag)
     if rows:
         ctx.hub.wake_scheduler()
     return len(rows)
+
+
+def requeue(tx: Tx, row: Row, now_text: str, etag: str) -> None:
+    """A started attempt goes back to the queue as a new attempt (requeueCount, not retryCount)."""
+    ei = row["body"].setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
+    ei["requeueCount"] = int(ei.get("requeueCount", 0)) + 1
+    ei["lastRequeueTime"] = now_text
+    ei.pop("startTime", None)
+    row["body"].pop("nodeInfo", None)
+    move(tx, row, "active", now_text, etag, node_id=None, attempt=int(row["attempt"]) + 1)
 
 
 def rebuild_assignments(ctx: Ctx) -> None:
