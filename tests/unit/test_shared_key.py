@@ -519,3 +519,87 @@ def test_variants_are_few_and_deduplicated() -> None:
     )
     variants = string_to_sign_variants(req, "TestAcct")
     assert len(variants) == len(set(variants)) <= 12
+
+
+# --- the 403 detail shows the string the sending client signed ------------------------------------------
+
+
+def _detail(req: SignedRequest) -> str:
+    with pytest.raises(BatchError) as info:
+        _verify(req)
+    shown = dict(info.value.values)["AuthenticationErrorDetail"]
+    return shown.split("Server used following string to sign: '", 1)[1][: -len("'.")]
+
+
+def _js_string_to_sign(
+    method: str, url: str, headers: dict[str, str], account: str, body: bytes | None
+) -> str:
+    """Port of `BatchSharedKeyCredentials.signRequest` of @azure/batch 10.2.0 (ms-rest-js)."""
+    h = {k.lower(): v for k, v in headers.items()}
+
+    def slot(name: str) -> str:
+        return h.get(name.lower(), "") + "\n"
+
+    if h.get("content-length"):
+        length = h["content-length"] + "\n"
+    elif body:
+        length = f"{len(body)}\n"
+    else:
+        length = "0\n" if method == "POST" else "\n"
+    s = method + "\n" + slot("Content-Encoding") + slot("Content-Language") + length
+    for name in ("Content-MD5", "Content-Type", "Date", "If-Modified-Since", "If-Match", "If-None-Match"):
+        s += slot(name)
+    s += slot("If-Unmodified-Since") + slot("Range")
+    s += "".join(f"{n}:{h[n]}\n" for n in sorted(n for n in h if n.startswith("ocp-") and h[n]))
+    split = urllib.parse.urlsplit(url)
+    s += f"/{account}{split.path}"
+    query = dict(urllib.parse.parse_qsl(split.query))
+    s += "".join(f"\n{n}:{query[n]}" for n in sorted(query))
+    return s
+
+
+@pytest.mark.parametrize("method", ["DELETE", "GET", "PUT", "POST"])
+def test_js_client_detail_is_what_it_signed(method: str) -> None:
+    url = "https://testacct.eastus.batch.azure.com/jobs/j1?api-version=2022-10-01.16.0&$filter=state%20eq%20%27a%27"
+    headers = {
+        "ocp-date": _rfc1123(_now()),
+        "content-type": "application/json; charset=utf-8",
+        "user-agent": "@azure/batch/10.2.0 ms-rest-azure-js/2.1.0 ms-rest-js/2.7.0 Node/v20.20.2",
+    }
+    signed = _js_string_to_sign(method, url, headers, ACCOUNT, None)
+    digest = hmac.new(base64.b64decode(OTHER_KEY_B64), signed.encode(), hashlib.sha256).digest()
+    headers["authorization"] = f"SharedKey {ACCOUNT}:{base64.b64encode(digest).decode()}"
+    split = urllib.parse.urlsplit(url)
+    req = SignedRequest(method, split.path, split.query, headers)
+    assert _detail(req) == signed
+    # and with the right key the same request is accepted
+    good = hmac.new(base64.b64decode(KEY_B64), signed.encode(), hashlib.sha256).digest()
+    ok = SignedRequest(
+        method,
+        split.path,
+        split.query,
+        dict(headers, authorization=f"SharedKey {ACCOUNT}:{base64.b64encode(good).decode()}"),
+    )
+    assert _verify(ok) == ACCOUNT
+
+
+def test_python_client_detail_is_what_it_signed() -> None:
+    req = _policy_sign("DELETE", URL, key_b64=OTHER_KEY_B64)
+    shown = _detail(req)
+    sig = req.headers["authorization"].split(":", 1)[1]
+    assert compute_signature(shown, base64.b64decode(OTHER_KEY_B64)) == sig
+
+
+def test_java_client_detail_is_what_it_signed() -> None:
+    url = "https://testacct.eastus.batch.azure.com/jobs/j1?api-version=2025-06-01&timeOut=30"
+    headers = {
+        "ocp-date": _rfc1123(_now()),
+        "Content-Length": "0",
+        "User-Agent": "azsdk-java-azure-compute-batch/1.0.0",
+    }
+    headers["Authorization"] = _java_sign("GET", url, headers, "TestAcct", OTHER_KEY_B64)
+    split = urllib.parse.urlsplit(url)
+    req = SignedRequest("GET", split.path, split.query, {k.lower(): v for k, v in headers.items()})
+    shown = _detail(req)
+    sig = headers["Authorization"].split(":", 1)[1]
+    assert compute_signature(shown, base64.b64decode(OTHER_KEY_B64)) == sig

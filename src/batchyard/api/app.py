@@ -25,7 +25,7 @@ from batchyard.api.shared_key import SignedRequest, verify_shared_key
 from batchyard.models import errors, wire
 from batchyard.models.clock import format_http_date, parse_http_date, utcnow
 from batchyard.models.decode import decode_body, normalise_enums, to_wire, validate_durations
-from batchyard.service import agents, files, jobs, nodes, pools, tasks
+from batchyard.service import account, agents, files, jobs, nodes, pools, tasks
 from batchyard.service.common import Body
 from batchyard.service.context import Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery
@@ -34,6 +34,7 @@ log = logging.getLogger("batchyard.api")
 
 API_VERSIONS = frozenset(
     {
+        "2022-10-01.16.0",
         "2023-05-01.17.0",
         "2023-11-01.18.0",
         "2024-02-01.19.0",
@@ -43,6 +44,8 @@ API_VERSIONS = frozenset(
     }
 )
 MAX_BODY = 1024 * 1024
+#: The account lifetime statistics operations exist up to 2023-05-01.17.0 (dropped from the next spec).
+LIFETIME_STATS_REMOVED_IN = "2023-11-01"
 
 
 @dataclass
@@ -496,6 +499,17 @@ def create_app(
         q = c.list_query()
         return _list(c, "poolnodecounts", None, nodes.node_counts(ctx, q), q)
 
+    async def lifetime_job_stats(c: Call) -> Response:
+        if c.api_version >= LIFETIME_STATS_REMOVED_IN:
+            raise errors.invalid_uri()
+        body = account.lifetime_job_stats(ctx, f"{c.base_url}/lifetimejobstats")
+        return http.json_response({"odata.metadata": f"{c.base_url}/$metadata#jobstats/@Element", **body})
+
+    async def lifetime_pool_stats(c: Call) -> Response:
+        if c.api_version >= LIFETIME_STATS_REMOVED_IN:
+            raise errors.invalid_uri()
+        raise errors.not_implemented("get all pool lifetime statistics (pool usage and resource statistics)")
+
     async def supported_images(c: Call) -> Response:
         q = c.list_query()
         return _list(c, "supportedimages", None, nodes.supported_images(q), q)
@@ -572,6 +586,8 @@ def create_app(
         Route(T + "/files/{file_path:path}", o(delete_task_file), methods=["DELETE"]),
         Route("/supportedimages", o(supported_images), methods=["GET"]),
         Route("/nodecounts", o(node_counts), methods=["GET"]),
+        Route("/lifetimejobstats", o(lifetime_job_stats), methods=["GET"]),
+        Route("/lifetimepoolstats", o(lifetime_pool_stats), methods=["GET"]),
         Route("/batchyard/agent/v1/sync", agent_sync, methods=["POST"]),
     ]
     # operations this server does not implement yet: a clear Batch error, never a 404 or a fake success

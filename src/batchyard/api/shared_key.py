@@ -155,6 +155,24 @@ class _Canonicalizer:
         """The string the Python SDK (15.x, and 14.x over requests) signs for this request."""
         return self._assemble(self._python_parts(), self._account, self._content_lengths()[0])
 
+    def expected(self) -> str:
+        """The string the client that sent this request (told by its User-Agent) should have signed.
+
+        Shown in the 403 so that a user with a wrong key can compare it with what their client signed.
+        JavaScript (`@azure/batch`, ms-rest-js) signs like Python except the Content-Length slot: the header
+        as set when signing, else ``0`` for a bodiless POST and blank for every other method. Java signs its
+        own form with the account lowercased and the Content-Length as received.
+        """
+        agent = self._req.headers.get("user-agent", "").lower()
+        wire = self._req.headers.get("content-length") or ""
+        if "ms-rest-js" in agent or "azsdk-js" in agent:
+            return self._assemble(
+                self._python_parts(), self._account, wire or ("0" if self._req.method == "POST" else "")
+            )
+        if "azsdk-java" in agent:
+            return self._assemble(self._java_parts(), self._account.lower(), wire)
+        return self.primary()
+
     def variants(self) -> Iterator[str]:
         """Every candidate, primary first, each built only when the previous one has been rejected."""
         seen: set[str] = set()
@@ -282,4 +300,4 @@ def verify_shared_key(
     for candidate in canon.variants():
         if hmac.compare_digest(compute_signature(candidate, key).encode("ascii"), received):
             return account
-    raise _signature_mismatch(canon.primary())
+    raise _signature_mismatch(canon.expected())

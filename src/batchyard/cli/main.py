@@ -38,6 +38,7 @@ def _server(argv: list[str]) -> None:
     from batchyard.pools.local import LocalProvider
     from batchyard.pools.manager import PoolManager
     from batchyard.scheduler.loop import Scheduler
+    from batchyard.service.account import ensure_epoch
     from batchyard.service.agents import rebuild_assignments
     from batchyard.service.context import Ctx
     from batchyard.store.sql import SqlStore
@@ -54,6 +55,7 @@ def _server(argv: list[str]) -> None:
     store.migrate()
     ctx = Ctx(store=store, data_dir=data_dir, account=account)
     rebuild_assignments(ctx)
+    ensure_epoch(ctx)
     local_url = f"http://127.0.0.1:{a.port}"
     provider = LocalProvider(local_url, account)
     manager = PoolManager(ctx, provider, lease_seconds=a.lease_seconds)

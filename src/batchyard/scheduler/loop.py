@@ -14,7 +14,7 @@ from sqlalchemy import and_
 
 from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
-from batchyard.service import completion
+from batchyard.service import account, completion
 from batchyard.service import tasks as task_ops
 from batchyard.service.agents import node_info, requeue, work_for
 from batchyard.service.common import set_state, stamp_body
@@ -196,6 +196,7 @@ class Scheduler:
                 self.ctx.hub.wake_node(node)
 
     def _delete_job(self, tx: Tx, job: Row) -> None:
+        account.fold_deleted_job(tx, job["key"])  # before the rows go: removing them adjusts the counts
         rows = tx.select(schema.tasks, schema.tasks.c.job_key == job["key"])
         task_ops.remove_rows(self.ctx, tx, rows)
         tx.delete(schema.task_counts, job_key=job["key"])

@@ -180,6 +180,11 @@ class Tx:
             stmt = stmt.where(where)
         return int(self.conn.execute(stmt).scalar_one())
 
+    def sums(self, table: Table, columns: Sequence[str]) -> dict[str, int]:
+        """Column totals over the whole table (0 for an empty one)."""
+        stmt = select(*(func.coalesce(func.sum(table.c[c]), 0).label(c) for c in columns))
+        return {k: int(v) for k, v in self.conn.execute(stmt).one()._mapping.items()}
+
     def next_counter(self, name: str, n: int = 1) -> int:
         """Reserve n values of a named counter; returns the first."""
         c = schema.counters
