@@ -8,8 +8,10 @@ import base64
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -171,6 +173,17 @@ def _serve(a: argparse.Namespace) -> None:
     import uvicorn
 
     class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            """SIGINT/SIGTERM stop the server; unlike uvicorn's own, the signal is not raised again after
+            the shutdown, so what follows (the closing line, --stop-nodes) always runs and the exit is 0."""
+            old = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             ctx.hub.close()  # long polls answer now instead of holding the shutdown
             await super().shutdown(sockets)

@@ -214,8 +214,8 @@ class PoolManager:
                     next_ord = max([n["ordinal"] for n in nodes], default=-1) + 1
                     for i in range(now_adding):
                         spawns.append(self._add_node(tx, pool, next_ord + i, dedicated))
-                    if now_adding < allowed:
-                        done = False  # the next pass adds more
+                    if now_adding:
+                        done = False  # steady on a later pass, once these agents are started (or failed)
                     elif allowed < want:
                         resize_errors.append(quota_error(dedicated, quota, in_use, cores))
                     nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
