@@ -380,3 +380,15 @@ def _placed(srv: LiveServer, ids: list[str]) -> bool:
     finally:
         con.close()
     return len(rows) == len(ids)
+
+
+def test_one_server_per_postgresql_database(tmp_path: Path) -> None:
+    from tests.conftest import PG_URL, require_pg
+
+    require_pg()
+    srv = LiveServer(tmp_path / "a", database_url=PG_URL).start()
+    try:
+        line = _fails(["--data-dir", str(tmp_path / "b"), "--port", str(free_port()), "--database-url", PG_URL])
+        assert "another batchyard server is using the database" in line
+    finally:
+        srv.stop()
