@@ -142,7 +142,13 @@ def test_ipv6_host_agents_dial_the_bound_address(tmp_path: Path) -> None:
         def up() -> bool:
             text = (tmp_path / "server.log").read_text()
             assert proc.poll() is None, text
-            return f"batchyard server on http://[::1]:{port}" in text
+            if f"batchyard server on http://[::1]:{port}" not in text:
+                return False
+            try:
+                with socket.create_connection(("::1", port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
 
         wait_for(up, 30, what="server on [::1]")
         c = BatchClient(
@@ -388,7 +394,9 @@ def test_one_server_per_postgresql_database(tmp_path: Path) -> None:
     require_pg()
     srv = LiveServer(tmp_path / "a", database_url=PG_URL).start()
     try:
-        line = _fails(["--data-dir", str(tmp_path / "b"), "--port", str(free_port()), "--database-url", PG_URL])
+        line = _fails(
+            ["--data-dir", str(tmp_path / "b"), "--port", str(free_port()), "--database-url", PG_URL]
+        )
         assert "another batchyard server is using the database" in line
     finally:
         srv.stop()

@@ -95,8 +95,7 @@ def bind(host: str, port: int) -> tuple[socket.socket, str]:
     except OSError as e:
         sock.close()
         raise ConfigError(f"cannot listen on {host} port {port}: {e.strerror or e}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    # not listening yet: uvicorn listens once the app is ready, so accepting connections still means ready
     return sock, dial_url(str(sock.getsockname()[0]), port)
 
 
