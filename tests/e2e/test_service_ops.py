@@ -400,3 +400,30 @@ def test_one_server_per_postgresql_database(tmp_path: Path) -> None:
         assert "another batchyard server is using the database" in line
     finally:
         srv.stop()
+
+
+def test_node_that_cannot_be_restarted_becomes_unusable(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = LiveServer(data).start()
+    try:
+        c = _client(srv)
+        create_pool(c, "un", nodes=1)
+        (node,) = wait_idle_nodes(c, "un", 1)
+        srv.kill(signal.SIGKILL)
+        for pid in _agent_pids(data):
+            os.killpg(pid, signal.SIGKILL)
+        wait_for(lambda: not _agent_pids(data), 10, what="agent gone")
+        # the node's directory can no longer be created
+        import shutil
+
+        shutil.rmtree(data / "nodes")
+        (data / "nodes").write_text("not a directory")
+        srv = LiveServer(data, port=srv.port).start()
+        c = _client(srv)
+        n = wait_for(lambda: (x := c.get_node("un", node.id)).state == "unusable" and x, 30, what="unusable")
+        assert [e.code for e in n.errors] == ["NodeAgentStartFailed"]
+        time.sleep(2.5)  # a few manager passes: no retry loop, no traceback
+        assert "Traceback" not in srv.log_tail(400)
+        assert c.get_node("un", node.id).state == "unusable"
+    finally:
+        srv.stop()
