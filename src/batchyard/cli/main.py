@@ -106,6 +106,8 @@ def _server(argv: list[str]) -> None:
         _serve(a)
     except ConfigError as e:
         sys.exit(f"batchyard: {e}")
+    except KeyboardInterrupt:  # Ctrl-C while starting (once serving, Ctrl-C is a normal stop)
+        sys.exit("batchyard: interrupted while starting")
 
 
 def _serve(a: argparse.Namespace) -> None:
