@@ -214,9 +214,10 @@ class PoolManager:
                     next_ord = max([n["ordinal"] for n in nodes], default=-1) + 1
                     for i in range(now_adding):
                         spawns.append(self._add_node(tx, pool, next_ord + i, dedicated))
-                    if now_adding:
-                        done = False  # steady on a later pass, once these agents are started (or failed)
-                    elif allowed < want:
+                    if allowed:
+                        # steady on a later pass: once every node that fits is added and its agent started
+                        done = False
+                    else:
                         resize_errors.append(quota_error(dedicated, quota, in_use, cores))
                     nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
                 elif len(mine) > target:
