@@ -22,6 +22,7 @@ import httpx
 
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
 from batchyard.agent.runner import RunResult, RunSpec, TaskProcess
+from batchyard.models.startlog import StartLog
 
 log = logging.getLogger("batchyard.agent")
 SYNC_PATH = "/batchyard/agent/v1/sync"
@@ -67,6 +68,7 @@ class Agent:
     def __post_init__(self) -> None:
         self.layout = NodeLayout(self.cfg.root)
         self.layout.ensure()
+        self.start_log = StartLog(self.cfg.root)  # survives this process: see models.startlog
         self.client = httpx.AsyncClient(
             base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15)
         )
@@ -160,6 +162,7 @@ class Agent:
             working_dir=wd,
             max_wall_clock=work.get("maxWallClockSeconds"),
         )
+        self.start_log.add(ref)
         proc = await TaskProcess.start(spec)
         self.running[ref] = proc
         slots = int(work.get("slots", 1))

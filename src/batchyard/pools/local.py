@@ -12,9 +12,10 @@ from pathlib import Path
 class LocalProvider:
     """Spawns and stops agent processes; each runs in its own session so the server can die without them."""
 
-    def __init__(self, server_url: str, account: str) -> None:
+    def __init__(self, server_url: str, account: str, orphan_timeout: float = 600.0) -> None:
         self.server_url = server_url
         self.account = account
+        self.orphan_timeout = orphan_timeout  # an agent without its server stops after this many seconds
 
     def spawn(self, node_id: str, token: str, pool_id: str, root: Path, dedicated: bool) -> int:
         root.mkdir(parents=True, exist_ok=True)
@@ -36,6 +37,8 @@ class LocalProvider:
                     "--account",
                     self.account,
                     "--dedicated" if dedicated else "--low-priority",
+                    "--orphan-timeout",
+                    f"{self.orphan_timeout:g}",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -1,4 +1,10 @@
-"""The pool manager: drives pools toward their target node counts, deletes pools, and watches leases."""
+"""The pool manager: drives pools toward their target node counts, deletes pools, and watches leases.
+
+Growth is bounded twice: by the account core quotas (`pools.quota`; a resize stops at the quota and says so
+in `resizeErrors`), and in rate: each pass adds at most `spawn_batch` nodes and starts their agents in a worker
+thread, so the event loop keeps serving while a large pool grows. A node row is written (`creating`, no pid)
+before its agent is spawned, so a restart in between finds it and starts its agent then.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,15 @@ import contextlib
 import logging
 import secrets
 import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from batchyard import __version__
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.pools.local import LocalProvider
+from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
 from batchyard.service.common import set_state, stamp_body
 from batchyard.service.context import Ctx
@@ -21,12 +31,38 @@ from batchyard.store.sql import Row, Tx
 
 log = logging.getLogger("batchyard.pools")
 
+#: Nodes added (agents spawned) per pass of the manager; the next pass follows at once while a pool grows.
+SPAWN_BATCH = 8
+#: Seconds between two passes that add nodes: at most SPAWN_BATCH / SPAWN_PAUSE agents started per second.
+SPAWN_PAUSE = 0.1
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """A node row written in `creating` whose agent is still to be started."""
+
+    node_id: str
+    token: str
+    pool_id: str
+    pool_key: str
+    root: Path
+    dedicated: bool
+
 
 class PoolManager:
-    def __init__(self, ctx: Ctx, provider: LocalProvider, lease_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        ctx: Ctx,
+        provider: LocalProvider,
+        lease_seconds: float = 30.0,
+        quotas: Quotas | None = None,
+        spawn_batch: int = SPAWN_BATCH,
+    ) -> None:
         self.ctx = ctx
         self.provider = provider
         self.lease = lease_seconds
+        self.quotas = quotas or Quotas()
+        self.spawn_batch = spawn_batch
 
     async def run(self) -> None:
         hub = self.ctx.hub
@@ -35,7 +71,11 @@ class PoolManager:
                 await asyncio.wait_for(hub.pools.wait(), timeout=1.0)
             hub.pools.clear()
             try:
-                self.reconcile()
+                spawns = self.reconcile()
+                if spawns:
+                    await self._spawn(spawns)
+                    # the pool may want more nodes: the next pass follows shortly (a bounded rate)
+                    asyncio.get_running_loop().call_later(SPAWN_PAUSE, hub.wake_pools)
                 self.check_leases()
                 flush_node_totals(self.ctx)
             except Exception:  # keep managing pools; the next tick retries
@@ -62,9 +102,18 @@ class PoolManager:
             tx.delete(schema.nodes, id=n["id"])
             return
         body = n["body"]
-        pid = self.provider.spawn(
-            n["id"], n["token"], pool["id"], node_root(self.ctx, n["id"]), bool(body.get("isDedicated", True))
-        )
+        try:
+            pid = self.provider.spawn(
+                n["id"],
+                n["token"],
+                pool["id"],
+                node_root(self.ctx, n["id"]),
+                bool(body.get("isDedicated", True)),
+            )
+        except OSError as e:
+            log.error("cannot start the agent of node %s: %s", n["id"], e)
+            self._unusable(tx, n, e, now_text)
+            return
         set_state(body, "starting", now_text)
         self.ctx.last_seen[n["id"]] = monotonic()
         tx.update(
@@ -81,7 +130,9 @@ class PoolManager:
 
     # --- pools --------------------------------------------------------------------------------------------
 
-    def reconcile(self) -> None:
+    def reconcile(self) -> list[Spawn]:
+        """One pass over the pools that change; returns the nodes whose agents are to be started."""
+        spawns: list[Spawn] = []
         with self.ctx.store.tx() as tx:
             pools = tx.select(schema.pools, schema.pools.c.alloc_state != "steady")
             pools += tx.select(schema.pools, schema.pools.c.state == "deleting")
@@ -97,7 +148,8 @@ class PoolManager:
                 if fresh["state"] == "deleting":
                     self._delete_pool(tx, fresh)
                 else:
-                    self._resize(tx, fresh)
+                    spawns += self._resize(tx, fresh, self.spawn_batch - len(spawns))
+        return spawns
 
     def _delete_pool(self, tx: Tx, pool: Row) -> None:
         for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"]):
@@ -138,21 +190,35 @@ class PoolManager:
         self.ctx.hub.wake_node(node_id)
         self.ctx.hub.forget_node(node_id)
 
-    def _resize(self, tx: Tx, pool: Row) -> None:
+    def _resize(self, tx: Tx, pool: Row, budget: int) -> list[Spawn]:
+        """Add or remove nodes toward the targets; adds at most `budget` nodes and stops at the quotas."""
         body = pool["body"]
         nodes = tx.select(
             schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal]
         )
         option = str(body.get("_deallocation", "requeue"))
         done = True
+        spawns: list[Spawn] = []
+        resize_errors: list[dict[str, object]] = []
         if body["allocationState"] == "resizing":
             for dedicated, target_key in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
                 mine = [n for n in nodes if bool(n["body"].get("isDedicated", True)) == dedicated]
                 target = int(body.get(target_key, 0))
                 if len(mine) < target:
+                    want = target - len(mine)
+                    cores = vm_cores(str(body.get("vmSize", "")))
+                    quota = self.quotas.limit(dedicated)
+                    in_use = self._cores_in_use(tx, dedicated)
+                    allowed = nodes_allowed(want, cores, in_use, quota)
+                    now_adding = min(allowed, max(0, budget - len(spawns)))
                     next_ord = max([n["ordinal"] for n in nodes], default=-1) + 1
-                    for i in range(target - len(mine)):
-                        self._add_node(tx, pool, next_ord + i, dedicated)
+                    for i in range(now_adding):
+                        spawns.append(self._add_node(tx, pool, next_ord + i, dedicated))
+                    if allowed:
+                        # steady on a later pass: once every node that fits is added and its agent started
+                        done = False
+                    else:
+                        resize_errors.append(quota_error(dedicated, quota, in_use, cores))
                     nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
                 elif len(mine) > target:
                     excess = len(mine) - target
@@ -167,6 +233,8 @@ class PoolManager:
         _, now_text, etag = self.ctx.stamp()
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
+        if resize_errors:
+            body["resizeErrors"] = resize_errors
         if done:
             body["allocationState"] = "steady"
             body["allocationStateTransitionTime"] = now_text
@@ -178,17 +246,26 @@ class PoolManager:
             key=pool["key"],
         )
         self.ctx.hub.wake_scheduler()
+        return spawns
 
-    def _add_node(self, tx: Tx, pool: Row, ordinal: int, dedicated: bool) -> None:
+    @staticmethod
+    def _cores_in_use(tx: Tx, dedicated: bool) -> int:
+        """Cores of the account's nodes of one kind (every pool counts, as for Azure's account quota)."""
+        return sum(
+            vm_cores(str(n["body"].get("vmSize", "")))
+            for n in tx.select(schema.nodes)
+            if bool(n["body"].get("isDedicated", True)) == dedicated
+        )
+
+    def _add_node(self, tx: Tx, pool: Row, ordinal: int, dedicated: bool) -> Spawn:
+        """Write the node row (`creating`, no agent yet); `run` starts its agent off the event loop."""
         _, now_text, _ = self.ctx.stamp()
         salt = secrets.token_hex(4)
         nid = make_node_id(pool["id"], ordinal, dedicated, salt)
         token = secrets.token_hex(24)
-        root = node_root(self.ctx, nid)
-        pid = self.provider.spawn(nid, token, pool["id"], root, dedicated)
         body = {
             "id": nid,
-            "state": "starting",
+            "state": "creating",
             "schedulingState": "enabled",
             "stateTransitionTime": now_text,
             "allocationTime": now_text,
@@ -209,15 +286,129 @@ class PoolManager:
             {
                 "id": nid,
                 "pool_key": pool["key"],
-                "state": "starting",
+                "state": "creating",
                 "ordinal": ordinal,
                 "token": token,
-                "pid": pid,
+                "pid": None,
                 "server_url": self.provider.server_url,
                 "state_transition_time": now_text,
                 "body": body,
             },
         )
+        return Spawn(nid, token, pool["id"], pool["key"], node_root(self.ctx, nid), dedicated)
+
+    async def _spawn(self, spawns: list[Spawn]) -> None:
+        """Start agents in a worker thread; even when the server stops meanwhile, their pids are recorded."""
+        work = asyncio.ensure_future(asyncio.to_thread(self._spawn_all, spawns))
+        try:
+            started = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            self._record_spawns(await work)
+            raise
+        self._record_spawns(started)
+
+    def _spawn_all(self, spawns: list[Spawn]) -> list[tuple[Spawn, int | OSError]]:
+        """Start the agents (in a worker thread: no store access here)."""
+        out: list[tuple[Spawn, int | OSError]] = []
+        for sp in spawns:
+            try:
+                out.append((sp, self.provider.spawn(sp.node_id, sp.token, sp.pool_id, sp.root, sp.dedicated)))
+            except OSError as e:
+                out.append((sp, e))
+        return out
+
+    def _record_spawns(self, started: list[tuple[Spawn, int | OSError]]) -> None:
+        """Record the agents' pids; a node whose agent could not start leaves, and its pool says why."""
+        failed: dict[str, OSError] = {}
+        with self.ctx.store.tx() as tx:
+            for sp, result in started:
+                row = tx.get(schema.nodes, id=sp.node_id)
+                if isinstance(result, OSError):
+                    failed.setdefault(sp.pool_key, result)
+                    if row is not None:
+                        tx.delete(schema.nodes, id=sp.node_id)
+                    self.ctx.last_seen.pop(sp.node_id, None)
+                    continue
+                if row is None:  # removed (pool deleted, resized down) while its agent started
+                    self.provider.stop(result, sp.node_id)
+                    continue
+                values: dict[str, object] = {"pid": result}
+                if row["state"] == "creating":  # its first sync may already have made it idle
+                    _, now_text, _ = self.ctx.stamp()
+                    body = row["body"]
+                    set_state(body, "starting", now_text)
+                    values.update(state="starting", body=body, state_transition_time=now_text)
+                self.ctx.last_seen[sp.node_id] = monotonic()
+                tx.update(schema.nodes, values, id=sp.node_id)
+            for pool_key, err in failed.items():
+                self._allocation_failed(tx, pool_key, err)
+
+    def _allocation_failed(self, tx: Tx, pool_key: str, err: OSError) -> None:
+        pool = tx.get(schema.pools, key=pool_key)
+        if pool is None or pool["state"] == "deleting":
+            return
+        log.error("pool %s: cannot start node agents: %s", pool["id"], err)
+        body = pool["body"]
+        nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool_key)
+        _, now_text, etag = self.ctx.stamp()
+        body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
+        body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
+        body["resizeErrors"] = [
+            {
+                "code": "AllocationFailed",
+                "message": "Desired number of nodes could not be allocated as their agents could not be started",
+                "values": [{"name": "Reason", "value": str(err)}],
+            }
+        ]
+        body["allocationState"] = "steady"
+        body["allocationStateTransitionTime"] = now_text
+        body.pop("_deallocation", None)
+        stamp_body(body, etag, now_text)
+        tx.update(
+            schema.pools,
+            {"body": body, "alloc_state": "steady", "etag": etag, "last_modified": now_text},
+            key=pool_key,
+        )
+
+    def _unusable(self, tx: Tx, n: Row, err: OSError, now_text: str) -> None:
+        """A node whose agent cannot be started again: `unusable` with the reason, never retried in a loop."""
+        body = n["body"]
+        set_state(body, "unusable", now_text)
+        body["errors"] = [
+            {
+                "code": "NodeAgentStartFailed",
+                "message": "The node agent could not be started",
+                "errorDetails": [{"name": "Reason", "value": str(err)}],
+            }
+        ]
+        tx.update(
+            schema.nodes,
+            {"pid": None, "state": "unusable", "body": body, "state_transition_time": now_text},
+            id=n["id"],
+        )
+
+    # --- stopping -----------------------------------------------------------------------------------------
+
+    def live_agents(self) -> int:
+        with self.ctx.store.tx() as tx:
+            return sum(1 for n in tx.select(schema.nodes) if self.provider.alive(n["pid"], n["id"]))
+
+    def stop_all_agents(self, grace: float = 10.0) -> int:
+        """Stop every local agent and its tasks (a full stop); running tasks are requeued, the nodes stay
+        in their pools and the next server starts their agents again."""
+        with self.ctx.store.tx() as tx:
+            nodes = [n for n in tx.select(schema.nodes) if self.provider.alive(n["pid"], n["id"])]
+        for n in nodes:
+            self.provider.stop(n["pid"], n["id"])  # the agent kills its tasks, then exits
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(self.provider.alive(n["pid"], n["id"]) for n in nodes):
+            time.sleep(0.05)
+        with self.ctx.store.tx() as tx:
+            for n in nodes:
+                self.provider.kill(n["pid"], n["id"])
+                _, now_text, etag = self.ctx.stamp()
+                requeue_node_tasks(self.ctx, tx, n["id"], now_text, etag)
+        return len(nodes)
 
     # --- leases -------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_
 
-from batchyard.models import errors
+from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
 from batchyard.models.statistics import attempt_usage
@@ -328,15 +328,25 @@ def _account(body: Body, ev: Body, job_deltas: dict[str, int]) -> None:
 
 
 def requeue_node_tasks(ctx: Ctx, tx: Tx, node_id: str, now_text: str, etag: str) -> int:
-    """Put every attempt placed on a lost node back in the queue (requeueCount, not retryCount)."""
+    """Put every attempt placed on a lost node back in the queue.
+
+    Attempts that started count a requeue (requeueCount, not retryCount), including those whose start was
+    never reported: the agent's start log in the node root shows them.
+    """
     ctx.assignments.drop_node(node_id)
     rows = tx.select(
         schema.tasks, and_(schema.tasks.c.node_id == node_id, schema.tasks.c.state != "completed")
     )
+    ran: set[str] | None = None
     for row in rows:
-        if row["state"] == "active":  # queued on the node, never started: it just goes back to the pool
-            tx.update(schema.tasks, {"node_id": None}, job_key=row["job_key"], key=row["key"])
-            continue
+        if row["state"] == "active":
+            if ran is None:
+                ran = startlog.started(ctx.node_root(node_id))
+            if f"{task_ref(row['job_key'], row['key'])}#{row['attempt']}" not in ran:
+                # queued on the node and never started: it just goes back to the pool (decision 0008)
+                tx.update(schema.tasks, {"node_id": None}, job_key=row["job_key"], key=row["key"])
+                continue
+            # started (the agent's start log says so) but the report was lost with the agent: a rerun
         requeue(tx, row, now_text, etag)
     if rows:
         ctx.hub.wake_scheduler()

@@ -13,13 +13,32 @@ from batchyard.models.clock import EtagSource, format_time, parse_time, utcnow
 from batchyard.store.sql import Row, SqlStore, Tx
 
 
+class _NodeEvent(asyncio.Event):
+    """A node's wake-up; once the server is closing it stays set, so no long poll starts waiting."""
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__()
+        self._hub = hub
+
+    def clear(self) -> None:
+        if not self._hub.closing:
+            super().clear()
+
+
 class Hub:
     """In-process wake-ups: the scheduler, the pool manager and long-polling agents wait on these."""
 
     def __init__(self) -> None:
         self.scheduler = asyncio.Event()
         self.pools = asyncio.Event()
-        self._nodes: dict[str, asyncio.Event] = {}
+        self._nodes: dict[str, _NodeEvent] = {}
+        # set when the server stops: long polls answer at once so shutdown never waits for them
+        self.closing = False
+
+    def close(self) -> None:
+        self.closing = True
+        for ev in self._nodes.values():
+            ev.set()
 
     def wake_scheduler(self) -> None:
         self.scheduler.set()
@@ -30,7 +49,9 @@ class Hub:
     def node_event(self, node_id: str) -> asyncio.Event:
         ev = self._nodes.get(node_id)
         if ev is None:
-            ev = self._nodes[node_id] = asyncio.Event()
+            ev = self._nodes[node_id] = _NodeEvent(self)
+        if self.closing:
+            ev.set()
         return ev
 
     def wake_node(self, node_id: str) -> None:
@@ -57,6 +78,10 @@ class Ctx:
     place_now: Callable[[Tx, str], tuple[set[str], bool]] | None = None
     # node id -> [tasks run, tasks succeeded] counted since the node row was last written
     node_totals: dict[str, list[int]] = field(default_factory=dict)
+
+    def node_root(self, node_id: str) -> Path:
+        """A local node's directory (its agent's root)."""
+        return self.data_dir / "nodes" / node_id
 
     def stamp(self) -> tuple[datetime, str, str]:
         """Now, its wire text, and a fresh ETag."""
