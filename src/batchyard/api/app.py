@@ -400,7 +400,9 @@ def create_app(
 
     async def task_counts(c: Call) -> Response:
         counts = jobs.task_counts(ctx, _p(c, "job_id"))
-        return http.json_response({"odata.metadata": f"{c.base_url}/$metadata#taskcounts/@Element", **counts})
+        return http.json_response(
+            {"odata.metadata": f"{c.base_url}/$metadata#taskcountsresult/@Element", **counts}
+        )
 
     # tasks
     async def create_task(c: Call) -> Response:
@@ -531,6 +533,8 @@ def create_app(
         except errors.BatchError as e:
             return http.error_response(e, base, rid)
 
+    # certificate entity URIs are OData keys: /certificates(thumbprintAlgorithm=sha1,thumbprint=...)
+    _CERT = "/certificates(thumbprintAlgorithm={thumbprint_algorithm},thumbprint={thumbprint})"
     P = "/pools/{pool_id}"
     J = "/jobs/{job_id}"
     T = J + "/tasks/{task_id}"
@@ -594,6 +598,8 @@ def create_app(
         (N + "/extensions", ["GET"], "node extensions"),
         (N + "/extensions/{extension_name}", ["GET"], "node extensions"),
         ("/certificates", ["GET", "POST"], "certificates"),
+        (_CERT, ["GET", "DELETE"], "certificates"),
+        (_CERT + "/canceldelete", ["POST"], "certificates"),
     ]
     for path, methods, name in pending:
         routes.append(Route(path, o(not_implemented(name)), methods=methods))

@@ -9,59 +9,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from batchyard.models import errors
+from batchyard.models import errors, images
 
 INFINITE = "P10675199DT2H48M5.4775807S"
 Body = dict[str, Any]
-
-# The images batchyard accepts: tasks run on this host's Linux, so the list names Linux images only.
-SUPPORTED_IMAGES: list[Body] = [
-    {
-        "nodeAgentSKUId": "batch.node.ubuntu 22.04",
-        "imageReference": {
-            "publisher": "canonical",
-            "offer": "0001-com-ubuntu-server-jammy",
-            "sku": "22_04-lts",
-            "version": "latest",
-        },
-        "osType": "linux",
-        "capabilities": [],
-        "verificationType": "verified",
-    },
-    {
-        "nodeAgentSKUId": "batch.node.ubuntu 24.04",
-        "imageReference": {
-            "publisher": "canonical",
-            "offer": "ubuntu-24_04-lts",
-            "sku": "server",
-            "version": "latest",
-        },
-        "osType": "linux",
-        "capabilities": [],
-        "verificationType": "verified",
-    },
-    {
-        "nodeAgentSKUId": "batch.node.ubuntu 20.04",
-        "imageReference": {
-            "publisher": "canonical",
-            "offer": "0001-com-ubuntu-server-focal",
-            "sku": "20_04-lts",
-            "version": "latest",
-        },
-        "osType": "linux",
-        "capabilities": [],
-        "verificationType": "verified",
-    },
-    {
-        "nodeAgentSKUId": "batch.node.debian 12",
-        "imageReference": {"publisher": "debian", "offer": "debian-12", "sku": "12", "version": "latest"},
-        "osType": "linux",
-        "capabilities": [],
-        "verificationType": "verified",
-    },
-]
-
-_NODE_AGENT_SKUS = {img["nodeAgentSKUId"].lower() for img in SUPPORTED_IMAGES}
 
 _FILL_TYPES = {"spread": "Spread", "pack": "Pack"}
 
@@ -87,19 +38,6 @@ def _auto_user(identity: Body | None) -> Body:
     return out
 
 
-def check_vm_configuration(vmc: Body | None) -> None:
-    """batchyard runs Linux nodes on this host; say so clearly for anything else."""
-    if not vmc:
-        raise errors.missing_required_property("virtualMachineConfiguration")
-    sku = str(vmc.get("nodeAgentSKUId", ""))
-    if sku.lower() not in _NODE_AGENT_SKUS:
-        raise errors.invalid_property_value(
-            "nodeAgentSKUId",
-            sku,
-            "batchyard supports the node agent SKUs listed by GET /supportedimages (Linux only)",
-        )
-
-
 # Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
 _NOT_YET = {
     "pool": ("startTask", "mountConfiguration", "applicationPackageReferences", "certificateReferences"),
@@ -122,14 +60,16 @@ def refuse_unsupported(body: Body, kind: str) -> None:
 def new_pool(spec: Body, now: str) -> Body:
     body = copy.deepcopy(spec)
     refuse_unsupported(body, "pool")
-    check_vm_configuration(body.get("virtualMachineConfiguration"))
+    images.check_cloud_service(body)
+    if not body.get("virtualMachineConfiguration"):
+        raise errors.missing_required_property("virtualMachineConfiguration")
+    images.check_image(body["virtualMachineConfiguration"])
     auto = bool(body.get("enableAutoScale", False))
     if auto:
         raise errors.not_implemented("enableAutoScale on pools")
+    # neither target given (and no autoscale): the service creates an empty pool (both targets 0)
     tdn = int(body.get("targetDedicatedNodes", 0) or 0)
     tln = int(body.get("targetLowPriorityNodes", 0) or 0)
-    if "targetDedicatedNodes" not in body and "targetLowPriorityNodes" not in body:
-        raise errors.missing_required_property("targetDedicatedNodes")
     for name, v in (("targetDedicatedNodes", tdn), ("targetLowPriorityNodes", tln)):
         if v < 0:
             raise errors.invalid_property_value(name, v)
@@ -161,6 +101,8 @@ def new_pool(spec: Body, now: str) -> Body:
         st["userIdentity"] = _auto_user(st.get("userIdentity"))
         st.setdefault("maxTaskRetryCount", 0)
         st.setdefault("waitForSuccess", True)
+    if body.get("networkConfiguration") is not None:
+        body["networkConfiguration"] = network_configuration(body["networkConfiguration"])
     for ua in body.get("userAccounts") or []:
         ua.setdefault("elevationLevel", "nonadmin")
         ua.pop("password", None)
@@ -185,6 +127,110 @@ def new_pool(spec: Body, now: str) -> Body:
         }
     )
     return body
+
+
+def network_configuration(spec: Body) -> Body:
+    """A pool's network configuration with the service's defaults; what a local node cannot do is refused.
+
+    Nodes run on this host: there is no virtual network to join and no firewall in front of them, so a subnet,
+    a public IP choice other than the default and deny rules cannot be honoured. Inbound NAT pools are
+    reported on every node as its inbound endpoints (see `node_endpoints`).
+    """
+    net = copy.deepcopy(spec)
+    if net.get("subnetId"):
+        raise errors.not_implemented("networkConfiguration.subnetId on pools")
+    if str(net.get("dynamicVNetAssignmentScope", "none")) != "none":
+        raise errors.not_implemented("networkConfiguration.dynamicVNetAssignmentScope job on pools")
+    pip = net.get("publicIPAddressConfiguration") or {}
+    if str(pip.get("provision", "batchmanaged")) != "batchmanaged" or pip.get("ipAddressIds"):
+        raise errors.not_implemented("networkConfiguration.publicIPAddressConfiguration on pools")
+    for nat in (net.get("endpointConfiguration") or {}).get("inboundNATPools") or []:
+        for rule in nat.get("networkSecurityGroupRules") or []:
+            if str(rule.get("access", "")) == "deny":
+                raise errors.not_implemented("networkSecurityGroupRules with access deny on pools")
+            rule.setdefault("sourcePortRanges", ["*"])
+    out: Body = {"dynamicVNetAssignmentScope": "none"}  # the service's key order
+    out.update(net)
+    out["enableAcceleratedNetworking"] = bool(net.get("enableAcceleratedNetworking", False))
+    return out
+
+
+def stopped_resize_errors(pool: Body) -> list[Body]:
+    """The `resizeErrors` the service reports when a stopped resize left a target unreached (recorded text)."""
+    out = []
+    for kind, target, current in (
+        ("dedicated", "targetDedicatedNodes", "currentDedicatedNodes"),
+        ("low priority", "targetLowPriorityNodes", "currentLowPriorityNodes"),
+    ):
+        if int(pool.get(current, 0)) < int(pool.get(target, 0)):
+            out.append(
+                {
+                    "code": "ResizeStopped",
+                    "message": f"Desired number of {kind} nodes could not be allocated due to a stop resize "
+                    "operation",
+                }
+            )
+    return out
+
+
+def pool_view(body: Body) -> Body:
+    """Read-time properties of a pool: the node communication mode is reported once it has nodes.
+
+    batchyard's agents open every connection to the server (a long-poll), which is the simplified mode.
+    """
+    if int(body.get("currentDedicatedNodes", 0)) + int(body.get("currentLowPriorityNodes", 0)) > 0:
+        body = dict(body, currentNodeCommunicationMode="simplified")
+    return body
+
+
+# The remote-access port the service opens on every node without inbound NAT pools: SSH on Linux, RDP on Windows.
+_REMOTE_PORT = {images.LINUX: 22, images.WINDOWS: 3389}
+
+
+def node_endpoints(pool: Body, ordinal: int, address: str) -> Body:
+    """A node's `endpointConfiguration`: one endpoint per inbound NAT pool, else the SSH/RDP rule.
+
+    The service names them `<natPool>.<n>` (default rule: `SSHRule.<n>`, on Windows too). A local node is
+    this host, so the public address is the node's own and the frontend port is the backend port itself:
+    the port that actually reaches a program listening on the node (decision 0061).
+    """
+    vmc = pool.get("virtualMachineConfiguration") or {}
+    nats = ((pool.get("networkConfiguration") or {}).get("endpointConfiguration") or {}).get(
+        "inboundNATPools"
+    )
+    rules = [(str(n["name"]), str(n.get("protocol", "tcp")), int(n["backendPort"])) for n in nats or []]
+    if not rules:
+        port = _REMOTE_PORT[images.os_type_of(str(vmc.get("nodeAgentSKUId", "")))]
+        rules = [("SSHRule", "tcp", port)]
+    return {
+        "inboundEndpoints": [
+            {
+                "name": f"{name}.{ordinal}",
+                "protocol": protocol,
+                "publicIPAddress": address,
+                "publicFQDN": "localhost",
+                "frontendPort": port,
+                "backendPort": port,
+            }
+            for name, protocol, port in rules
+        ]
+    }
+
+
+def node_view(node: Body, pool: Body, ordinal: int) -> Body:
+    """Read-time shape of a node: endpoints, the image's exact version, and no state history.
+
+    Nodes have no `previousState` in the service's model (only jobs and tasks do).
+    """
+    out = {k: v for k, v in node.items() if k not in ("previousState", "previousStateTransitionTime")}
+    out["endpointConfiguration"] = node_endpoints(pool, ordinal, str(node.get("ipAddress", "127.0.0.1")))
+    info = out.get("virtualMachineInfo")
+    if isinstance(info, dict) and isinstance(info.get("imageReference"), dict):
+        ref = dict(info["imageReference"])
+        if "version" in ref:
+            ref.setdefault("exactVersion", ref["version"])  # the service reports "latest" as it was asked
+        out["virtualMachineInfo"] = dict(info, imageReference=ref)
+    return out
 
 
 def new_job(spec: Body, now: str, pool_id: str) -> Body:

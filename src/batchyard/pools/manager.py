@@ -11,6 +11,7 @@ import shutil
 from batchyard import __version__
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
+from batchyard.models.resources import stopped_resize_errors
 from batchyard.pools.local import LocalProvider
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
 from batchyard.service.common import set_state, stamp_body
@@ -144,6 +145,7 @@ class PoolManager:
             schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal]
         )
         option = str(body.get("_deallocation", "requeue"))
+        stopped = body["allocationState"] == "stopping"
         done = True
         if body["allocationState"] == "resizing":
             for dedicated, target_key in ((True, "targetDedicatedNodes"), (False, "targetLowPriorityNodes")):
@@ -168,6 +170,8 @@ class PoolManager:
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
         if done:
+            if stopped and stopped_resize_errors(body):
+                body["resizeErrors"] = stopped_resize_errors(body)
             body["allocationState"] = "steady"
             body["allocationStateTransitionTime"] = now_text
             body.pop("_deallocation", None)

@@ -6,7 +6,8 @@ from typing import Any
 
 from batchyard.models import errors, odata
 from batchyard.models.ids import key_of
-from batchyard.models.resources import SUPPORTED_IMAGES
+from batchyard.models.images import SUPPORTED_IMAGES
+from batchyard.models.resources import node_view as node_shape
 from batchyard.service.agents import node_view
 from batchyard.service.common import Body, public
 from batchyard.service.context import Ctx
@@ -34,8 +35,8 @@ _COUNT_STATES = (
 )
 
 
-def _node_item(ctx: Ctx, row: Row) -> Body:
-    body = public(node_view(ctx, row["id"], row["body"]))
+def _node_item(ctx: Ctx, row: Row, pool: Body) -> Body:
+    body = node_shape(public(node_view(ctx, row["id"], row["body"])), pool, int(row["ordinal"]))
     started = ctx.assignments.started
     running = [w for ref, w in ctx.assignments.of_node(row["id"]).items() if ref in started]
     body["runningTasksCount"] = len(running)
@@ -57,22 +58,31 @@ def _columns() -> dict[str, Any]:
 
 def list_nodes(ctx: Ctx, pool_id: str, q: ListQuery) -> tuple[list[Body], str | None]:
     with ctx.store.tx() as tx:
-        if tx.get(schema.pools, key=key_of(pool_id)) is None:
+        pool = tx.get(schema.pools, key=key_of(pool_id))
+        if pool is None:
             raise errors.pool_not_found()
         base = schema.nodes.c.pool_key == key_of(pool_id)
         return page_rows(
-            tx, schema.nodes, "id", base, q, odata.NODES, _columns(), lambda r: _node_item(ctx, r)
+            tx,
+            schema.nodes,
+            "id",
+            base,
+            q,
+            odata.NODES,
+            _columns(),
+            lambda r: _node_item(ctx, r, pool["body"]),
         )
 
 
 def get_node(ctx: Ctx, pool_id: str, node_id: str) -> Body:
     with ctx.store.tx() as tx:
-        if tx.get(schema.pools, key=key_of(pool_id)) is None:
+        pool = tx.get(schema.pools, key=key_of(pool_id))
+        if pool is None:
             raise errors.pool_not_found()
         row = tx.get(schema.nodes, id=node_id)
         if row is None or row["pool_key"] != key_of(pool_id):
             raise errors.node_not_found()
-        return _node_item(ctx, row)
+        return _node_item(ctx, row, pool["body"])
 
 
 def node_counts(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:

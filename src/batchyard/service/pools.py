@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchyard.models import errors, odata
+from batchyard.models import errors, images, odata
 from batchyard.models.ids import check_id, key_of
-from batchyard.models.resources import new_pool, refuse_unsupported
-from batchyard.service.common import Body, item, public, stamp_body
+from batchyard.models.resources import network_configuration, new_pool, pool_view, refuse_unsupported
+from batchyard.service.common import Body, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
 from batchyard.store import schema
 from batchyard.store.sql import DuplicateKey, Row, Tx
+
+
+def _item(row: Row) -> Body:
+    return pool_view(public(row["body"]))
 
 
 def _columns() -> dict[str, Any]:
@@ -83,12 +87,12 @@ def get_pool(ctx: Ctx, pool_id: str, cond: Conditions = NO_CONDITIONS) -> Body:
         if row is None:
             raise errors.pool_not_found()
         cond.check(row, write=False)
-        return item(row)
+        return _item(row)
 
 
 def list_pools(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
     with ctx.store.tx() as tx:
-        return page_rows(tx, schema.pools, "key", None, q, odata.POOLS, _columns(), item)
+        return page_rows(tx, schema.pools, "key", None, q, odata.POOLS, _columns(), _item)
 
 
 def delete_pool(ctx: Ctx, pool_id: str, cond: Conditions) -> None:
@@ -148,6 +152,10 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 raise errors.operation_invalid_for_current_state(
                     f"{k} can be updated only when the pool is empty"
                 )
+            if k == "networkConfiguration" and v is not None:
+                v = network_configuration(v)
+            if k == "virtualMachineConfiguration" and v is not None:
+                images.check_image(v)
             if k in _PATCHABLE or k in _PATCHABLE_WHEN_EMPTY:
                 body[k] = v
         if "taskSchedulingPolicy" in spec:
