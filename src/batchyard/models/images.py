@@ -39,9 +39,10 @@ def _image(
         "nodeAgentSKUId": agent,
         "imageReference": {"publisher": publisher, "offer": offer, "sku": sku, "version": "latest"},
         "osType": os_type,
-        "capabilities": list(capabilities),
         "verificationType": "verified" if verified else "unverified",
     }
+    if capabilities:  # the service omits an empty list
+        out["capabilities"] = list(capabilities)
     if end_of_life:
         out["batchSupportEndOfLife"] = end_of_life
     return out

@@ -51,10 +51,22 @@ _NOT_YET = {
 }
 
 
+# Nested pool properties with an effect a local node does not have: VM extensions install software, a container
+# configuration prefetches images for container tasks, application licenses enable licensed renderers.
+_POOL_VM_NOT_YET = ("extensions", "containerConfiguration")
+
+
 def refuse_unsupported(body: Body, kind: str) -> None:
     for prop in _NOT_YET[kind]:
         if body.get(prop) not in (None, [], {}):
             raise errors.not_implemented(f"{prop} on {kind}s")
+    if kind == "pool":
+        if body.get("applicationLicenses") not in (None, []):
+            raise errors.not_implemented("applicationLicenses on pools")
+        vmc = body.get("virtualMachineConfiguration") or {}
+        for prop in _POOL_VM_NOT_YET:
+            if vmc.get(prop) not in (None, [], {}):
+                raise errors.not_implemented(f"virtualMachineConfiguration.{prop} on pools")
 
 
 def new_pool(spec: Body, now: str) -> Body:
@@ -246,6 +258,10 @@ def new_job(spec: Body, now: str, pool_id: str) -> Body:
     cons["maxTaskRetryCount"] = int(cons.get("maxTaskRetryCount", 0))
     if cons["maxTaskRetryCount"] < -1:
         raise errors.invalid_property_value("constraints.maxTaskRetryCount", cons["maxTaskRetryCount"])
+    if body.get("allowTaskPreemption"):
+        raise errors.not_implemented("allowTaskPreemption on jobs")  # the scheduler never preempts
+    if body.get("networkConfiguration") is not None:
+        raise errors.not_implemented("networkConfiguration on jobs")  # no virtual network to join
     _lower_enum(body, "onAllTasksComplete", {"noaction", "terminatejob"}, "onAllTasksComplete")
     _lower_enum(body, "onTaskFailure", {"noaction", "performexitoptionsjobaction"}, "onTaskFailure")
     body.update(

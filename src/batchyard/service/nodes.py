@@ -15,9 +15,13 @@ from batchyard.service.listing import ListQuery, page_items, page_rows
 from batchyard.store import schema
 from batchyard.store.sql import Row
 
+# the service's order (recorded /nodecounts bodies)
 _COUNT_STATES = (
     "creating",
+    "deallocated",
+    "deallocating",
     "idle",
+    "leavingPool",
     "offline",
     "preempted",
     "rebooting",
@@ -25,13 +29,10 @@ _COUNT_STATES = (
     "running",
     "starting",
     "startTaskFailed",
-    "leavingPool",
-    "unknown",
     "unusable",
-    "waitingForStartTask",
-    "deallocated",
-    "deallocating",
+    "unknown",
     "upgradingOS",
+    "waitingForStartTask",
 )
 
 
