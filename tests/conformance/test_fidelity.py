@@ -188,6 +188,14 @@ def test_windows_pool_node_runs_on_this_host(client: BatchClient, raw: Raw, uid:
     assert fi.message == "The specified command program is not found."
     sh = wait_task_state(client, job_id, "sh", "completed")
     assert sh.execution_info.exit_code == 0  # the node is this (Linux) host
+    recent = wait_for(lambda: client.get_node(pool_id, node.id).recent_tasks, 30, what="recentTasks")
+    assert sorted(r.task_id for r in recent) == ["cmd", "sh"]
+    for r in recent:
+        assert r.job_id == job_id and r.task_state == "completed"
+        assert r.task_url.endswith(f"/jobs/{job_id}/tasks/{r.task_id}") and r.task_url.startswith("http")
+    assert {r.task_id: r.execution_info.result for r in recent} == {"cmd": "failure", "sh": "success"}
+    listed = raw.json(f"/pools/{pool_id}/nodes")["value"][0]["recentTasks"]
+    assert [t["taskId"] for t in listed] == [r.task_id for r in recent]
     raw.delete(f"/jobs/{job_id}")
     raw.delete(f"/pools/{pool_id}")
 
@@ -200,6 +208,8 @@ def test_linux_node_shape(client: BatchClient, raw: Raw, uid: str) -> None:
     create_pool(client, pool_id, nodes=2)
     wait_idle_nodes(client, pool_id, 2)
     nodes = raw.json(f"/pools/{pool_id}/nodes")["value"]
+    assert all("recentTasks" not in n for n in nodes)  # absent until a task has run there
+    assert all(n["nodeAgentInfo"]["lastUpdateTime"] for n in nodes)
     names = sorted(n["endpointConfiguration"]["inboundEndpoints"][0]["name"] for n in nodes)
     assert names == ["SSHRule.0", "SSHRule.1"]
     for n in nodes:

@@ -144,3 +144,9 @@ def test_network_configuration_defaults_and_order() -> None:
     with pytest.raises(errors.BatchError) as exc:
         network_configuration({"dynamicVNetAssignmentScope": "job"})
     assert exc.value.status == 501
+
+
+def test_node_view_hides_agent_info_until_the_agent_is_up() -> None:
+    node = {"state": "starting", "nodeAgentInfo": {"version": "v", "lastUpdateTime": NOW}}
+    assert "nodeAgentInfo" not in node_view(node, _pool(), 0)
+    assert node_view(dict(node, state="idle"), _pool(), 0)["nodeAgentInfo"]["version"] == "v"

@@ -203,6 +203,11 @@ def _absolute(base: str, body: Body) -> Body:
             if isinstance(ni.get(k), str) and ni[k].startswith("/"):
                 ni[k] = base + ni[k]
         body["nodeInfo"] = ni
+    if isinstance(body.get("recentTasks"), list):
+        body["recentTasks"] = [
+            dict(t, taskUrl=base + t["taskUrl"]) if str(t.get("taskUrl", "")).startswith("/") else t
+            for t in body["recentTasks"]
+        ]
     return body
 
 
@@ -487,7 +492,7 @@ def create_app(
     async def get_node(c: Call) -> Response:
         pool_id = _p(c, "pool_id")
         body = nodes.get_node(ctx, pool_id, _p(c, "node_id"))
-        body = dict(body, url=f"{c.base_url}/pools/{pool_id}/nodes/{body['id']}")
+        body = _absolute(c.base_url, dict(body, url=f"{c.base_url}/pools/{pool_id}/nodes/{body['id']}"))
         out = {"odata.metadata": f"{c.base_url}/$metadata#nodes/@Element"}
         from batchyard.models.resources import select_props
 

@@ -230,11 +230,13 @@ def node_endpoints(pool: Body, ordinal: int, address: str) -> Body:
 
 
 def node_view(node: Body, pool: Body, ordinal: int) -> Body:
-    """Read-time shape of a node: endpoints, the image's exact version, and no state history.
+    """Read-time shape of a node: endpoints, the image's exact version, no state history, agent info once up.
 
     Nodes have no `previousState` in the service's model (only jobs and tasks do).
     """
     out = {k: v for k, v in node.items() if k not in ("previousState", "previousStateTransitionTime")}
+    if out.get("state") in ("creating", "starting"):
+        out.pop("nodeAgentInfo", None)  # the agent has not reported yet (recorded creating/starting nodes)
     out["endpointConfiguration"] = node_endpoints(pool, ordinal, str(node.get("ipAddress", "127.0.0.1")))
     info = out.get("virtualMachineInfo")
     if isinstance(info, dict) and isinstance(info.get("imageReference"), dict):

@@ -13,7 +13,7 @@ from batchyard.service.common import Body, public
 from batchyard.service.context import Ctx
 from batchyard.service.listing import ListQuery, page_items, page_rows
 from batchyard.store import schema
-from batchyard.store.sql import Row
+from batchyard.store.sql import Row, Tx
 
 # the service's order (recorded /nodecounts bodies)
 _COUNT_STATES = (
@@ -36,8 +36,42 @@ _COUNT_STATES = (
 )
 
 
-def _node_item(ctx: Ctx, row: Row, pool: Body) -> Body:
+# node agent 1.10.7's notes: the node's task history holds 10 entries
+_RECENT_TASKS = 10
+
+
+def _recent_tasks(tx: Tx, node_id: str, job_ids: dict[str, str]) -> list[Body]:
+    """`recentTasks`: the last tasks that ran here, oldest first (as recorded); absent until one has run."""
+    t = schema.tasks
+    rows = tx.select(
+        t,
+        (t.c.node_id == node_id) & t.c.state.in_(["running", "completed"]) & t.c.start_time.is_not(None),
+        order_by=[t.c.state_transition_time.desc()],
+        limit=_RECENT_TASKS,
+    )
+    out = []
+    for r in reversed(rows):
+        job_id = job_ids.get(r["job_key"])
+        if job_id is None:
+            job = tx.get(schema.jobs, key=r["job_key"])
+            job_id = job_ids[r["job_key"]] = str(job["id"]) if job else r["job_key"]
+        out.append(
+            {
+                "taskUrl": f"/jobs/{job_id}/tasks/{r['id']}",
+                "jobId": job_id,
+                "taskId": r["id"],
+                "taskState": r["state"],
+                "executionInfo": dict(r["body"].get("executionInfo") or {}),
+            }
+        )
+    return out
+
+
+def _node_item(ctx: Ctx, tx: Tx, row: Row, pool: Body, job_ids: dict[str, str]) -> Body:
     body = node_shape(public(node_view(ctx, row["id"], row["body"])), pool, int(row["ordinal"]))
+    recent = _recent_tasks(tx, row["id"], job_ids)
+    if recent:
+        body["recentTasks"] = recent
     started = ctx.assignments.started
     running = [w for ref, w in ctx.assignments.of_node(row["id"]).items() if ref in started]
     body["runningTasksCount"] = len(running)
@@ -63,6 +97,7 @@ def list_nodes(ctx: Ctx, pool_id: str, q: ListQuery) -> tuple[list[Body], str | 
         if pool is None:
             raise errors.pool_not_found()
         base = schema.nodes.c.pool_key == key_of(pool_id)
+        job_ids: dict[str, str] = {}
         return page_rows(
             tx,
             schema.nodes,
@@ -71,7 +106,7 @@ def list_nodes(ctx: Ctx, pool_id: str, q: ListQuery) -> tuple[list[Body], str | 
             q,
             odata.NODES,
             _columns(),
-            lambda r: _node_item(ctx, r, pool["body"]),
+            lambda r: _node_item(ctx, tx, r, pool["body"], job_ids),
         )
 
 
@@ -83,7 +118,7 @@ def get_node(ctx: Ctx, pool_id: str, node_id: str) -> Body:
         row = tx.get(schema.nodes, id=node_id)
         if row is None or row["pool_key"] != key_of(pool_id):
             raise errors.node_not_found()
-        return _node_item(ctx, row, pool["body"])
+        return _node_item(ctx, tx, row, pool["body"], {})
 
 
 def node_counts(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
