@@ -87,6 +87,8 @@ def test_supported_images_list_windows_and_end_of_life(client: BatchClient, raw:
     assert {i.os_type for i in images} == {"linux", "windows"}
     containers = [i for i in windows if i.capabilities]
     assert containers and all("DockerCompatible" in i.capabilities for i in containers)
+    only = list(client.list_supported_images(filter="osType eq 'windows'"))
+    assert len(only) == len(windows)
     for img in raw.json("/supportedimages")["value"]:
         assert img.get("capabilities", ["x"]) != [], img  # the service omits an empty capability list
 
@@ -337,6 +339,12 @@ def test_pool_properties_a_local_node_cannot_honour_are_refused(
     pool_id = f"no-{uid}"
     assert_error(raw.post("/pools", pool_body(pool_id, **extra)), 501, "NotImplemented", Operation=operation)
     assert raw.get(f"/pools/{pool_id}").status_code == 404
+
+
+def test_application_licenses_are_refused(raw: Raw, uid: str) -> None:
+    body = pool_body(f"lic-{uid}", applicationLicenses=["maya"])
+    r = raw.post("/pools", body, api_version="2024-02-01.19.0")
+    assert_error(r, 501, "NotImplemented", Operation="applicationLicenses on pools")
 
 
 @pytest.mark.parametrize(
