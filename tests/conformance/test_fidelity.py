@@ -386,3 +386,19 @@ def test_certificate_entity_uri_bad_input(raw: Raw) -> None:
     assert_error(raw.request("GET", CERT + "/canceldelete"), 405, "UnsupportedHttpVerb")
     assert_error(raw.get("/certificates(sha1)"), 400, "InvalidUri")
     assert_error(raw.get("/certificates(thumbprint=abc)"), 400, "InvalidUri")
+
+
+def test_pool_etag_changes_only_on_client_writes(client: BatchClient, raw: Raw, uid: str) -> None:
+    """Allocation progress (resizing -> steady, nodes joining) keeps the pool's ETag; stopresize returns it."""
+    path = f"/pools/etag-{uid}"
+    created = raw.post("/pools", pool_body(f"etag-{uid}")).headers["ETag"]
+    steady = wait_for(lambda: (b := raw.json(path))["allocationState"] == "steady" and b, 30)
+    assert steady["eTag"] == created
+    resized = raw.post(f"{path}/resize", {"targetDedicatedNodes": 1}).headers["ETag"]
+    assert resized != created
+    wait_idle_nodes(client, f"etag-{uid}", 1)
+    grown = wait_for(lambda: (b := raw.json(path))["allocationState"] == "steady" and b, 30)
+    assert (grown["currentDedicatedNodes"], grown["eTag"]) == (1, resized)
+    r = raw.post(f"{path}/stopresize")
+    assert r.status_code == 202 and r.headers["ETag"] == resized
+    raw.delete(path)

@@ -14,7 +14,7 @@ from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
 from batchyard.pools.local import LocalProvider
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
-from batchyard.service.common import set_state, stamp_body
+from batchyard.service.common import set_state
 from batchyard.service.context import Ctx
 from batchyard.service.files import node_root
 from batchyard.store import schema
@@ -166,7 +166,7 @@ class PoolManager:
                             continue
                         self._remove_node(tx, n, option)
                     nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
-        _, now_text, etag = self.ctx.stamp()
+        _, now_text, _ = self.ctx.stamp()
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
         if done:
@@ -175,12 +175,9 @@ class PoolManager:
             body["allocationState"] = "steady"
             body["allocationStateTransitionTime"] = now_text
             body.pop("_deallocation", None)
-        stamp_body(body, etag, now_text)
-        tx.update(
-            schema.pools,
-            {"body": body, "alloc_state": body["allocationState"], "etag": etag, "last_modified": now_text},
-            key=pool["key"],
-        )
+        # the service's own allocation progress keeps the pool's ETag and lastModified (recorded): only
+        # client writes change them, so a client's If-Match stays valid while its pool grows
+        tx.update(schema.pools, {"body": body, "alloc_state": body["allocationState"]}, key=pool["key"])
         self.ctx.hub.wake_scheduler()
 
     def _add_node(self, tx: Tx, pool: Row, ordinal: int, dedicated: bool) -> None:

@@ -220,7 +220,9 @@ def stop_resize(ctx: Ctx, pool_id: str, cond: Conditions) -> Written:
             _, now_text, _ = ctx.stamp()
             body["allocationState"] = "stopping"
             body["allocationStateTransitionTime"] = now_text
-        w = _save(tx, row, body, ctx)
+            tx.update(schema.pools, {"body": body, "alloc_state": "stopping"}, key=row["key"])
+        # the service answers stopresize with the ETag the resize set, unchanged (recorded)
+        w = Written(row["etag"], row["last_modified"], f"/pools/{body['id']}")
     ctx.hub.wake_pools()
     return w
 
