@@ -402,3 +402,25 @@ def test_pool_etag_changes_only_on_client_writes(client: BatchClient, raw: Raw, 
     r = raw.post(f"{path}/stopresize")
     assert r.status_code == 202 and r.headers["ETag"] == resized
     raw.delete(path)
+
+
+def test_patched_user_accounts_read_back_as_the_service_shows_them(
+    client: BatchClient, raw: Raw, uid: str
+) -> None:
+    pool_id = f"users-{uid}"
+    _windows_pool(client, pool_id, 0)
+    accounts = [
+        {"name": "test1", "password": "pw1"},
+        {"name": "test3", "password": "pw3", "elevationLevel": "admin"},
+        {"name": "test4", "password": "pw4", "linuxUserConfiguration": {"sshPrivateKey": "AAAA=="}},
+    ]
+    r = raw.request("PATCH", f"/pools/{pool_id}", json_body={"userAccounts": accounts})
+    assert r.status_code == 200, r.text()
+    got = raw.json(f"/pools/{pool_id}")["userAccounts"]
+    assert got == [
+        {"name": "test1", "elevationLevel": "nonadmin", "windowsUserConfiguration": {"loginMode": "batch"}},
+        {"name": "test3", "elevationLevel": "admin", "windowsUserConfiguration": {"loginMode": "batch"}},
+        {"name": "test4", "elevationLevel": "nonadmin", "windowsUserConfiguration": {"loginMode": "batch"}},
+    ]
+    assert "pw1" not in raw.get(f"/pools?$filter=id eq '{pool_id}'").text()
+    raw.delete(f"/pools/{pool_id}")

@@ -150,3 +150,22 @@ def test_node_view_hides_agent_info_until_the_agent_is_up() -> None:
     node = {"state": "starting", "nodeAgentInfo": {"version": "v", "lastUpdateTime": NOW}}
     assert "nodeAgentInfo" not in node_view(node, _pool(), 0)
     assert node_view(dict(node, state="idle"), _pool(), 0)["nodeAgentInfo"]["version"] == "v"
+
+
+def test_pool_view_user_accounts_windows_and_linux() -> None:
+    accounts = [
+        {"name": "test1", "password": "x"},
+        {"name": "test3", "password": "x", "elevationLevel": "admin"},
+        {"name": "test4", "password": "x", "linuxUserConfiguration": {"sshPrivateKey": "AAAA=="}},
+    ]
+    win = _pool(userAccounts=accounts)
+    win["virtualMachineConfiguration"]["nodeAgentSKUId"] = "batch.node.windows amd64"
+    assert pool_view(win)["userAccounts"] == [
+        {"name": "test1", "elevationLevel": "nonadmin", "windowsUserConfiguration": {"loginMode": "batch"}},
+        {"name": "test3", "elevationLevel": "admin", "windowsUserConfiguration": {"loginMode": "batch"}},
+        {"name": "test4", "elevationLevel": "nonadmin", "windowsUserConfiguration": {"loginMode": "batch"}},
+    ]
+    linux = pool_view(_pool(userAccounts=accounts))["userAccounts"]
+    assert linux[0] == {"name": "test1", "elevationLevel": "nonadmin"}
+    assert linux[2]["linuxUserConfiguration"] == {"sshPrivateKey": "AAAA=="}
+    assert accounts[0]["password"] == "x"  # the stored body is not changed by the view

@@ -192,7 +192,26 @@ def pool_view(body: Body) -> Body:
     """
     if int(body.get("currentDedicatedNodes", 0)) + int(body.get("currentLowPriorityNodes", 0)) > 0:
         body = dict(body, currentNodeCommunicationMode="simplified")
+    if body.get("userAccounts"):
+        agent = str((body.get("virtualMachineConfiguration") or {}).get("nodeAgentSKUId", ""))
+        body = dict(
+            body, userAccounts=[_user_account_view(u, images.os_type_of(agent)) for u in body["userAccounts"]]
+        )
     return body
+
+
+def _user_account_view(account: Body, os_type: str) -> Body:
+    """A pool user account as the service returns it (recorded): never the password, `elevationLevel`
+    defaulted, and on Windows pools `windowsUserConfiguration.loginMode: batch` in place of any Linux settings."""
+    out = {k: v for k, v in account.items() if k != "password"}
+    out.setdefault("elevationLevel", "nonadmin")
+    if os_type == images.WINDOWS:
+        out.pop("linuxUserConfiguration", None)
+        out["windowsUserConfiguration"] = {
+            "loginMode": "batch",
+            **(out.get("windowsUserConfiguration") or {}),
+        }
+    return out
 
 
 # The remote-access port the service opens on every node without inbound NAT pools: SSH on Linux, RDP on Windows.
