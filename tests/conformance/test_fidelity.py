@@ -424,3 +424,18 @@ def test_patched_user_accounts_read_back_as_the_service_shows_them(
     ]
     assert "pw1" not in raw.get(f"/pools?$filter=id eq '{pool_id}'").text()
     raw.delete(f"/pools/{pool_id}")
+
+
+def test_data_disk_defaults(raw: Raw, uid: str) -> None:
+    pool_id = f"disk-{uid}"
+    body = pool_body(pool_id)
+    body["virtualMachineConfiguration"]["dataDisks"] = [{"lun": 0, "diskSizeGB": 50}]
+    assert raw.post("/pools", body).status_code == 201
+    (disk,) = raw.json(f"/pools/{pool_id}")["virtualMachineConfiguration"]["dataDisks"]
+    assert disk == {
+        "lun": 0,
+        "caching": "none",
+        "diskSizeGB": 50,
+        "managedDisk": {"storageAccountType": "standard_lrs"},
+    }
+    raw.delete(f"/pools/{pool_id}")

@@ -169,3 +169,22 @@ def test_pool_view_user_accounts_windows_and_linux() -> None:
     assert linux[0] == {"name": "test1", "elevationLevel": "nonadmin"}
     assert linux[2]["linuxUserConfiguration"] == {"sshPrivateKey": "AAAA=="}
     assert accounts[0]["password"] == "x"  # the stored body is not changed by the view
+
+
+def test_data_disk_defaults_current_and_older_form() -> None:
+    vm = {
+        "imageReference": dict(JAMMY),
+        "nodeAgentSKUId": "batch.node.ubuntu 22.04",
+        "dataDisks": [
+            {"lun": 0, "diskSizeGB": 50},
+            {"lun": 1, "diskSizeGB": 5, "storageAccountType": "premium_lrs"},
+        ],
+    }
+    disks = new_pool(_pool(virtualMachineConfiguration=vm), NOW)["virtualMachineConfiguration"]["dataDisks"]
+    assert disks[0] == {
+        "lun": 0,
+        "diskSizeGB": 50,
+        "caching": "none",
+        "managedDisk": {"storageAccountType": "standard_lrs"},
+    }
+    assert disks[1] == {"lun": 1, "diskSizeGB": 5, "caching": "none", "storageAccountType": "premium_lrs"}

@@ -101,13 +101,7 @@ def new_pool(spec: Body, now: str) -> Body:
             "taskSchedulingPolicy.jobDefaultOrder", policy.get("jobDefaultOrder")
         )
     policy["jobDefaultOrder"] = order
-    vmc = body["virtualMachineConfiguration"]
-    img = vmc.get("imageReference")
-    if isinstance(img, dict) and "virtualMachineImageId" not in img:
-        img.setdefault("version", "latest")
-    for disk in vmc.get("dataDisks") or []:
-        disk.setdefault("caching", "none")
-        disk.setdefault("storageAccountType", "standard_lrs")
+    vm_configuration_defaults(body["virtualMachineConfiguration"])
     if "startTask" in body:
         st = body["startTask"]
         st["userIdentity"] = _auto_user(st.get("userIdentity"))
@@ -139,6 +133,21 @@ def new_pool(spec: Body, now: str) -> Body:
         }
     )
     return body
+
+
+def vm_configuration_defaults(vmc: Body) -> None:
+    """The defaults the service fills into a pool's virtual machine configuration (create and PATCH).
+
+    A data disk's storage type defaults inside `managedDisk` (its place since 2025-06-01, as recorded); a disk
+    sent by an older client with the top-level `storageAccountType` keeps it there.
+    """
+    img = vmc.get("imageReference")
+    if isinstance(img, dict) and "virtualMachineImageId" not in img:
+        img.setdefault("version", "latest")
+    for disk in vmc.get("dataDisks") or []:
+        disk.setdefault("caching", "none")
+        if "storageAccountType" not in disk:
+            disk.setdefault("managedDisk", {}).setdefault("storageAccountType", "standard_lrs")
 
 
 def network_configuration(spec: Body) -> Body:

@@ -6,7 +6,13 @@ from typing import Any
 
 from batchyard.models import errors, images, odata
 from batchyard.models.ids import check_id, key_of
-from batchyard.models.resources import network_configuration, new_pool, pool_view, refuse_unsupported
+from batchyard.models.resources import (
+    network_configuration,
+    new_pool,
+    pool_view,
+    refuse_unsupported,
+    vm_configuration_defaults,
+)
 from batchyard.service.common import Body, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -156,6 +162,7 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 v = network_configuration(v)
             if k == "virtualMachineConfiguration" and v is not None:
                 images.check_image(v)
+                vm_configuration_defaults(v)
             if k in _PATCHABLE or k in _PATCHABLE_WHEN_EMPTY:
                 body[k] = v
         if "taskSchedulingPolicy" in spec:
