@@ -439,3 +439,38 @@ def test_data_disk_defaults(raw: Raw, uid: str) -> None:
         "managedDisk": {"storageAccountType": "standard_lrs"},
     }
     raw.delete(f"/pools/{pool_id}")
+
+
+def test_vm_configuration_casing_and_defaults(raw: Raw, client: BatchClient, uid: str) -> None:
+    """What the service echoes differently from what was sent (recorded with az and the Python SDK)."""
+    pool_id = f"vmc-{uid}"
+    body = pool_body(pool_id)
+    body["virtualMachineConfiguration"].update(
+        {
+            "osDisk": {
+                "caching": "readwrite",
+                "managedDisk": {"securityProfile": {"securityEncryptionType": "VMGuestStateOnly"}},
+            },
+            "securityProfile": {
+                "securityType": "trustedLaunch",
+                "encryptionAtHost": True,
+                "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True},
+            },
+            "nodePlacementConfiguration": {"policy": "zonal"},
+        }
+    )
+    assert raw.post("/pools", body).status_code == 201, body
+    vm = raw.json(f"/pools/{pool_id}")["virtualMachineConfiguration"]
+    assert vm["osDisk"] == {
+        "caching": "ReadWrite",
+        "managedDisk": {
+            "securityProfile": {"securityEncryptionType": "VMGuestStateOnly"},
+            "storageAccountType": "standard_lrs",
+        },
+        "ephemeralOSDiskSettings": {},
+    }
+    assert vm["securityProfile"]["securityType"] == "trustedlaunch"
+    assert vm["nodePlacementConfiguration"] == {"policy": "Zonal"}
+    sdk = client.get_pool(pool_id).virtual_machine_configuration
+    assert sdk.security_profile.security_type.lower() == "trustedlaunch"  # SDK enums are case-insensitive
+    raw.delete(f"/pools/{pool_id}")

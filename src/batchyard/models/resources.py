@@ -135,6 +135,10 @@ def new_pool(spec: Body, now: str) -> Body:
     return body
 
 
+# OS disk caching comes back PascalCase except `none` (recorded: readwrite -> ReadWrite)
+_OS_DISK_CACHING = {"none": "none", "readonly": "ReadOnly", "readwrite": "ReadWrite"}
+
+
 def vm_configuration_defaults(vmc: Body) -> None:
     """The defaults the service fills into a pool's virtual machine configuration (create and PATCH).
 
@@ -148,6 +152,19 @@ def vm_configuration_defaults(vmc: Body) -> None:
         disk.setdefault("caching", "none")
         if "storageAccountType" not in disk:
             disk.setdefault("managedDisk", {}).setdefault("storageAccountType", "standard_lrs")
+    os_disk = vmc.get("osDisk")
+    if isinstance(os_disk, dict):
+        os_disk.setdefault("ephemeralOSDiskSettings", {})
+        if isinstance(os_disk.get("managedDisk"), dict):
+            os_disk["managedDisk"].setdefault("storageAccountType", "standard_lrs")
+        if "caching" in os_disk:
+            os_disk["caching"] = _OS_DISK_CACHING.get(str(os_disk["caching"]).lower(), os_disk["caching"])
+    security = vmc.get("securityProfile")
+    if isinstance(security, dict) and isinstance(security.get("securityType"), str):
+        security["securityType"] = security["securityType"].lower()  # `trustedlaunch`, as recorded
+    placement = vmc.get("nodePlacementConfiguration")
+    if isinstance(placement, dict) and isinstance(placement.get("policy"), str):
+        placement["policy"] = placement["policy"].capitalize()  # `Zonal`, as recorded
 
 
 def network_configuration(spec: Body) -> Body:
