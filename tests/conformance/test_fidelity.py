@@ -474,3 +474,17 @@ def test_vm_configuration_casing_and_defaults(raw: Raw, client: BatchClient, uid
     sdk = client.get_pool(pool_id).virtual_machine_configuration
     assert sdk.security_profile.security_type.lower() == "trustedlaunch"  # SDK enums are case-insensitive
     raw.delete(f"/pools/{pool_id}")
+
+
+def test_patched_vm_size_is_lower_case(raw: Raw, uid: str) -> None:
+    pool_id = f"size-{uid}"
+    assert raw.post("/pools", pool_body(pool_id)).status_code == 201
+    r = raw.request(
+        "PATCH",
+        f"/pools/{pool_id}",
+        json_body={"vmSize": "STANDARD_D2S_V3", "taskSchedulingPolicy": {"nodeFillType": "pack"}},
+    )
+    assert r.status_code == 200, r.text()
+    got = raw.json(f"/pools/{pool_id}")
+    assert (got["vmSize"], got["taskSchedulingPolicy"]["nodeFillType"]) == ("standard_d2s_v3", "Pack")
+    raw.delete(f"/pools/{pool_id}")

@@ -160,6 +160,8 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 )
             if k == "networkConfiguration" and v is not None:
                 v = network_configuration(v)
+            if k == "vmSize" and isinstance(v, str):
+                v = v.lower()  # the service reports VM sizes in lower case
             if k == "virtualMachineConfiguration" and v is not None:
                 images.check_image(v)
                 vm_configuration_defaults(v)
