@@ -488,3 +488,11 @@ def test_patched_vm_size_is_lower_case(raw: Raw, uid: str) -> None:
     got = raw.json(f"/pools/{pool_id}")
     assert (got["vmSize"], got["taskSchedulingPolicy"]["nodeFillType"]) == ("standard_d2s_v3", "Pack")
     raw.delete(f"/pools/{pool_id}")
+
+
+def test_supported_images_page_through_every_image(client: BatchClient, raw: Raw) -> None:
+    everything = raw.json("/supportedimages")["value"]
+    paged = list(client.list_supported_images(max_results=3))  # the SDK follows odata.nextLink
+    assert len(paged) == len(everything) > 3
+    key = [(i.node_agent_sku_id, i.image_reference.offer, i.image_reference.sku) for i in paged]
+    assert len(set(key)) == len(key)

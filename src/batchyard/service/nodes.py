@@ -144,6 +144,9 @@ def node_counts(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
 
 
 def supported_images(q: ListQuery) -> tuple[list[Body], str | None]:
-    items = [dict(i, id=i["nodeAgentSKUId"]) for i in SUPPORTED_IMAGES]
+    # the paging key must be unique: several images share a node agent SKU
+    items = [
+        dict(i, id="|".join([i["nodeAgentSKUId"], *i["imageReference"].values()])) for i in SUPPORTED_IMAGES
+    ]
     out, token = page_items(items, q, odata.SUPPORTED_IMAGES)
     return [{k: v for k, v in i.items() if k != "id"} for i in out], token
