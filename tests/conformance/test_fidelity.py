@@ -496,3 +496,14 @@ def test_supported_images_page_through_every_image(client: BatchClient, raw: Raw
     assert len(paged) == len(everything) > 3
     key = [(i.node_agent_sku_id, i.image_reference.offer, i.image_reference.sku) for i in paged]
     assert len(set(key)) == len(key)
+
+
+def test_resize_timeout_under_five_minutes_is_refused(raw: Raw, uid: str) -> None:
+    pool_id = f"rt-{uid}"
+    bad = raw.post("/pools", pool_body(pool_id, resizeTimeout="PT4M59S"))
+    assert_error(bad, 400, "InvalidPropertyValue", PropertyName="resizeTimeout", PropertyValue="PT4M59S")
+    assert raw.post("/pools", pool_body(pool_id, resizeTimeout="PT5M")).status_code == 201
+    r = raw.post(f"/pools/{pool_id}/resize", {"targetDedicatedNodes": 0, "resizeTimeout": "PT1M"})
+    assert_error(r, 400, "InvalidPropertyValue", PropertyName="resizeTimeout")
+    assert raw.json(f"/pools/{pool_id}")["resizeTimeout"] == "PT5M"
+    raw.delete(f"/pools/{pool_id}")

@@ -7,9 +7,11 @@ stored resource bodies. Pure functions: time comes in as an argument.
 from __future__ import annotations
 
 import copy
+import datetime
 from typing import Any
 
 from batchyard.models import errors, images
+from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
 Body = dict[str, Any]
@@ -79,6 +81,7 @@ def new_pool(spec: Body, now: str) -> Body:
     auto = bool(body.get("enableAutoScale", False))
     if auto:
         raise errors.not_implemented("enableAutoScale on pools")
+    check_resize_timeout(body.get("resizeTimeout"))
     # neither target given (and no autoscale): the service creates an empty pool (both targets 0)
     tdn = int(body.get("targetDedicatedNodes", 0) or 0)
     tln = int(body.get("targetLowPriorityNodes", 0) or 0)
@@ -137,6 +140,18 @@ def new_pool(spec: Body, now: str) -> Body:
 
 # OS disk caching comes back PascalCase except `none` (recorded: readwrite -> ReadWrite)
 _OS_DISK_CACHING = {"none": "none", "readonly": "ReadOnly", "readwrite": "ReadWrite"}
+
+
+def check_resize_timeout(value: object) -> None:
+    """The service refuses a resize timeout under 5 minutes with 400 (pool add and resize docs)."""
+    if not isinstance(value, str):
+        return
+    try:
+        too_short = parse_duration(value) < datetime.timedelta(minutes=5)
+    except ValueError:
+        raise errors.invalid_property_value("resizeTimeout", value) from None
+    if too_short:
+        raise errors.invalid_property_value("resizeTimeout", value, "The minimum resize timeout is 5 minutes")
 
 
 def vm_configuration_defaults(vmc: Body) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from batchyard.models import errors, images, odata
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import (
+    check_resize_timeout,
     network_configuration,
     new_pool,
     pool_view,
@@ -207,6 +208,7 @@ def resize_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written
                     raise errors.invalid_property_value(k, v)
                 body[k] = v
         if "resizeTimeout" in spec:
+            check_resize_timeout(spec["resizeTimeout"])
             body["resizeTimeout"] = spec["resizeTimeout"]
         opt = str(spec.get("nodeDeallocationOption", "requeue")).lower()
         if opt not in ("requeue", "terminate", "taskcompletion", "retaineddata"):
