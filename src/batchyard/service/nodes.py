@@ -8,7 +8,7 @@ from batchyard.models import errors, odata
 from batchyard.models.ids import key_of
 from batchyard.models.images import SUPPORTED_IMAGES
 from batchyard.models.resources import node_view as node_shape
-from batchyard.service.agents import node_view
+from batchyard.service.agents import RECENT_TASKS, node_view
 from batchyard.service.common import Body, public
 from batchyard.service.context import Ctx
 from batchyard.service.listing import ListQuery, page_items, page_rows
@@ -36,25 +36,26 @@ _COUNT_STATES = (
 )
 
 
-# node agent 1.10.7's notes: the node's task history holds 10 entries
-_RECENT_TASKS = 10
+def _recent_tasks(ctx: Ctx, tx: Tx, node_id: str, stored: Body, job_ids: dict[str, str]) -> list[Body]:
+    """`recentTasks`: the last tasks that completed here, oldest first (as recorded); absent until one has.
 
-
-def _recent_tasks(tx: Tx, node_id: str, job_ids: dict[str, str]) -> list[Body]:
-    """`recentTasks`: the last tasks that ran here, oldest first (as recorded); absent until one has run."""
-    t = schema.tasks
-    rows = tx.select(
-        t,
-        (t.c.node_id == node_id) & t.c.state.in_(["running", "completed"]) & t.c.start_time.is_not(None),
-        order_by=[t.c.state_transition_time.desc()],
-        limit=_RECENT_TASKS,
-    )
+    The references are kept in the node body (and in memory until the next flush), so reading a node costs
+    at most 10 task reads however many tasks it has run.
+    """
+    refs = list(stored.get("_recentTasks") or []) + ctx.recent_tasks.get(node_id, [])
+    latest: dict[tuple[str, str], None] = {}
+    for job_key, task_key in refs:
+        latest.pop((job_key, task_key), None)
+        latest[(job_key, task_key)] = None
     out = []
-    for r in reversed(rows):
-        job_id = job_ids.get(r["job_key"])
+    for job_key, task_key in list(latest)[-RECENT_TASKS:]:
+        r = tx.get(schema.tasks, job_key=job_key, key=task_key)
+        if r is None or r["node_id"] != node_id:
+            continue  # deleted, or requeued onto another node since
+        job_id = job_ids.get(job_key)
         if job_id is None:
-            job = tx.get(schema.jobs, key=r["job_key"])
-            job_id = job_ids[r["job_key"]] = str(job["id"]) if job else r["job_key"]
+            job = tx.get(schema.jobs, key=job_key)
+            job_id = job_ids[job_key] = str(job["id"]) if job else job_key
         out.append(
             {
                 "taskUrl": f"/jobs/{job_id}/tasks/{r['id']}",
@@ -69,7 +70,7 @@ def _recent_tasks(tx: Tx, node_id: str, job_ids: dict[str, str]) -> list[Body]:
 
 def _node_item(ctx: Ctx, tx: Tx, row: Row, pool: Body, job_ids: dict[str, str]) -> Body:
     body = node_shape(public(node_view(ctx, row["id"], row["body"])), pool, int(row["ordinal"]))
-    recent = _recent_tasks(tx, row["id"], job_ids)
+    recent = _recent_tasks(ctx, tx, row["id"], row["body"], job_ids)
     if recent:
         body["recentTasks"] = recent
     started = ctx.assignments.started

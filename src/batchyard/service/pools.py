@@ -192,6 +192,7 @@ def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
 
 
 def resize_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
+    check_resize_timeout(spec.get("resizeTimeout"))  # a bad request is refused before the pool's state
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         cond.check(row, write=True)
@@ -208,7 +209,6 @@ def resize_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written
                     raise errors.invalid_property_value(k, v)
                 body[k] = v
         if "resizeTimeout" in spec:
-            check_resize_timeout(spec["resizeTimeout"])
             body["resizeTimeout"] = spec["resizeTimeout"]
         opt = str(spec.get("nodeDeallocationOption", "requeue")).lower()
         if opt not in ("requeue", "terminate", "taskcompletion", "retaineddata"):
