@@ -124,7 +124,7 @@ def test_tutorial_section_10(az: Az, uid: str, tmp_path: Path) -> None:
     for img in images:
         assert "nodeAgentSkuId" in img and "nodeAgentSKUId" not in img, img  # the CLI's rename
         assert {"publisher", "offer", "sku", "version"} <= img["imageReference"].keys(), img
-        assert img["osType"] == "linux", img
+        assert img["osType"] in ("linux", "windows"), img  # Windows images are listed (decision 0060)
     ubuntu = [i for i in images if i["nodeAgentSkuId"].startswith("batch.node.ubuntu")]
     assert ubuntu, f"no Ubuntu image in {images}"
     chosen = max(ubuntu, key=lambda i: i["nodeAgentSkuId"])  # the newest Ubuntu

@@ -206,6 +206,11 @@ def _absolute(base: str, body: Body) -> Body:
             if isinstance(ni.get(k), str) and ni[k].startswith("/"):
                 ni[k] = base + ni[k]
         body["nodeInfo"] = ni
+    if isinstance(body.get("recentTasks"), list):
+        body["recentTasks"] = [
+            dict(t, taskUrl=base + t["taskUrl"]) if str(t.get("taskUrl", "")).startswith("/") else t
+            for t in body["recentTasks"]
+        ]
     return body
 
 
@@ -403,7 +408,9 @@ def create_app(
 
     async def task_counts(c: Call) -> Response:
         counts = jobs.task_counts(ctx, _p(c, "job_id"))
-        return http.json_response({"odata.metadata": f"{c.base_url}/$metadata#taskcounts/@Element", **counts})
+        return http.json_response(
+            {"odata.metadata": f"{c.base_url}/$metadata#taskcountsresult/@Element", **counts}
+        )
 
     # tasks
     async def create_task(c: Call) -> Response:
@@ -488,7 +495,7 @@ def create_app(
     async def get_node(c: Call) -> Response:
         pool_id = _p(c, "pool_id")
         body = nodes.get_node(ctx, pool_id, _p(c, "node_id"))
-        body = dict(body, url=f"{c.base_url}/pools/{pool_id}/nodes/{body['id']}")
+        body = _absolute(c.base_url, dict(body, url=f"{c.base_url}/pools/{pool_id}/nodes/{body['id']}"))
         out = {"odata.metadata": f"{c.base_url}/$metadata#nodes/@Element"}
         from batchyard.models.resources import select_props
 
@@ -545,6 +552,8 @@ def create_app(
         except errors.BatchError as e:
             return http.error_response(e, base, rid)
 
+    # certificate entity URIs are OData keys: /certificates(thumbprintAlgorithm=sha1,thumbprint=...)
+    _CERT = "/certificates(thumbprintAlgorithm={thumbprint_algorithm},thumbprint={thumbprint})"
     P = "/pools/{pool_id}"
     J = "/jobs/{job_id}"
     T = J + "/tasks/{task_id}"
@@ -610,6 +619,8 @@ def create_app(
         (N + "/extensions", ["GET"], "node extensions"),
         (N + "/extensions/{extension_name}", ["GET"], "node extensions"),
         ("/certificates", ["GET", "POST"], "certificates"),
+        (_CERT, ["GET", "DELETE"], "certificates"),
+        (_CERT + "/canceldelete", ["POST"], "certificates"),
     ]
     for path, methods, name in pending:
         routes.append(Route(path, o(not_implemented(name)), methods=methods))

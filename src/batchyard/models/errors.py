@@ -326,3 +326,29 @@ def operation_invalid_for_current_state(reason: str = "") -> BatchError:
 
 def node_state_unusable() -> BatchError:
     return _e(409, "NodeStateUnusable", "The node is in an unusable state.")
+
+
+# --- pool images (decision 0060) --------------------------------------------------------------------------
+
+
+def image_not_supported(publisher: str, offer: str, sku: str) -> BatchError:
+    """What the service answers for an image it does not list (recorded: no PropertyValue, a Reason)."""
+    return _e(
+        400,
+        "InvalidPropertyValue",
+        "The value provided for one of the properties in the request body is invalid.",
+        PropertyName="imageReference",
+        Reason=f"The specified imageReference with publisher {publisher} offer {offer} sku {sku} is not supported.",
+    )
+
+
+def cloud_service_pools_retired() -> BatchError:
+    """Cloud service pools were retired on 29 February 2024 (no recording shows the text: inferred)."""
+    return _e(
+        400,
+        "InvalidPropertyValue",
+        "The value provided for one of the properties in the request body is invalid.",
+        PropertyName="cloudServiceConfiguration",
+        Reason="Cloud Services Configuration pools were retired on 29 February 2024; "
+        "use virtualMachineConfiguration.",
+    )

@@ -7,61 +7,14 @@ stored resource bodies. Pure functions: time comes in as an argument.
 from __future__ import annotations
 
 import copy
+import datetime
 from typing import Any
 
-from batchyard.models import errors
+from batchyard.models import errors, images
+from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
 Body = dict[str, Any]
-
-# The images batchyard accepts: tasks run on this host's Linux, so the list names Linux images only.
-SUPPORTED_IMAGES: list[Body] = [
-    {
-        "nodeAgentSKUId": "batch.node.ubuntu 22.04",
-        "imageReference": {
-            "publisher": "canonical",
-            "offer": "0001-com-ubuntu-server-jammy",
-            "sku": "22_04-lts",
-            "version": "latest",
-        },
-        "osType": "linux",
-        "capabilities": [],
-        "verificationType": "verified",
-    },
-    {
-        "nodeAgentSKUId": "batch.node.ubuntu 24.04",
-        "imageReference": {
-            "publisher": "canonical",
-            "offer": "ubuntu-24_04-lts",
-            "sku": "server",
-            "version": "latest",
-        },
-        "osType": "linux",
-        "capabilities": [],
-        "verificationType": "verified",
-    },
-    {
-        "nodeAgentSKUId": "batch.node.ubuntu 20.04",
-        "imageReference": {
-            "publisher": "canonical",
-            "offer": "0001-com-ubuntu-server-focal",
-            "sku": "20_04-lts",
-            "version": "latest",
-        },
-        "osType": "linux",
-        "capabilities": [],
-        "verificationType": "verified",
-    },
-    {
-        "nodeAgentSKUId": "batch.node.debian 12",
-        "imageReference": {"publisher": "debian", "offer": "debian-12", "sku": "12", "version": "latest"},
-        "osType": "linux",
-        "capabilities": [],
-        "verificationType": "verified",
-    },
-]
-
-_NODE_AGENT_SKUS = {img["nodeAgentSKUId"].lower() for img in SUPPORTED_IMAGES}
 
 _FILL_TYPES = {"spread": "Spread", "pack": "Pack"}
 
@@ -87,19 +40,6 @@ def _auto_user(identity: Body | None) -> Body:
     return out
 
 
-def check_vm_configuration(vmc: Body | None) -> None:
-    """batchyard runs Linux nodes on this host; say so clearly for anything else."""
-    if not vmc:
-        raise errors.missing_required_property("virtualMachineConfiguration")
-    sku = str(vmc.get("nodeAgentSKUId", ""))
-    if sku.lower() not in _NODE_AGENT_SKUS:
-        raise errors.invalid_property_value(
-            "nodeAgentSKUId",
-            sku,
-            "batchyard supports the node agent SKUs listed by GET /supportedimages (Linux only)",
-        )
-
-
 # Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
 _NOT_YET = {
     "pool": ("startTask", "mountConfiguration", "applicationPackageReferences", "certificateReferences"),
@@ -113,23 +53,38 @@ _NOT_YET = {
 }
 
 
+# Nested pool properties with an effect a local node does not have: VM extensions install software, a container
+# configuration prefetches images for container tasks, application licenses enable licensed renderers.
+_POOL_VM_NOT_YET = ("extensions", "containerConfiguration")
+
+
 def refuse_unsupported(body: Body, kind: str) -> None:
     for prop in _NOT_YET[kind]:
         if body.get(prop) not in (None, [], {}):
             raise errors.not_implemented(f"{prop} on {kind}s")
+    if kind == "pool":
+        if body.get("applicationLicenses") not in (None, []):
+            raise errors.not_implemented("applicationLicenses on pools")
+        vmc = body.get("virtualMachineConfiguration") or {}
+        for prop in _POOL_VM_NOT_YET:
+            if vmc.get(prop) not in (None, [], {}):
+                raise errors.not_implemented(f"virtualMachineConfiguration.{prop} on pools")
 
 
 def new_pool(spec: Body, now: str) -> Body:
     body = copy.deepcopy(spec)
     refuse_unsupported(body, "pool")
-    check_vm_configuration(body.get("virtualMachineConfiguration"))
+    images.check_cloud_service(body)
+    if not body.get("virtualMachineConfiguration"):
+        raise errors.missing_required_property("virtualMachineConfiguration")
+    images.check_image(body["virtualMachineConfiguration"])
     auto = bool(body.get("enableAutoScale", False))
     if auto:
         raise errors.not_implemented("enableAutoScale on pools")
+    check_resize_timeout(body.get("resizeTimeout"))
+    # neither target given (and no autoscale): the service creates an empty pool (both targets 0)
     tdn = int(body.get("targetDedicatedNodes", 0) or 0)
     tln = int(body.get("targetLowPriorityNodes", 0) or 0)
-    if "targetDedicatedNodes" not in body and "targetLowPriorityNodes" not in body:
-        raise errors.missing_required_property("targetDedicatedNodes")
     for name, v in (("targetDedicatedNodes", tdn), ("targetLowPriorityNodes", tln)):
         if v < 0:
             raise errors.invalid_property_value(name, v)
@@ -149,18 +104,14 @@ def new_pool(spec: Body, now: str) -> Body:
             "taskSchedulingPolicy.jobDefaultOrder", policy.get("jobDefaultOrder")
         )
     policy["jobDefaultOrder"] = order
-    vmc = body["virtualMachineConfiguration"]
-    img = vmc.get("imageReference")
-    if isinstance(img, dict) and "virtualMachineImageId" not in img:
-        img.setdefault("version", "latest")
-    for disk in vmc.get("dataDisks") or []:
-        disk.setdefault("caching", "none")
-        disk.setdefault("storageAccountType", "standard_lrs")
+    vm_configuration_defaults(body["virtualMachineConfiguration"])
     if "startTask" in body:
         st = body["startTask"]
         st["userIdentity"] = _auto_user(st.get("userIdentity"))
         st.setdefault("maxTaskRetryCount", 0)
         st.setdefault("waitForSuccess", True)
+    if body.get("networkConfiguration") is not None:
+        body["networkConfiguration"] = network_configuration(body["networkConfiguration"])
     for ua in body.get("userAccounts") or []:
         ua.setdefault("elevationLevel", "nonadmin")
         ua.pop("password", None)
@@ -187,6 +138,175 @@ def new_pool(spec: Body, now: str) -> Body:
     return body
 
 
+# OS disk caching comes back PascalCase except `none` (recorded: readwrite -> ReadWrite)
+_OS_DISK_CACHING = {"none": "none", "readonly": "ReadOnly", "readwrite": "ReadWrite"}
+
+
+def check_resize_timeout(value: object) -> None:
+    """The service refuses a resize timeout under 5 minutes with 400 (pool add and resize docs)."""
+    if not isinstance(value, str):
+        return
+    try:
+        too_short = parse_duration(value) < datetime.timedelta(minutes=5)
+    except ValueError:
+        raise errors.invalid_property_value("resizeTimeout", value) from None
+    if too_short:
+        raise errors.invalid_property_value("resizeTimeout", value, "The minimum resize timeout is 5 minutes")
+
+
+def vm_configuration_defaults(vmc: Body) -> None:
+    """The defaults the service fills into a pool's virtual machine configuration (create and PATCH).
+
+    A data disk's storage type defaults inside `managedDisk` (its place since 2025-06-01, as recorded); a disk
+    sent by an older client with the top-level `storageAccountType` keeps it there.
+    """
+    img = vmc.get("imageReference")
+    if isinstance(img, dict) and "virtualMachineImageId" not in img:
+        img.setdefault("version", "latest")
+    for disk in vmc.get("dataDisks") or []:
+        disk.setdefault("caching", "none")
+        if "storageAccountType" not in disk:
+            disk.setdefault("managedDisk", {}).setdefault("storageAccountType", "standard_lrs")
+    os_disk = vmc.get("osDisk")
+    if isinstance(os_disk, dict):
+        os_disk.setdefault("ephemeralOSDiskSettings", {})
+        if isinstance(os_disk.get("managedDisk"), dict):
+            os_disk["managedDisk"].setdefault("storageAccountType", "standard_lrs")
+        if "caching" in os_disk:
+            os_disk["caching"] = _OS_DISK_CACHING.get(str(os_disk["caching"]).lower(), os_disk["caching"])
+    security = vmc.get("securityProfile")
+    if isinstance(security, dict) and isinstance(security.get("securityType"), str):
+        security["securityType"] = security["securityType"].lower()  # `trustedlaunch`, as recorded
+    placement = vmc.get("nodePlacementConfiguration")
+    if isinstance(placement, dict) and isinstance(placement.get("policy"), str):
+        placement["policy"] = placement["policy"].capitalize()  # `Zonal`, as recorded
+
+
+def network_configuration(spec: Body) -> Body:
+    """A pool's network configuration with the service's defaults; what a local node cannot do is refused.
+
+    Nodes run on this host: there is no virtual network to join and no firewall in front of them, so a subnet,
+    a public IP choice other than the default and deny rules cannot be honoured. Inbound NAT pools are
+    reported on every node as its inbound endpoints (see `node_endpoints`).
+    """
+    net = copy.deepcopy(spec)
+    if net.get("subnetId"):
+        raise errors.not_implemented("networkConfiguration.subnetId on pools")
+    if str(net.get("dynamicVNetAssignmentScope", "none")) != "none":
+        raise errors.not_implemented("networkConfiguration.dynamicVNetAssignmentScope job on pools")
+    pip = net.get("publicIPAddressConfiguration") or {}
+    if str(pip.get("provision", "batchmanaged")) != "batchmanaged" or pip.get("ipAddressIds"):
+        raise errors.not_implemented("networkConfiguration.publicIPAddressConfiguration on pools")
+    for nat in (net.get("endpointConfiguration") or {}).get("inboundNATPools") or []:
+        for rule in nat.get("networkSecurityGroupRules") or []:
+            if str(rule.get("access", "")) == "deny":
+                raise errors.not_implemented("networkSecurityGroupRules with access deny on pools")
+            rule.setdefault("sourcePortRanges", ["*"])
+    out: Body = {"dynamicVNetAssignmentScope": "none"}  # the service's key order
+    out.update(net)
+    out["enableAcceleratedNetworking"] = bool(net.get("enableAcceleratedNetworking", False))
+    return out
+
+
+def stopped_resize_errors(pool: Body) -> list[Body]:
+    """The `resizeErrors` the service reports when a stopped resize left a target unreached (recorded text)."""
+    out = []
+    for kind, target, current in (
+        ("dedicated", "targetDedicatedNodes", "currentDedicatedNodes"),
+        ("low priority", "targetLowPriorityNodes", "currentLowPriorityNodes"),
+    ):
+        if int(pool.get(current, 0)) < int(pool.get(target, 0)):
+            out.append(
+                {
+                    "code": "ResizeStopped",
+                    "message": f"Desired number of {kind} nodes could not be allocated due to a stop resize "
+                    "operation",
+                }
+            )
+    return out
+
+
+def pool_view(body: Body) -> Body:
+    """Read-time properties of a pool: the node communication mode is reported once it has nodes.
+
+    batchyard's agents open every connection to the server (a long-poll), which is the simplified mode.
+    """
+    if int(body.get("currentDedicatedNodes", 0)) + int(body.get("currentLowPriorityNodes", 0)) > 0:
+        body = dict(body, currentNodeCommunicationMode="simplified")
+    if body.get("userAccounts"):
+        agent = str((body.get("virtualMachineConfiguration") or {}).get("nodeAgentSKUId", ""))
+        body = dict(
+            body, userAccounts=[_user_account_view(u, images.os_type_of(agent)) for u in body["userAccounts"]]
+        )
+    return body
+
+
+def _user_account_view(account: Body, os_type: str) -> Body:
+    """A pool user account as the service returns it (recorded): never the password, `elevationLevel`
+    defaulted, and on Windows pools `windowsUserConfiguration.loginMode: batch` in place of any Linux settings."""
+    out = {k: v for k, v in account.items() if k != "password"}
+    out.setdefault("elevationLevel", "nonadmin")
+    if os_type == images.WINDOWS:
+        out.pop("linuxUserConfiguration", None)
+        out["windowsUserConfiguration"] = {
+            "loginMode": "batch",
+            **(out.get("windowsUserConfiguration") or {}),
+        }
+    return out
+
+
+# The remote-access port the service opens on every node without inbound NAT pools: SSH on Linux, RDP on Windows.
+_REMOTE_PORT = {images.LINUX: 22, images.WINDOWS: 3389}
+
+
+def node_endpoints(pool: Body, ordinal: int, address: str) -> Body:
+    """A node's `endpointConfiguration`: one endpoint per inbound NAT pool, else the SSH/RDP rule.
+
+    The service names them `<natPool>.<n>` (default rule: `SSHRule.<n>`, on Windows too). A local node is
+    this host, so the public address is the node's own and the frontend port is the backend port itself:
+    the port that actually reaches a program listening on the node (decision 0061).
+    """
+    vmc = pool.get("virtualMachineConfiguration") or {}
+    nats = ((pool.get("networkConfiguration") or {}).get("endpointConfiguration") or {}).get(
+        "inboundNATPools"
+    )
+    rules = [(str(n["name"]), str(n.get("protocol", "tcp")), int(n["backendPort"])) for n in nats or []]
+    if not rules:
+        port = _REMOTE_PORT[images.os_type_of(str(vmc.get("nodeAgentSKUId", "")))]
+        rules = [("SSHRule", "tcp", port)]
+    return {
+        "inboundEndpoints": [
+            {
+                "name": f"{name}.{ordinal}",
+                "protocol": protocol,
+                "publicIPAddress": address,
+                "publicFQDN": "localhost",
+                "frontendPort": port,
+                "backendPort": port,
+            }
+            for name, protocol, port in rules
+        ]
+    }
+
+
+def node_view(node: Body, pool: Body, ordinal: int) -> Body:
+    """Read-time shape of a node: endpoints, the image's exact version, no state history, agent info once up.
+
+    Nodes have no `previousState` in the service's model (only jobs and tasks do).
+    """
+    out = {k: v for k, v in node.items() if k not in ("previousState", "previousStateTransitionTime")}
+    if out.get("state") in ("creating", "starting"):
+        out.pop("nodeAgentInfo", None)  # the agent has not reported yet (recorded creating/starting nodes)
+    out["endpointConfiguration"] = node_endpoints(pool, ordinal, str(node.get("ipAddress", "127.0.0.1")))
+    info = out.get("virtualMachineInfo")
+    if isinstance(info, dict) and isinstance(info.get("imageReference"), dict):
+        ref = dict(info["imageReference"])
+        if "version" in ref:
+            ref.setdefault("exactVersion", ref["version"])  # the service reports "latest" as it was asked
+        out["virtualMachineInfo"] = dict(info, imageReference=ref)
+    return out
+
+
 def new_job(spec: Body, now: str, pool_id: str) -> Body:
     body = copy.deepcopy(spec)
     pr = int(body.get("priority", 0))
@@ -200,6 +320,10 @@ def new_job(spec: Body, now: str, pool_id: str) -> Body:
     cons["maxTaskRetryCount"] = int(cons.get("maxTaskRetryCount", 0))
     if cons["maxTaskRetryCount"] < -1:
         raise errors.invalid_property_value("constraints.maxTaskRetryCount", cons["maxTaskRetryCount"])
+    if body.get("allowTaskPreemption"):
+        raise errors.not_implemented("allowTaskPreemption on jobs")  # the scheduler never preempts
+    if body.get("networkConfiguration") is not None:
+        raise errors.not_implemented("networkConfiguration on jobs")  # no virtual network to join
     _lower_enum(body, "onAllTasksComplete", {"noaction", "terminatejob"}, "onAllTasksComplete")
     _lower_enum(body, "onTaskFailure", {"noaction", "performexitoptionsjobaction"}, "onTaskFailure")
     body.update(

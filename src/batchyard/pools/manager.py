@@ -20,10 +20,11 @@ from pathlib import Path
 from batchyard import __version__
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
+from batchyard.models.resources import stopped_resize_errors
 from batchyard.pools.local import LocalProvider
 from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
-from batchyard.service.common import set_state, stamp_body
+from batchyard.service.common import set_state
 from batchyard.service.context import Ctx
 from batchyard.service.files import node_root
 from batchyard.store import schema
@@ -197,6 +198,7 @@ class PoolManager:
             schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal]
         )
         option = str(body.get("_deallocation", "requeue"))
+        stopped = body["allocationState"] == "stopping"
         done = True
         spawns: list[Spawn] = []
         resize_errors: list[dict[str, object]] = []
@@ -230,21 +232,20 @@ class PoolManager:
                             continue
                         self._remove_node(tx, n, option)
                     nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
-        _, now_text, etag = self.ctx.stamp()
+        _, now_text, _ = self.ctx.stamp()
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
         if resize_errors:
             body["resizeErrors"] = resize_errors
         if done:
+            if stopped and stopped_resize_errors(body):
+                body["resizeErrors"] = stopped_resize_errors(body)
             body["allocationState"] = "steady"
             body["allocationStateTransitionTime"] = now_text
             body.pop("_deallocation", None)
-        stamp_body(body, etag, now_text)
-        tx.update(
-            schema.pools,
-            {"body": body, "alloc_state": body["allocationState"], "etag": etag, "last_modified": now_text},
-            key=pool["key"],
-        )
+        # the service's own allocation progress keeps the pool's ETag and lastModified (recorded): only
+        # client writes change them, so a client's If-Match stays valid while its pool grows
+        tx.update(schema.pools, {"body": body, "alloc_state": body["allocationState"]}, key=pool["key"])
         self.ctx.hub.wake_scheduler()
         return spawns
 

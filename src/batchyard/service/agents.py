@@ -116,6 +116,7 @@ def sync(
                     totals = ctx.node_totals.setdefault(node_id, [0, 0])
                     totals[0] += 1
                     totals[1] += int(done)
+                    _note_recent(ctx, node_id, row)
         writer.flush(tx)
         for jk, d in counts.items():
             tx.add_counts(jk, d)
@@ -147,11 +148,25 @@ def sync(
     return {"ack": max_seq, **plan(ctx, node_id, running)}
 
 
+RECENT_TASKS = 10  # node agent 1.10.7's notes: a node's task history holds 10 entries
+
+
+def _note_recent(ctx: Ctx, node_id: str, row: Row) -> None:
+    """Remember a task that completed on the node, for the node's `recentTasks` (bounded in memory)."""
+    recent = ctx.recent_tasks.setdefault(node_id, [])
+    recent.append([row["job_key"], row["key"]])
+    if len(recent) > 2 * RECENT_TASKS:
+        del recent[:-RECENT_TASKS]
+
+
 def _add_totals(ctx: Ctx, node_id: str, body: Body) -> None:
     totals = ctx.node_totals.pop(node_id, None)
     if totals:
         body["totalTasksRun"] = int(body.get("totalTasksRun", 0)) + totals[0]
         body["totalTasksSucceeded"] = int(body.get("totalTasksSucceeded", 0)) + totals[1]
+    recent = ctx.recent_tasks.pop(node_id, None)
+    if recent:
+        body["_recentTasks"] = (list(body.get("_recentTasks") or []) + recent)[-RECENT_TASKS:]
 
 
 def node_view(ctx: Ctx, node_id: str, body: Body) -> Body:

@@ -78,6 +78,8 @@ class Ctx:
     place_now: Callable[[Tx, str], tuple[set[str], bool]] | None = None
     # node id -> [tasks run, tasks succeeded] counted since the node row was last written
     node_totals: dict[str, list[int]] = field(default_factory=dict)
+    # node id -> [job key, task key] of the tasks completed there since the node row was last written
+    recent_tasks: dict[str, list[list[str]]] = field(default_factory=dict)
 
     def node_root(self, node_id: str) -> Path:
         """A local node's directory (its agent's root)."""

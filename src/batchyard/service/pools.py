@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchyard.models import errors, odata
+from batchyard.models import errors, images, odata
 from batchyard.models.ids import check_id, key_of
-from batchyard.models.resources import new_pool, refuse_unsupported
-from batchyard.service.common import Body, item, public, stamp_body
+from batchyard.models.resources import (
+    check_resize_timeout,
+    network_configuration,
+    new_pool,
+    pool_view,
+    refuse_unsupported,
+    vm_configuration_defaults,
+)
+from batchyard.service.common import Body, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
 from batchyard.store import schema
 from batchyard.store.sql import DuplicateKey, Row, Tx
+
+
+def _item(row: Row) -> Body:
+    return pool_view(public(row["body"]))
 
 
 def _columns() -> dict[str, Any]:
@@ -83,12 +94,12 @@ def get_pool(ctx: Ctx, pool_id: str, cond: Conditions = NO_CONDITIONS) -> Body:
         if row is None:
             raise errors.pool_not_found()
         cond.check(row, write=False)
-        return item(row)
+        return _item(row)
 
 
 def list_pools(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
     with ctx.store.tx() as tx:
-        return page_rows(tx, schema.pools, "key", None, q, odata.POOLS, _columns(), item)
+        return page_rows(tx, schema.pools, "key", None, q, odata.POOLS, _columns(), _item)
 
 
 def delete_pool(ctx: Ctx, pool_id: str, cond: Conditions) -> None:
@@ -148,6 +159,13 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 raise errors.operation_invalid_for_current_state(
                     f"{k} can be updated only when the pool is empty"
                 )
+            if k == "networkConfiguration" and v is not None:
+                v = network_configuration(v)
+            if k == "vmSize" and isinstance(v, str):
+                v = v.lower()  # the service reports VM sizes in lower case
+            if k == "virtualMachineConfiguration" and v is not None:
+                images.check_image(v)
+                vm_configuration_defaults(v)
             if k in _PATCHABLE or k in _PATCHABLE_WHEN_EMPTY:
                 body[k] = v
         if "taskSchedulingPolicy" in spec:
@@ -174,6 +192,7 @@ def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
 
 
 def resize_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
+    check_resize_timeout(spec.get("resizeTimeout"))  # a bad request is refused before the pool's state
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         cond.check(row, write=True)
@@ -212,7 +231,9 @@ def stop_resize(ctx: Ctx, pool_id: str, cond: Conditions) -> Written:
             _, now_text, _ = ctx.stamp()
             body["allocationState"] = "stopping"
             body["allocationStateTransitionTime"] = now_text
-        w = _save(tx, row, body, ctx)
+            tx.update(schema.pools, {"body": body, "alloc_state": "stopping"}, key=row["key"])
+        # the service answers stopresize with the ETag the resize set, unchanged (recorded)
+        w = Written(row["etag"], row["last_modified"], f"/pools/{body['id']}")
     ctx.hub.wake_pools()
     return w
 
