@@ -1,0 +1,81 @@
+"""The api-version hooks of the request pipeline: which shape a body or an entity is, and when to reshape.
+
+Requests in an older api-version are checked and upgraded on the raw JSON before the strict decode (their
+old property names are unknown to the current structs); requests in the newest version are checked after
+it, on the decoded body, so the common path parses once. Responses are cut to the client's version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from batchyard.models import versions, wire
+
+Body = dict[str, Any]
+
+ACCEPTED = versions.ACCEPTED
+
+_REQUEST_ROOTS: dict[type[Any], str] = {
+    wire.BatchPoolCreateOptions: "pool.create",
+    wire.BatchPoolUpdateOptions: "pool.patch",
+    wire.BatchPoolReplaceOptions: "pool.replace",
+    wire.BatchPoolResizeOptions: "pool.resize",
+    wire.BatchJobCreateOptions: "job.create",
+    wire.BatchJobUpdateOptions: "job.patch",
+    wire.BatchJob: "job.update",
+    wire.BatchJobTerminateOptions: "job.terminate",
+    wire.BatchJobDisableOptions: "job.disable",
+    wire.BatchTaskCreateOptions: "task.create",
+    wire.BatchTaskGroup: "task.collection",
+    wire.BatchTask: "task.update",
+}
+
+# the odata.metadata kind of a response -> its root in the version table
+_RESPONSE_ROOTS = {
+    "pools": "pool",
+    "jobs": "job",
+    "tasks": "task",
+    "nodes": "node",
+    "supportedimages": "image",
+    "poolnodecounts": "nodecounts",
+    "taskcounts": "taskcounts",
+    "files": "file",
+    "taskaddresult": "taskaddresult",
+}
+
+
+def _newest(version: str) -> bool:
+    return versions.canonical(version) == versions.NEWEST
+
+
+def before_decode(model: type[Any], version: str, data: bytes) -> bytes:
+    """Older versions: check the raw body against the version and rename old properties (re-encoded).
+    Bodies that are not a JSON object are passed on for the decoder to report."""
+    root = _REQUEST_ROOTS.get(model)
+    if root is None or _newest(version):
+        return data
+    try:
+        raw = msgspec.json.decode(data[3:] if data[:3] == b"\xef\xbb\xbf" else data)
+    except msgspec.DecodeError:
+        return data
+    if not isinstance(raw, dict):
+        return data
+    upgraded = versions.upgrade_request(root, version, raw)
+    return msgspec.json.encode(upgraded)
+
+
+def after_decode(model: type[Any], version: str, body: Body) -> None:
+    """The newest version: refuse decoded properties its spec does not have (legacy fields of the structs)."""
+    root = _REQUEST_ROOTS.get(model)
+    if root is not None and _newest(version):
+        versions.upgrade_request(root, version, body)
+
+
+def response(kind: str, version: str, body: Body) -> Body:
+    """An entity of odata kind `kind` (`pools`, `nodes`, ...) in the client's api-version."""
+    root = _RESPONSE_ROOTS.get(kind)
+    if root is None:
+        return body
+    return versions.render(root, version, body)
