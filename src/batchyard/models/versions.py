@@ -113,7 +113,7 @@ def check_request(root: str, version: str, body: Body) -> None:
 
 def upgrade_request(root: str, version: str, body: Body) -> Body:
     """`body` in `version`'s shape -> the newest shape: checked (`check_request`), retired features refused,
-    renamed properties moved to their current names. Returns a new dict when anything changed."""
+    renamed properties moved to their current names (a new dict; `body` is left as it is)."""
     check_request(root, version, body)
     for name, reason in RETIRED.items():
         if body.get(name) is not None:
