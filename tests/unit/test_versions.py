@@ -148,3 +148,18 @@ def test_render_task_counts_flat_before_12() -> None:
               "taskSlotCounts": {"active": 1, "running": 0, "completed": 2, "succeeded": 2, "failed": 0}}  # fmt: skip
     assert versions.render("taskcounts", "2020-03-01.11.0", stored) == stored["taskCounts"]
     assert versions.render("taskcounts", "2020-09-01.12.0", stored) == stored
+
+
+def test_render_operation_newer_than_version_keeps_current_shape() -> None:
+    image = {"nodeAgentSKUId": "batch.node.ubuntu 22.04", "osType": "linux"}
+    assert versions.render("image", "2018-08-01.7.0", image) == image
+
+
+def test_errors_name_renamed_properties_as_the_client_sent_them() -> None:
+    err = errors.invalid_property_value("taskSlotsPerNode", 999, "too many")
+    assert dict(versions.error_in_version("2019-08-01.10.0", err).values)["PropertyName"] == "maxTasksPerNode"
+    assert versions.error_in_version("2020-09-01.12.0", err) is err
+    nested = errors.invalid_property_value("startTask.resourceFiles.httpUrl", "x")
+    assert dict(versions.error_in_version("2018-08-01.7.0", nested).values)["PropertyName"] == (
+        "startTask.resourceFiles.blobSource"
+    )

@@ -148,8 +148,8 @@ class Api:
             rid = str(uuid.uuid4())
             base = self.base_url(request)
             head = request.method == "HEAD"
+            version = request.query_params.get("api-version")
             try:
-                version = request.query_params.get("api-version")
                 if not version:
                     raise errors.missing_query_parameter("api-version")
                 if version not in API_VERSIONS:
@@ -157,7 +157,7 @@ class Api:
                 self.authenticate(request)
                 resp = await fn(Call(request, rid, base, version))
             except errors.BatchError as e:
-                resp = http.error_response(e, base, rid, head)
+                resp = http.error_response(versions.error(version, e), base, rid, head)
             except Exception:
                 log.exception("unhandled error in %s %s", request.method, request.url.path)
                 resp = http.error_response(errors.internal_error(), base, rid, head)

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from batchyard.models import versions, wire
+from batchyard.models import errors, versions, wire
 
 Body = dict[str, Any]
 
@@ -79,3 +79,10 @@ def response(kind: str, version: str, body: Body) -> Body:
     if root is None:
         return body
     return versions.render(root, version, body)
+
+
+def error(version: str | None, err: errors.BatchError) -> errors.BatchError:
+    """An error about a renamed property names it as the client's api-version spells it."""
+    if not version or version not in ACCEPTED:
+        return err
+    return versions.error_in_version(version, err)

@@ -138,6 +138,29 @@ def _rename(value: Any, path: str, old: frozenset[str]) -> Any:
 
 
 _REVERSE = {new: old for old, new in RENAMES.items()}
+# where to look up whether a version still had the old name: new name -> (root, path of the new name)
+_RENAMED_WHERE = {
+    "taskSlotsPerNode": ("pool.create", "taskSlotsPerNode"),
+    "httpUrl": ("task.create", "resourceFiles.httpUrl"),
+}
+
+
+def old_property_name(version: str, name: str) -> str:
+    """An error's property path in the client's words: `taskSlotsPerNode` is `maxTasksPerNode` before
+    2020-09-01.12.0 (the service renamed the client's property on the way in)."""
+    head, _, last = name.rpartition(".")
+    where = _RENAMED_WHERE.get(last)
+    if where is None or version not in ACCEPTED or where[1] in allowed(where[0], version):
+        return name
+    return _join(head, _REVERSE[last])
+
+
+def error_in_version(version: str, err: errors.BatchError) -> errors.BatchError:
+    """`err` with its PropertyName in `version`'s spelling (the same object when nothing changes)."""
+    values = [(k, old_property_name(version, v) if k == "PropertyName" else v) for k, v in err.values]
+    if values == err.values:
+        return err
+    return errors.BatchError(err.status, err.code, err.message, values)
 
 
 # --- responses ---------------------------------------------------------------------------------------------
@@ -167,8 +190,10 @@ def _old_name(path: str) -> str:
 def render(root: str, version: str, body: Body) -> Body:
     """A stored (newest-shape) body as `version` returns it. Properties no version of the spec knows
     (batchyard extensions) are left alone."""
-    drop, walk, back = _plan(root, version)
     ok = allowed(root, version)
+    if not ok:  # the operation is newer than `version` (supportedimages at 2018-08-01.7.0): current shape
+        return body
+    drop, walk, back = _plan(root, version)
     if root == "taskcounts" and "taskCounts" not in ok and isinstance(body.get("taskCounts"), dict):
         flat = {k: v for k, v in body.items() if _is_annotation(k)}
         flat.update(body["taskCounts"])
