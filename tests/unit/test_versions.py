@@ -163,3 +163,11 @@ def test_errors_name_renamed_properties_as_the_client_sent_them() -> None:
     assert dict(versions.error_in_version("2018-08-01.7.0", nested).values)["PropertyName"] == (
         "startTask.resourceFiles.blobSource"
     )
+
+
+def test_every_request_struct_maps_to_a_generated_root() -> None:
+    from batchyard.api.versions import _REQUEST_ROOTS, _RESPONSE_ROOTS
+    from batchyard.models import wire
+
+    assert all(hasattr(wire, name) for name in _REQUEST_ROOTS)
+    assert set(_REQUEST_ROOTS.values()) | set(_RESPONSE_ROOTS.values()) <= set(SHAPES)

@@ -11,25 +11,39 @@ from typing import Any
 
 import msgspec
 
-from batchyard.models import errors, versions, wire
+from batchyard.models import errors, versions
 
 Body = dict[str, Any]
 
 ACCEPTED = versions.ACCEPTED
 
-_REQUEST_ROOTS: dict[type[Any], str] = {
-    wire.BatchPoolCreateOptions: "pool.create",
-    wire.BatchPoolUpdateOptions: "pool.patch",
-    wire.BatchPoolReplaceOptions: "pool.replace",
-    wire.BatchPoolResizeOptions: "pool.resize",
-    wire.BatchJobCreateOptions: "job.create",
-    wire.BatchJobUpdateOptions: "job.patch",
-    wire.BatchJob: "job.update",
-    wire.BatchJobTerminateOptions: "job.terminate",
-    wire.BatchJobDisableOptions: "job.disable",
-    wire.BatchTaskCreateOptions: "task.create",
-    wire.BatchTaskGroup: "task.collection",
-    wire.BatchTask: "task.update",
+# request body struct (by class name, so routes added later are covered) -> its root in the version table
+_REQUEST_ROOTS: dict[str, str] = {
+    "BatchPoolCreateOptions": "pool.create",
+    "BatchPoolUpdateOptions": "pool.patch",
+    "BatchPoolReplaceOptions": "pool.replace",
+    "BatchPoolResizeOptions": "pool.resize",
+    "BatchPoolEnableAutoScaleOptions": "pool.enableautoscale",
+    "BatchPoolEvaluateAutoScaleOptions": "pool.evaluateautoscale",
+    "BatchNodeRemoveOptions": "pool.removenodes",
+    "BatchNodeRebootOptions": "node.reboot",
+    "BatchNodeReimageOptions": "node.reimage",
+    "BatchNodeDisableSchedulingOptions": "node.disablescheduling",
+    "BatchNodeDeallocateOptions": "node.deallocate",
+    "BatchNodeUserCreateOptions": "node.user.create",
+    "BatchNodeUserReplaceOptions": "node.user.replace",
+    "UploadBatchServiceLogsOptions": "node.uploadlogs",
+    "BatchJobCreateOptions": "job.create",
+    "BatchJobUpdateOptions": "job.patch",
+    "BatchJob": "job.update",
+    "BatchJobTerminateOptions": "job.terminate",
+    "BatchJobDisableOptions": "job.disable",
+    "BatchJobScheduleCreateOptions": "jobschedule.create",
+    "BatchJobScheduleUpdateOptions": "jobschedule.patch",
+    "BatchJobSchedule": "jobschedule.update",
+    "BatchTaskCreateOptions": "task.create",
+    "BatchTaskGroup": "task.collection",
+    "BatchTask": "task.update",
 }
 
 # the odata.metadata kind of a response -> its root in the version table
@@ -41,8 +55,15 @@ _RESPONSE_ROOTS = {
     "supportedimages": "image",
     "poolnodecounts": "nodecounts",
     "taskcounts": "taskcounts",
+    "taskcountsresult": "taskcounts",
     "files": "file",
     "taskaddresult": "taskaddresult",
+    "jobschedules": "jobschedule",
+    "applications": "application",
+    "poolusagemetrics": "poolusagemetrics",
+    "extensions": "extension",
+    "jobpreparationandreleasetaskstatuslist": "preparationandreleasestatus",
+    "subtaskinformation": "subtask",
 }
 
 
@@ -53,7 +74,7 @@ def _newest(version: str) -> bool:
 def before_decode(model: type[Any], version: str, data: bytes) -> bytes:
     """Older versions: check the raw body against the version and rename old properties (re-encoded).
     Bodies that are not a JSON object are passed on for the decoder to report."""
-    root = _REQUEST_ROOTS.get(model)
+    root = _REQUEST_ROOTS.get(model.__name__)
     if root is None or _newest(version):
         return data
     try:
@@ -68,7 +89,7 @@ def before_decode(model: type[Any], version: str, data: bytes) -> bytes:
 
 def after_decode(model: type[Any], version: str, body: Body) -> None:
     """The newest version: refuse decoded properties its spec does not have (legacy fields of the structs)."""
-    root = _REQUEST_ROOTS.get(model)
+    root = _REQUEST_ROOTS.get(model.__name__)
     if root is not None and _newest(version):
         versions.upgrade_request(root, version, body)
 

@@ -61,7 +61,18 @@ def _parse_ranges(text: str) -> frozenset[str]:
 
 @functools.cache
 def _table(root: str) -> dict[str, frozenset[str]]:
-    return {path: _parse_ranges(spec) for path, spec in SHAPES[root].items()}
+    """{path: versions} from the indented tree text of `root`."""
+    out: dict[str, frozenset[str]] = {}
+    stack: list[str] = []
+    for line in SHAPES[root].splitlines():
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip(" "))
+        name, spec = line.split()
+        del stack[depth:]
+        stack.append(name)
+        out[".".join(stack)] = _parse_ranges(spec)
+    return out
 
 
 @functools.cache
@@ -91,6 +102,8 @@ def _is_annotation(key: str) -> bool:
 def check_request(root: str, version: str, body: Body) -> None:
     """Raise UnsupportedProperty for the first property `body` has that `version` did not have."""
     ok = allowed(root, version)
+    if not ok:  # the operation is newer than `version`: nothing to hold the body against
+        return
     parents = _parents(root)
 
     def walk(value: Any, path: str, shown: str) -> None:
