@@ -171,3 +171,19 @@ def test_every_request_struct_maps_to_a_generated_root() -> None:
 
     assert all(hasattr(wire, name) for name in _REQUEST_ROOTS)
     assert set(_REQUEST_ROOTS.values()) | set(_RESPONSE_ROOTS.values()) <= set(SHAPES)
+
+
+def test_public_ips_of_2019_08_01_map_to_user_managed_addresses() -> None:
+    ids = ["/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/publicIPAddresses/a"]
+    out = versions.upgrade_request(
+        "pool.create", "2019-08-01.10.0", {"networkConfiguration": {"publicIPs": ids}}
+    )
+    pac = {"provision": "usermanaged", "ipAddressIds": ids}
+    assert out == {"networkConfiguration": {"publicIPAddressConfiguration": pac}}
+    stored = {"id": "p", "networkConfiguration": {"publicIPAddressConfiguration": pac}}
+    assert versions.render("pool", "2019-08-01.10.0", stored)["networkConfiguration"] == {"publicIPs": ids}
+    assert versions.render("pool", "2020-03-01.11.0", stored) == dict(stored, certificateReferences=[])
+    with pytest.raises(errors.BatchError):
+        versions.upgrade_request(
+            "pool.create", "2019-06-01.9.0", {"networkConfiguration": {"publicIPs": ids}}
+        )

@@ -133,8 +133,32 @@ def upgrade_request(root: str, version: str, body: Body) -> Body:
             raise errors.invalid_property_value(name, "", reason)
     if canonical(version) == NEWEST:
         return body
-    renamed: Body = _rename(body, "", allowed(root, version))
+    ok = allowed(root, version)
+    renamed: Body = _rename(body, "", ok)
+    if "networkConfiguration.publicIPs" in ok:
+        _public_ips_forward(renamed)
     return renamed
+
+
+def _public_ips_forward(body: Body) -> None:
+    """2019-08-01.10.0's `networkConfiguration.publicIPs` became `publicIPAddressConfiguration` with
+    `provision: usermanaged` and the same `ipAddressIds` in 2020-03-01.11.0."""
+    nc = body.get("networkConfiguration")
+    if isinstance(nc, dict) and nc.get("publicIPs") is not None:
+        nc = dict(nc)
+        ips = nc.pop("publicIPs")
+        nc["publicIPAddressConfiguration"] = {"provision": "usermanaged", "ipAddressIds": ips}
+        body["networkConfiguration"] = nc
+
+
+def _public_ips_back(body: Body) -> Body:
+    nc = body.get("networkConfiguration")
+    pac = nc.get("publicIPAddressConfiguration") if isinstance(nc, dict) else None
+    if not isinstance(pac, dict) or str(pac.get("provision", "")).lower() != "usermanaged":
+        return body
+    nc = {k: v for k, v in nc.items() if k != "publicIPAddressConfiguration"}
+    nc["publicIPs"] = pac.get("ipAddressIds") or []
+    return dict(body, networkConfiguration=nc)
 
 
 def _rename(value: Any, path: str, old: frozenset[str]) -> Any:
@@ -211,6 +235,8 @@ def render(root: str, version: str, body: Body) -> Body:
         flat = {k: v for k, v in body.items() if _is_annotation(k)}
         flat.update(body["taskCounts"])
         body = flat
+    if root == "pool" and "networkConfiguration.publicIPs" in ok:
+        body = _public_ips_back(body)
     out = _cut(body, "", drop, walk, back) if drop or back else dict(body)
     for name in EMPTY_LISTS.get(root, ()):
         if name in ok and out.get(name) is None:
