@@ -153,12 +153,14 @@ def _public_ips_forward(body: Body) -> None:
 
 def _public_ips_back(body: Body) -> Body:
     nc = body.get("networkConfiguration")
-    pac = nc.get("publicIPAddressConfiguration") if isinstance(nc, dict) else None
+    if not isinstance(nc, dict):
+        return body
+    pac = nc.get("publicIPAddressConfiguration")
     if not isinstance(pac, dict) or str(pac.get("provision", "")).lower() != "usermanaged":
         return body
-    nc = {k: v for k, v in nc.items() if k != "publicIPAddressConfiguration"}
-    nc["publicIPs"] = pac.get("ipAddressIds") or []
-    return dict(body, networkConfiguration=nc)
+    out = {k: v for k, v in nc.items() if k != "publicIPAddressConfiguration"}
+    out["publicIPs"] = pac.get("ipAddressIds") or []
+    return dict(body, networkConfiguration=out)
 
 
 def _rename(value: Any, path: str, old: frozenset[str]) -> Any:
