@@ -68,6 +68,11 @@ client.task.add(job_id, m.TaskAddParameter(id=task_id, command_line="/bin/sh -c 
 task = wait("the task to complete", lambda: (lambda t: t if t.state == m.TaskState.completed else None)(
     client.task.get(job_id, task_id)))
 stdout = b"".join(client.file.get_from_task(job_id, task_id, "stdout.txt")).decode()
+added = client.task.add_collection(job_id, [m.TaskAddParameter(id="more%d" % i, command_line="/bin/true")
+                                            for i in range(3)])
+statuses = sorted(str(getattr(r.status, "value", r.status)).lower() for r in added.value)
+wait("all tasks to complete", lambda: all(t.state == m.TaskState.completed for t in client.task.list(job_id)))
+listed = sorted(t.id for t in client.task.list(job_id, m.TaskListOptions(filter="state eq 'completed'")))
 counts = client.job.get_task_counts(job_id)
 counts = getattr(counts, "task_counts", counts)
 out = {
@@ -77,6 +82,9 @@ out = {
     "exit_code": task.execution_info.exit_code,
     "stdout": stdout,
     "completed": counts.completed,
+    "statuses": statuses,
+    "listed": listed,
+    "exists": client.pool.exists(pool_id),
 }
 client.job.delete(job_id)
 client.pool.delete(pool_id)
@@ -112,4 +120,7 @@ def test_old_sdk_flow(live: LiveServer, release: str, uid: str) -> None:
     assert got["slots"] == 2
     assert got["exit_code"] == 0
     assert got["stdout"] == f"hello from task-{release.replace('.', '')}-{uid}\n"
-    assert got["completed"] == 1
+    assert got["completed"] == 4
+    assert got["statuses"] == ["success"] * 3
+    assert got["listed"] == sorted(["more0", "more1", "more2", f"task-{release.replace('.', '')}-{uid}"])
+    assert got["exists"] is True
