@@ -187,3 +187,9 @@ def test_public_ips_of_2019_08_01_map_to_user_managed_addresses() -> None:
         versions.upgrade_request(
             "pool.create", "2019-06-01.9.0", {"networkConfiguration": {"publicIPs": ids}}
         )
+
+
+def test_free_form_map_is_one_in_every_version_that_has_it() -> None:
+    body = {"poolInfo": {"autoPoolSpecification": {"pool": {"resourceTags": {"team": "a"}}}}}
+    for version in ("2023-11-01.18.0", "2024-07-01.20.0"):
+        versions.check_request("job.create", version, body)

@@ -202,11 +202,11 @@ virtualMachineConfiguration 7-21
   enableAutomaticUpgrade 17-21
   name 14-21
   protectedSettings 14-21
-   * 20-21
+   * 14-21
   provisionAfterExtensions 14-21
   publisher 14-21
   settings 14-21
-   * 20-21
+   * 14-21
   type 14-21
   typeHandlerVersion 14-21
  imageReference 7-21
@@ -760,7 +760,7 @@ poolInfo 7-21
     subnetId 7-21
    resizeTimeout 7-21
    resourceTags 18-20
-    * 18-19
+    * 18-20
    startTask 7-21
     commandLine 7-21
     containerSettings 7-21
@@ -861,11 +861,11 @@ poolInfo 7-21
      enableAutomaticUpgrade 17-21
      name 14-21
      protectedSettings 14-21
-      * 20-21
+      * 14-21
      provisionAfterExtensions 14-21
      publisher 14-21
      settings 14-21
-      * 20-21
+      * 14-21
      type 14-21
      typeHandlerVersion 14-21
     imageReference 7-21
@@ -1009,7 +1009,7 @@ poolInfo 7-21
     subnetId 7-21
    resizeTimeout 7-21
    resourceTags 18-20
-    * 18-19
+    * 18-20
    startTask 7-21
     commandLine 7-21
     containerSettings 7-21
@@ -1110,11 +1110,11 @@ poolInfo 7-21
      enableAutomaticUpgrade 17-21
      name 14-21
      protectedSettings 14-21
-      * 20-21
+      * 14-21
      provisionAfterExtensions 14-21
      publisher 14-21
      settings 14-21
-      * 20-21
+      * 14-21
      type 14-21
      typeHandlerVersion 14-21
     imageReference 7-21
@@ -1254,7 +1254,7 @@ poolInfo 7-21
     subnetId 7-21
    resizeTimeout 7-21
    resourceTags 18-20
-    * 18-19
+    * 18-20
    startTask 7-21
     commandLine 7-21
     containerSettings 7-21
@@ -1355,11 +1355,11 @@ poolInfo 7-21
      enableAutomaticUpgrade 17-21
      name 14-21
      protectedSettings 14-21
-      * 20-21
+      * 14-21
      provisionAfterExtensions 14-21
      publisher 14-21
      settings 14-21
-      * 20-21
+      * 14-21
      type 14-21
      typeHandlerVersion 14-21
     imageReference 7-21
@@ -1903,7 +1903,7 @@ jobSpecification 7-21
      subnetId 7-21
     resizeTimeout 7-21
     resourceTags 18-20
-     * 18-19
+     * 18-20
     startTask 7-21
      commandLine 7-21
      containerSettings 7-21
@@ -2004,11 +2004,11 @@ jobSpecification 7-21
       enableAutomaticUpgrade 17-21
       name 14-21
       protectedSettings 14-21
-       * 20-21
+       * 14-21
       provisionAfterExtensions 14-21
       publisher 14-21
       settings 14-21
-       * 20-21
+       * 14-21
       type 14-21
       typeHandlerVersion 14-21
      imageReference 7-21
@@ -2303,7 +2303,7 @@ jobSpecification 7-21
      subnetId 7-21
     resizeTimeout 7-21
     resourceTags 18-20
-     * 18-19
+     * 18-20
     startTask 7-21
      commandLine 7-21
      containerSettings 7-21
@@ -2404,11 +2404,11 @@ jobSpecification 7-21
       enableAutomaticUpgrade 17-21
       name 14-21
       protectedSettings 14-21
-       * 20-21
+       * 14-21
       provisionAfterExtensions 14-21
       publisher 14-21
       settings 14-21
-       * 20-21
+       * 14-21
       type 14-21
       typeHandlerVersion 14-21
      imageReference 7-21
@@ -2703,7 +2703,7 @@ jobSpecification 7-21
      subnetId 7-21
     resizeTimeout 7-21
     resourceTags 18-20
-     * 18-19
+     * 18-20
     startTask 7-21
      commandLine 7-21
      containerSettings 7-21
@@ -2804,11 +2804,11 @@ jobSpecification 7-21
       enableAutomaticUpgrade 17-21
       name 14-21
       protectedSettings 14-21
-       * 20-21
+       * 14-21
       provisionAfterExtensions 14-21
       publisher 14-21
       settings 14-21
-       * 20-21
+       * 14-21
       type 14-21
       typeHandlerVersion 14-21
      imageReference 7-21
@@ -3100,11 +3100,11 @@ virtualMachineConfiguration 7-21
   enableAutomaticUpgrade 17-21
   name 14-21
   protectedSettings 14-21
-   * 20-21
+   * 14-21
   provisionAfterExtensions 14-21
   publisher 14-21
   settings 14-21
-   * 20-21
+   * 14-21
   type 14-21
   typeHandlerVersion 14-21
  imageReference 7-21
@@ -3404,7 +3404,7 @@ poolInfo 7-21
     subnetId 7-21
    resizeTimeout 7-21
    resourceTags 18-20
-    * 18-19
+    * 18-20
    startTask 7-21
     commandLine 7-21
     containerSettings 7-21
@@ -3505,11 +3505,11 @@ poolInfo 7-21
      enableAutomaticUpgrade 17-21
      name 14-21
      protectedSettings 14-21
-      * 20-21
+      * 14-21
      provisionAfterExtensions 14-21
      publisher 14-21
      settings 14-21
-      * 20-21
+      * 14-21
      type 14-21
      typeHandlerVersion 14-21
     imageReference 7-21
@@ -4207,7 +4207,7 @@ jobSpecification 7-21
      subnetId 7-21
     resizeTimeout 7-21
     resourceTags 18-20
-     * 18-19
+     * 18-20
     startTask 7-21
      commandLine 7-21
      containerSettings 7-21
@@ -4308,11 +4308,11 @@ jobSpecification 7-21
       enableAutomaticUpgrade 17-21
       name 14-21
       protectedSettings 14-21
-       * 20-21
+       * 14-21
       provisionAfterExtensions 14-21
       publisher 14-21
       settings 14-21
-       * 20-21
+       * 14-21
       type 14-21
       typeHandlerVersion 14-21
      imageReference 7-21
@@ -4448,11 +4448,11 @@ vmExtension 14-21
  enableAutomaticUpgrade 17-21
  name 14-21
  protectedSettings 14-21
-  * 20-21
+  * 14-21
  provisionAfterExtensions 14-21
  publisher 14-21
  settings 14-21
-  * 20-21
+  * 14-21
  type 14-21
  typeHandlerVersion 14-21
 """,
