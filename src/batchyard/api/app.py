@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from batchyard.api import http
+from batchyard.api import http, versions
 from batchyard.api.shared_key import SignedRequest, verify_shared_key
 from batchyard.models import errors, wire
 from batchyard.models.clock import format_http_date, parse_http_date, utcnow
@@ -32,17 +32,7 @@ from batchyard.service.listing import ListQuery
 
 log = logging.getLogger("batchyard.api")
 
-API_VERSIONS = frozenset(
-    {
-        "2022-10-01.16.0",
-        "2023-05-01.17.0",
-        "2023-11-01.18.0",
-        "2024-02-01.19.0",
-        "2024-07-01.20.0",
-        "2025-06-01",
-        "2025-06-01.21.0",
-    }
-)
+API_VERSIONS = versions.ACCEPTED  # every version since 2018-08-01.7.0, from the generated table
 MAX_BODY = 1024 * 1024
 #: The account lifetime statistics operations exist up to 2023-05-01.17.0 (dropped from the next spec).
 LIFETIME_STATS_REMOVED_IN = "2023-11-01"
@@ -109,6 +99,7 @@ class Call:
             raise errors.request_body_too_large(f"The request body exceeds {limit} bytes")
         if model is None:
             return {}
+        data = versions.before_decode(model, self.api_version, data)
         try:
             obj = decode_body(data, model, required=model not in _OPTIONAL_BODIES)
         except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a JSON string
@@ -116,6 +107,7 @@ class Call:
         normalise_enums(obj)
         validate_durations(obj, rewrite=True)
         result: Body = to_wire(obj)
+        versions.after_decode(model, self.api_version, result)
         return result
 
 
@@ -158,8 +150,8 @@ class Api:
             rid = str(uuid.uuid4())
             base = self.base_url(request)
             head = request.method == "HEAD"
+            version = request.query_params.get("api-version")
             try:
-                version = request.query_params.get("api-version")
                 if not version:
                     raise errors.missing_query_parameter("api-version")
                 if version not in API_VERSIONS:
@@ -167,7 +159,7 @@ class Api:
                 self.authenticate(request)
                 resp = await fn(Call(request, rid, base, version))
             except errors.BatchError as e:
-                resp = http.error_response(e, base, rid, head)
+                resp = http.error_response(versions.error(version, e), base, rid, head)
             except Exception:
                 log.exception("unhandled error in %s %s", request.method, request.url.path)
                 resp = http.error_response(errors.internal_error(), base, rid, head)
@@ -218,6 +210,7 @@ def _entity(call: Call, kind: str, path: str, body: Body, select: list[str] | No
     from batchyard.models.resources import select_props
 
     body = _absolute(call.base_url, dict(body, url=call.base_url + path))
+    body = versions.response(kind, call.api_version, body)
     out: Body = {"odata.metadata": f"{call.base_url}/$metadata#{kind}/@Element"}
     out.update(select_props(body, select))
     return http.json_response(out, 200, http.entity_headers(body["eTag"], body["lastModified"]))
@@ -239,7 +232,7 @@ def _list(
             it = _absolute(call.base_url, dict(it, url=call.base_url + path_of(it)))
         elif "url" in it and str(it["url"]).startswith("/"):
             it = dict(it, url=call.base_url + it["url"])
-        value.append(select_props(it, q.select))
+        value.append(select_props(versions.response(kind, call.api_version, it), q.select))
     out: Body = {"odata.metadata": f"{call.base_url}/$metadata#{kind}", "value": value}
     if token:
         params = [f"api-version={call.api_version}", f"maxresults={q.max_results}"]
@@ -408,6 +401,7 @@ def create_app(
 
     async def task_counts(c: Call) -> Response:
         counts = jobs.task_counts(ctx, _p(c, "job_id"))
+        counts = versions.response("taskcounts", c.api_version, counts)
         return http.json_response(
             {"odata.metadata": f"{c.base_url}/$metadata#taskcountsresult/@Element", **counts}
         )
@@ -421,7 +415,10 @@ def create_app(
         group = await c.body(wire.BatchTaskGroup)
         results = tasks.add_collection(ctx, _p(c, "job_id"), list(group.get("value") or []), c.base_url)
         return http.json_response(
-            {"odata.metadata": f"{c.base_url}/$metadata#taskaddresult", "value": results}
+            {
+                "odata.metadata": f"{c.base_url}/$metadata#taskaddresult",
+                "value": [versions.response("taskaddresult", c.api_version, r) for r in results],
+            }
         )
 
     async def list_tasks(c: Call) -> Response:
@@ -496,6 +493,7 @@ def create_app(
         pool_id = _p(c, "pool_id")
         body = nodes.get_node(ctx, pool_id, _p(c, "node_id"))
         body = _absolute(c.base_url, dict(body, url=f"{c.base_url}/pools/{pool_id}/nodes/{body['id']}"))
+        body = versions.response("nodes", c.api_version, body)
         out = {"odata.metadata": f"{c.base_url}/$metadata#nodes/@Element"}
         from batchyard.models.resources import select_props
 
