@@ -351,7 +351,7 @@ class PoolManager:
         log.error("pool %s: cannot start node agents: %s", pool["id"], err)
         body = pool["body"]
         nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool_key)
-        _, now_text, etag = self.ctx.stamp()
+        _, now_text, _ = self.ctx.stamp()
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
         body["resizeErrors"] = [
@@ -364,12 +364,8 @@ class PoolManager:
         body["allocationState"] = "steady"
         body["allocationStateTransitionTime"] = now_text
         body.pop("_deallocation", None)
-        stamp_body(body, etag, now_text)
-        tx.update(
-            schema.pools,
-            {"body": body, "alloc_state": "steady", "etag": etag, "last_modified": now_text},
-            key=pool_key,
-        )
+        # a service-side allocation change keeps the pool's ETag (see _grow)
+        tx.update(schema.pools, {"body": body, "alloc_state": "steady"}, key=pool_key)
 
     def _unusable(self, tx: Tx, n: Row, err: OSError, now_text: str) -> None:
         """A node whose agent cannot be started again: `unusable` with the reason, never retried in a loop."""
