@@ -167,7 +167,7 @@ SPEC_ONLY: dict[str, dict[str, tuple[str, ...]]] = {
         "pool.replace": ("certificateReferences", "targetNodeCommunicationMode"),
         "job.create": ("jobManagerTask.authenticationTokenSettings",),
         "task.create": ("authenticationTokenSettings",),
-        "pool": ("targetNodeCommunicationMode", "resourceTags"),
+        "pool": ("targetNodeCommunicationMode", "currentNodeCommunicationMode", "resourceTags"),
         "task": ("authenticationTokenSettings",),
         "task.collection": ("value.authenticationTokenSettings",),
     },

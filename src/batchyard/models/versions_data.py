@@ -2899,7 +2899,7 @@ cloudServiceConfiguration 7-19
 creationTime 7-21
 currentDedicatedNodes 7-21
 currentLowPriorityNodes 7-21
-currentNodeCommunicationMode 16-20
+currentNodeCommunicationMode 16-21
 displayName 7-21
 eTag 7-21
 enableAutoScale 7-21
