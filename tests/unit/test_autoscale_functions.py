@@ -130,7 +130,9 @@ def test_rand_is_uniform_and_follows_the_injected_seed() -> None:
 
 
 def test_stop_ends_the_evaluation_keeping_what_was_set() -> None:
-    result = evaluate("$TargetDedicatedNodes = 4; stop(); $TargetDedicatedNodes = 9; $after = 1", Inputs(now=NOW))
+    result = evaluate(
+        "$TargetDedicatedNodes = 4; stop(); $TargetDedicatedNodes = 9; $after = 1", Inputs(now=NOW)
+    )
     assert result.error is None
     assert result.target_dedicated == 4
     assert "$after" not in result.results
@@ -217,7 +219,11 @@ def test_pool_figures_read_as_doubles() -> None:
         ("$x = -lg(1, 2)", 6, "Operator '-' is not defined for doubleVec"),
         ("$x = time() ? 1 : 2", 13, "The condition of '?:' needs a double"),
         ("$x = $CPUPercent + 1", 18, "sample set $CPUPercent (read it with GetSample)"),
-        ("$x = avg($PendingTasks)", 9, "Function 'avg' expects a double but was given a sample set ($PendingTasks"),
+        (
+            "$x = avg($PendingTasks)",
+            9,
+            "Function 'avg' expects a double but was given a sample set ($PendingTasks",
+        ),
         ("$x = avg(time())", 9, "Function 'avg' expects a double but was given a timestamp"),
         ("$x = avg()", 9, "needs at least one value"),
         ("$x = max($CPUPercent.GetSample(0))", 9, "Function 'max' needs at least one value"),
@@ -235,11 +241,19 @@ def test_pool_figures_read_as_doubles() -> None:
         ("$x = (1).hour", 10, "Member 'hour' applies to a timestamp, not to a double"),
         ("$x = (1).GetSample(1)", 19, "Method 'GetSample' applies to a sample set"),
         ("$x = undefinedThing + 1", 6, "Undefined variable undefinedThing"),
-        ("$TargetDedicatedNodes = time()", 1, "$TargetDedicatedNodes must be a double but was given a timestamp"),
+        (
+            "$TargetDedicatedNodes = time()",
+            1,
+            "$TargetDedicatedNodes must be a double but was given a timestamp",
+        ),
         ("$TargetLowPriorityNodes = lg(1, 2)", 1, "must be a double but was given a doubleVec"),
         ("$NodeDeallocationOption = 1", 1, "must be one of requeue, terminate, taskcompletion, retaineddata"),
         ('$NodeDeallocationOption = "later"', 1, "must be one of"),
-        ("$TargetDedicatedNodes = -1", 1, "$TargetDedicatedNodes must be a number of nodes (0 or more) but is -1"),
+        (
+            "$TargetDedicatedNodes = -1",
+            1,
+            "$TargetDedicatedNodes must be a number of nodes (0 or more) but is -1",
+        ),
         ("$TargetLowPriorityNodes = 1 / 0", 1, "but is Infinity"),
         ("$TargetDedicatedNodes = 0 / 0", 1, "but is NaN"),
         ("$x = TimeInterval_Year * 1e300", 24, "out of range"),
@@ -256,17 +270,24 @@ def test_evaluation_errors(formula: str, col: int, fragment: str) -> None:
 
 
 def test_an_evaluation_error_keeps_the_values_set_before_it() -> None:
-    result = evaluate("$TargetDedicatedNodes = 5; $a = 1; $b = time() + 1; $c = 2", Inputs(now=NOW, target_dedicated=2))
+    result = evaluate(
+        "$TargetDedicatedNodes = 5; $a = 1; $b = time() + 1; $c = 2", Inputs(now=NOW, target_dedicated=2)
+    )
     assert result.error is not None
     assert result.error.message == "Autoscale evaluation failed"
-    assert result.results == "$TargetDedicatedNodes=5;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue;$a=1"
+    assert (
+        result.results
+        == "$TargetDedicatedNodes=5;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue;$a=1"
+    )
 
 
 def test_a_bare_undefined_variable_is_an_evaluation_error_with_the_pool_targets() -> None:
     # The JS SDK's recorded test: "$something_useless" → AutoScalingFormulaEvaluationError, results unchanged.
     result = evaluate("$something_useless", Inputs(now=NOW, target_dedicated=2))
     assert result.error is not None and result.error.code == "AutoScalingFormulaEvaluationError"
-    assert result.results == "$TargetDedicatedNodes=2;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue"
+    assert (
+        result.results == "$TargetDedicatedNodes=2;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue"
+    )
 
 
 # ---- read-write service variables --------------------------------------------------------------------
@@ -284,7 +305,10 @@ def test_targets_start_at_the_pool_targets_and_fractions_truncate() -> None:
 def test_aliases_and_the_full_name_wins() -> None:
     only_alias = evaluate("$TargetDedicated = 4; $TargetLowPriority = 6", Inputs(now=NOW))
     assert (only_alias.target_dedicated, only_alias.target_low_priority) == (4, 6)
-    assert only_alias.results == "$TargetDedicatedNodes=4;$TargetLowPriorityNodes=6;$NodeDeallocationOption=requeue"
+    assert (
+        only_alias.results
+        == "$TargetDedicatedNodes=4;$TargetLowPriorityNodes=6;$NodeDeallocationOption=requeue"
+    )
     both = evaluate("$TargetDedicatedNodes = 1; $TargetDedicated = 9", Inputs(now=NOW))
     assert both.target_dedicated == 1
 
@@ -309,6 +333,23 @@ def test_keywords_in_arithmetic_are_type_errors() -> None:
 def test_inputs_refuse_unknown_metrics() -> None:
     with pytest.raises(ValueError, match="unknown metrics"):
         Inputs(now=NOW, metrics={"$Bogus": None})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    ("expr", "printed"),
+    [
+        ("sum(1e308, 1e308)", "Infinity"),
+        ("avg(1e308, 1e308)", "Infinity"),
+        ("sum(1e308 * 10, -1e308 * 10)", "NaN"),
+        ("std(1e200, -1e200)", "Infinity"),
+        ("norm(1e200, 1e200)", "Infinity"),
+        ("lg(1e308 * 10)", "Infinity"),
+        ("round(1e308 * 10)", "Infinity"),
+        ("lg(2, 4) * 1e308 * 1e308", "[Infinity,Infinity]"),
+    ],
+)
+def test_overflow_gives_ieee_values_not_crashes(expr: str, printed: str) -> None:
+    assert value(expr) == printed
 
 
 def test_math_helpers_are_finite_for_large_vectors() -> None:

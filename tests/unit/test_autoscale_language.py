@@ -128,7 +128,9 @@ def test_syntax_errors_name_line_and_column(formula: str, line: int, col: int, f
 def test_a_syntax_error_through_evaluate_keeps_the_pool_targets_in_the_results() -> None:
     result = evaluate("$TargetDedicatedNodes = (", Inputs(now=NOW, target_dedicated=3, target_low_priority=1))
     assert result.error is not None and result.error.code == SYNTAX_ERROR
-    assert result.results == "$TargetDedicatedNodes=3;$TargetLowPriorityNodes=1;$NodeDeallocationOption=requeue"
+    assert (
+        result.results == "$TargetDedicatedNodes=3;$TargetLowPriorityNodes=1;$NodeDeallocationOption=requeue"
+    )
     assert result.target_dedicated is None
 
 
@@ -155,3 +157,28 @@ def test_crlf_line_endings_count_lines() -> None:
 
 def test_method_and_function_names_ignore_case() -> None:
     assert user("$n = $CPUPercent.count() + $CPUPercent.Count() + MAX(1, 2)", "$n") == "2"
+
+
+@pytest.mark.parametrize(
+    ("formula", "fragment"),
+    [
+        ("$a = " + "(" * 4000 + "1" + ")" * 4000, "nested too deeply"),
+        ("$a = " + "1+" * 4000 + "1", "too complex"),
+        ("$a = " + "-" * 8000 + "1", "too complex"),
+        ("$a = " + "max(" * 1500 + "1" + ")" * 1500, "nested too deeply"),
+        ("$a = " + "1?" * 2000 + "1" + ":1" * 2000, "nested too deeply"),
+        ("$a = time()" + ".hour" * 1600, "too complex"),
+    ],
+    ids=["parens", "sum", "negations", "calls", "ternaries", "members"],
+)
+def test_deep_formulas_are_refused_not_crashed(formula: str, fragment: str) -> None:
+    assert len(formula) <= MAX_LENGTH
+    error = syntax_error(formula)
+    assert error.code == SYNTAX_ERROR
+    assert fragment in error.detail
+
+
+def test_moderately_deep_formulas_still_work() -> None:
+    assert user("$a = " + "(" * 30 + "1" + ")" * 30, "$a") == "1"
+    assert user("$a = " + "1+" * 100 + "1", "$a") == "101"
+    assert user("$a = " + "max(" * 30 + "2" + ")" * 30, "$a") == "2"

@@ -7,9 +7,11 @@ The caller supplies the clock, the pool's figures and each metric's sample histo
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from batchyard.autoscale.errors import EVALUATION_ERROR, SYNTAX_ERROR, Fault, FormulaError
 from batchyard.autoscale.functions import FUNCTIONS, METHODS, TIME_INTERVALS, TIMESTAMP_MEMBERS, Context, Stop
@@ -76,6 +78,8 @@ SAMPLE_SETS = (
     "$SucceededTasks",
     "$FailedTasks",
 )
+# Older names still seen in formulas in the wild (doAzureParallel's MAX_CPU formula reads `$CurrentDedicated`).
+READ_ONLY_ALIASES = {"$CurrentDedicated": "$CurrentDedicatedNodes"}
 READ_ONLY = frozenset(POOL_FIGURES + SAMPLE_SETS)
 
 
@@ -102,6 +106,11 @@ class Inputs:
         if self.sample_period <= timedelta(0):
             raise ValueError("sample_period must be positive")
 
+    @cached_property
+    def ticks(self) -> tuple[int, int]:
+        """`now` and `sample_period` in 100 ns ticks, computed once per Inputs."""
+        return Timestamp.of(self.now).ticks, self.sample_period // timedelta(microseconds=1) * 10
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -120,8 +129,8 @@ class _Env:
 
     def __init__(self, inputs: Inputs) -> None:
         self.inputs = inputs
-        period = inputs.sample_period // timedelta(microseconds=1) * 10
-        self.ctx = Context(Timestamp.of(inputs.now).ticks, period, inputs.seed)
+        now, period = inputs.ticks
+        self.ctx = Context(now, period, inputs.seed)
         td, tl = float(inputs.target_dedicated), float(inputs.target_low_priority)
         self.vars: dict[str, Value] = {
             TARGET_DEDICATED: td,
@@ -279,8 +288,9 @@ def _compile_name(node: Name) -> Code:
     constant = TIME_INTERVALS.get(name)
     if constant is not None:
         return lambda env: constant
-    if name in READ_ONLY:
-        return lambda env: env.metric(name)
+    if name in READ_ONLY or name in READ_ONLY_ALIASES:
+        canonical = READ_ONLY_ALIASES.get(name, name)
+        return lambda env: env.metric(canonical)
     key = name if name.startswith("$") else "$" + name
     if name in NODE_DEALLOCATION_OPTIONS:
         option = Option(name)
@@ -309,8 +319,39 @@ def _compile_unary(node: Unary) -> Code:
     return run
 
 
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def _constant(node: Expr) -> Value | None:
+    """The value of a sub-expression built only from literals and TimeInterval constants, else None."""
+    if isinstance(node, Number | String):
+        return node.value
+    if isinstance(node, Name):
+        return TIME_INTERVALS.get(node.name)
+    if isinstance(node, Binary) and node.op not in ("&&", "||"):
+        left, right = _constant(node.left), _constant(node.right)
+        if left is None or right is None:
+            return None
+        try:
+            return _binary(node.op, left, right)
+        except Fault:
+            return None  # left to fail at evaluation, with its position
+    return None
+
+
 def _compile_binary(node: Binary) -> Code:
+    folded = _constant(node)
+    if folded is not None:
+        return lambda env: folded
     left, right, op, pos = _compile(node.left), _compile(node.right), node.op, node.pos
+    compare = _COMPARE.get(op)
     if op in ("&&", "||"):
         want = op == "||"
 
@@ -326,12 +367,16 @@ def _compile_binary(node: Binary) -> Code:
 
     def run(env: _Env) -> Value:
         a, b = left(env), right(env)
-        if type(a) is float and type(b) is float and op in ("+", "-", "*", "/"):
-            return _arith(op, a, b)  # the common case, without the table walk
+        if type(a) is float and type(b) is float:  # the common case, without the table walk
+            if compare is not None:
+                return 1.0 if compare(a, b) else 0.0
+            return _arith(op, a, b)
         try:
             return _binary(op, a, b)
         except Fault as fault:
             raise _at(pos, fault) from None
+        except (ArithmeticError, ValueError) as exc:
+            raise _at(pos, Fault(f"Arithmetic error in '{op}': {exc}")) from None
 
     return run
 
@@ -358,6 +403,8 @@ def _compile_call(node: Call) -> Code:
             return fn(values, env.ctx)
         except Fault as fault:
             raise _at(pos, fault) from None
+        except (ArithmeticError, ValueError) as exc:  # a safety net: numeric edge cases stay formula errors
+            raise _at(pos, Fault(f"Arithmetic error in '{node.name}': {exc}")) from None
 
     return run
 
@@ -394,6 +441,8 @@ def _compile_method(node: Method) -> Code:
             return method(metric, values, env.ctx)
         except Fault as fault:
             raise _at(pos, fault) from None
+        except (ArithmeticError, ValueError) as exc:
+            raise _at(pos, Fault(f"Arithmetic error in '{spelled}': {exc}")) from None
 
     return run
 
@@ -417,7 +466,7 @@ def _compile_statement(statement: Assign | Bare) -> Step:
 
     if name in TIME_INTERVALS:
         raise FormulaError(SYNTAX_ERROR, f"Cannot assign to the constant {name}", pos.line, pos.col)
-    if name in READ_ONLY:
+    if name in READ_ONLY or name in READ_ONLY_ALIASES:
         raise FormulaError(SYNTAX_ERROR, f"Cannot assign to the read-only variable {name}", pos.line, pos.col)
     if name in _TARGETS:
 

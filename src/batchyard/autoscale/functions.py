@@ -108,9 +108,17 @@ def _elementwise(fn: str, op: Callable[[float], float]) -> Function:
     return call
 
 
+def _total(xs: Sequence[float]) -> float:
+    """An exact sum, or the plain float sum (±Infinity, NaN) where the exact one overflows."""
+    try:
+        return math.fsum(xs)
+    except (OverflowError, ValueError):
+        return sum(xs, 0.0)
+
+
 def _avg(args: Sequence[Value], ctx: Context) -> Value:
     xs = _nonempty(args, "avg")
-    return math.fsum(xs) / len(xs)
+    return _total(xs) / len(xs)
 
 
 def _len(args: Sequence[Value], ctx: Context) -> Value:
@@ -131,11 +139,11 @@ def _range(args: Sequence[Value], ctx: Context) -> Value:
 
 
 def _norm(args: Sequence[Value], ctx: Context) -> Value:
-    return math.sqrt(math.fsum(x * x for x in _flatten(args, "norm")))
+    return math.sqrt(_total([x * x for x in _flatten(args, "norm")]))
 
 
 def _sum(args: Sequence[Value], ctx: Context) -> Value:
-    return math.fsum(_flatten(args, "sum"))
+    return _total(_flatten(args, "sum"))
 
 
 def _std(args: Sequence[Value], ctx: Context) -> Value:
@@ -143,8 +151,9 @@ def _std(args: Sequence[Value], ctx: Context) -> Value:
     xs = _nonempty(args, "std")
     if len(xs) < 2:
         return 0.0
-    mean = math.fsum(xs) / len(xs)
-    return math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    mean = _total(xs) / len(xs)
+    variance = _total([(x - mean) * (x - mean) for x in xs]) / (len(xs) - 1)
+    return math.sqrt(variance) if variance >= 0 else math.nan
 
 
 def _percentile(args: Sequence[Value], ctx: Context) -> Value:

@@ -29,6 +29,9 @@ from batchyard.autoscale.nodes import (
 
 MAX_LENGTH = 8192
 MAX_STATEMENTS = 100
+# Bounds that keep parsing and the compiled closures far from Python's recursion limit (decision 0070).
+MAX_NESTING = 40
+MAX_DEPTH = 120
 
 _LEVELS: tuple[frozenset[str], ...] = (
     frozenset({"||"}),
@@ -53,6 +56,7 @@ class _Parser:
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
         self.i = 0
+        self.nesting = 0
 
     def peek(self) -> Token:
         return self.tokens[self.i]
@@ -98,17 +102,27 @@ class _Parser:
         if tok.kind is Kind.NAME and nxt.kind is Kind.OP and nxt.text == "=":
             self.take()
             eq = self.take()
-            return Assign(Name(tok.text, Pos(tok.line, tok.col)), self.expression(), Pos(eq.line, eq.col))
-        return Bare(self.expression())
+            value = self.checked(self.expression(), tok)
+            return Assign(Name(tok.text, Pos(tok.line, tok.col)), value, Pos(eq.line, eq.col))
+        return Bare(self.checked(self.expression(), tok))
+
+    def checked(self, expr: Expr, tok: Token) -> Expr:
+        if _depth(expr) > MAX_DEPTH:
+            raise self.fail(tok, f"The statement is too complex (more than {MAX_DEPTH} levels of operations)")
+        return expr
 
     def expression(self) -> Expr:
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise self.fail(self.peek(), f"Expressions are nested too deeply (at most {MAX_NESTING} levels)")
         cond = self.binary(0)
         if self.is_op("?"):
             q = self.take()
             then = self.expression()
             self.expect(":")
             other = self.expression()
-            return Ternary(cond, then, other, Pos(q.line, q.col))
+            cond = Ternary(cond, then, other, Pos(q.line, q.col))
+        self.nesting -= 1
         return cond
 
     def binary(self, level: int) -> Expr:
@@ -125,11 +139,13 @@ class _Parser:
             left = Binary(tok.text, left, right, Pos(tok.line, tok.col))
 
     def unary(self) -> Expr:
-        tok = self.peek()
-        if tok.kind is Kind.OP and tok.text in ("-", "!"):
-            self.take()
-            return Unary(tok.text, self.unary(), Pos(tok.line, tok.col))
-        return self.postfix(self.primary())
+        ops: list[Token] = []
+        while (tok := self.peek()).kind is Kind.OP and tok.text in ("-", "!"):
+            ops.append(self.take())
+        expr = self.postfix(self.primary())
+        for tok in reversed(ops):
+            expr = Unary(tok.text, expr, Pos(tok.line, tok.col))
+        return expr
 
     def postfix(self, expr: Expr) -> Expr:
         while self.is_op("."):
@@ -178,3 +194,29 @@ class _Parser:
             self.expect(")")
             return inner
         raise self.fail(tok, f"Unexpected {tok.describe()}")
+
+
+def _children(expr: Expr) -> tuple[Expr, ...]:
+    if isinstance(expr, Unary):
+        return (expr.operand,)
+    if isinstance(expr, Binary):
+        return (expr.left, expr.right)
+    if isinstance(expr, Ternary):
+        return (expr.cond, expr.then, expr.other)
+    if isinstance(expr, Call):
+        return expr.args
+    if isinstance(expr, Member):
+        return (expr.target,)
+    if isinstance(expr, Method):
+        return (expr.target, *expr.args)
+    return ()
+
+
+def _depth(root: Expr) -> int:
+    """Tree depth, computed without recursion (the tree may be deep)."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in _children(node))
+    return deepest

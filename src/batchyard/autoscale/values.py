@@ -123,6 +123,8 @@ def format_double(x: float) -> str:
         return "Infinity" if x > 0 else "-Infinity"
     if x == 0:
         return "0"
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
     return f"{x:.15g}".replace("e", "E")
 
 
