@@ -330,6 +330,11 @@ def test_keywords_in_arithmetic_are_type_errors() -> None:
     assert "nodeDeallocationOption" in failure("$x = requeue + 1").detail
 
 
+def test_inputs_refuse_a_naive_clock() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Inputs(now=datetime(2026, 1, 1))
+
+
 def test_inputs_refuse_unknown_metrics() -> None:
     with pytest.raises(ValueError, match="unknown metrics"):
         Inputs(now=NOW, metrics={"$Bogus": None})  # type: ignore[dict-item]

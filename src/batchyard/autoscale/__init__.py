@@ -2,6 +2,11 @@
 
 Callers pass the clock, pool figures and metric histories as `Inputs`; `evaluate` returns the service's
 `$Name=value;…` results, the targets, and a `FormulaError` (code, message, values) when the run failed.
+
+    program = compile_formula(text)          # FormulaError → refuse the request (400)
+    run = program.evaluate(Inputs(now=clock(), target_dedicated=2, current_dedicated=2,
+                                  metrics={"$PendingTasks": Series.of(samples)}))
+    run.results, run.error, run.target_dedicated, run.node_deallocation_option
 """
 
 from batchyard.autoscale.errors import (

@@ -100,6 +100,8 @@ class Inputs:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise ValueError("now must be timezone-aware (UTC)")
         unknown = set(self.metrics) - READ_ONLY
         if unknown:
             raise ValueError(f"unknown metrics {sorted(unknown)}; known: {sorted(READ_ONLY)}")
