@@ -44,9 +44,9 @@ def main() -> None:
         """Best of five runs: the machine is shared, the minimum is the cost without interference."""
         return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
 
-    compile_us = best_us(lambda: compile_formula(FORMULA), 200)
+    compile_us = best_us(lambda: compile_formula(FORMULA), 1000)
     eval_us = best_us(lambda: program.evaluate(inputs), iterations)
-    once_us = best_us(lambda: evaluate(FORMULA, inputs), 500)
+    once_us = best_us(lambda: evaluate(FORMULA, inputs), 1000)
 
     print(f"compile (parse + closures): {compile_us:.1f} us")
     print(f"evaluate compiled formula:  {eval_us:.1f} us per evaluation (best of 5 x {iterations})")

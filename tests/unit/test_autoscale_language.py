@@ -110,6 +110,7 @@ def test_results_list_service_variables_then_user_variables_by_name() -> None:
         ("$a = $CPUPercent.$x", 1, 18, "Expected a member or method name"),
         ("$a = 1 ? 2", 1, 11, "Expected ':'"),
         ("$ = 1", 1, 1, "Expected a variable name after '$'"),
+        ("$a = $9", 1, 6, "Expected a variable name after '$'"),
         ("$a = 12abc", 1, 6, "Invalid number"),
         ("$a = max(1,)", 1, 12, "Unexpected ')'"),
         ("$CPUPercent = 1", 1, 1, "read-only variable $CPUPercent"),

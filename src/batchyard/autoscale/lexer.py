@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from batchyard.autoscale.errors import SYNTAX_ERROR, FormulaError
@@ -28,100 +29,57 @@ class Token:
         return "end of formula" if self.kind is Kind.EOF else f"'{self.text}'"
 
 
-_TWO = {"<=", ">=", "==", "!=", "&&", "||"}
-_ONE = set("+-*/!<>=?:(),.;")
-_NAME_START = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_NAME_CHARS = _NAME_START | set("0123456789")
-_DIGITS = set("0123456789")
+_TOKEN = re.compile(
+    r"""(?P<nl>\n)
+    |(?P<ws>[ \t\r\f\v]+)
+    |(?P<line>//[^\n]*)
+    |(?P<block>/\*.*?\*/)
+    |(?P<open>/\*)
+    |(?P<num>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
+    |(?P<name>\$?[A-Za-z_][A-Za-z0-9_]*)
+    |(?P<str>"(?:[^"\\\n]|\\["\\]|\\(?!["\\]))*")
+    |(?P<op><=|>=|==|!=|&&|\|\||[-+*/!<>=?:(),.;])""",
+    re.VERBOSE | re.DOTALL,
+)
+_ESCAPE = re.compile(r'\\(["\\])')
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
 
 
 def tokenize(src: str) -> list[Token]:
     """Split a formula into tokens; comments (`//…`, `/*…*/`) and whitespace are dropped."""
     out: list[Token] = []
     i, n, line, start = 0, len(src), 1, 0  # `start` is the index where the current line begins
-
-    def fail(detail: str, at: int) -> FormulaError:
-        return FormulaError(SYNTAX_ERROR, detail, line, at - start + 1)
-
+    match = _TOKEN.match
     while i < n:
-        c = src[i]
-        if c == "\n":
-            i += 1
-            line, start = line + 1, i
-            continue
-        if c in " \t\r\f\v":
-            i += 1
-            continue
-        if src.startswith("//", i):
-            while i < n and src[i] != "\n":
-                i += 1
-            continue
-        if src.startswith("/*", i):
-            end = src.find("*/", i + 2)
-            if end < 0:
-                raise fail("Unterminated comment", i)
-            for j in range(i, end):
-                if src[j] == "\n":
-                    line, start = line + 1, j + 1
-            i = end + 2
-            continue
-        col = i - start + 1
-        if c in _DIGITS or (c == "." and i + 1 < n and src[i + 1] in _DIGITS):
-            j = i
-            while j < n and src[j] in _DIGITS:
-                j += 1
-            if j < n and src[j] == ".":
-                j += 1
-                while j < n and src[j] in _DIGITS:
-                    j += 1
-            if j < n and src[j] in "eE":
-                k = j + 1
-                if k < n and src[k] in "+-":
-                    k += 1
-                if k < n and src[k] in _DIGITS:
-                    while k < n and src[k] in _DIGITS:
-                        k += 1
-                    j = k
-            text = src[i:j]
+        m = match(src, i)
+        if m is None:
+            c = src[i]
+            col = i - start + 1
+            if c == "$":
+                raise FormulaError(SYNTAX_ERROR, "Expected a variable name after '$'", line, col)
+            if c == '"':
+                raise FormulaError(SYNTAX_ERROR, "Unterminated string", line, col)
+            raise FormulaError(SYNTAX_ERROR, f"Unexpected character '{c}'", line, col)
+        kind, j = m.lastgroup, m.end()
+        if kind == "open":
+            raise FormulaError(SYNTAX_ERROR, "Unterminated comment", line, i - start + 1)
+        if kind == "nl":
+            line, start = line + 1, j
+        elif kind == "block":
+            breaks = src.count("\n", i, j)
+            if breaks:
+                line, start = line + breaks, src.rindex("\n", i, j) + 1
+        elif kind == "num":
+            text = m.group()
             if j < n and src[j] in _NAME_CHARS:
-                raise fail(f"Invalid number '{text}{src[j]}'", i)
-            out.append(Token(Kind.NUMBER, text, line, col, float(text)))
-            i = j
-            continue
-        if c == "$" or c in _NAME_START:
-            j = i + 1
-            while j < n and src[j] in _NAME_CHARS:
-                j += 1
-            if c == "$" and j == i + 1:
-                raise fail("Expected a variable name after '$'", i)
-            out.append(Token(Kind.NAME, src[i:j], line, col))
-            i = j
-            continue
-        if c == '"':
-            j, chars = i + 1, []
-            while True:
-                if j >= n or src[j] == "\n":
-                    raise fail("Unterminated string", i)
-                if src[j] == "\\" and j + 1 < n and src[j + 1] in '"\\':
-                    chars.append(src[j + 1])
-                    j += 2
-                    continue
-                if src[j] == '"':
-                    break
-                chars.append(src[j])
-                j += 1
-            out.append(Token(Kind.STRING, "".join(chars), line, col))
-            i = j + 1
-            continue
-        two = src[i : i + 2]
-        if two in _TWO:
-            out.append(Token(Kind.OP, two, line, col))
-            i += 2
-            continue
-        if c in _ONE:
-            out.append(Token(Kind.OP, c, line, col))
-            i += 1
-            continue
-        raise fail(f"Unexpected character '{c}'", i)
+                raise FormulaError(SYNTAX_ERROR, f"Invalid number '{text}{src[j]}'", line, i - start + 1)
+            out.append(Token(Kind.NUMBER, text, line, i - start + 1, float(text)))
+        elif kind == "name":
+            out.append(Token(Kind.NAME, m.group(), line, i - start + 1))
+        elif kind == "str":
+            out.append(Token(Kind.STRING, _ESCAPE.sub(r"\1", m.group()[1:-1]), line, i - start + 1))
+        elif kind == "op":
+            out.append(Token(Kind.OP, m.group(), line, i - start + 1))
+        i = j
     out.append(Token(Kind.EOF, "", line, n - start + 1))
     return out

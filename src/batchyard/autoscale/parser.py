@@ -33,14 +33,21 @@ MAX_STATEMENTS = 100
 MAX_NESTING = 40
 MAX_DEPTH = 120
 
-_LEVELS: tuple[frozenset[str], ...] = (
-    frozenset({"||"}),
-    frozenset({"&&"}),
-    frozenset({"==", "!="}),
-    frozenset({"<", "<=", ">", ">="}),
-    frozenset({"+", "-"}),
-    frozenset({"*", "/"}),
-)
+# Binding strength of the binary operators (higher binds tighter); all are left-associative.
+_PRECEDENCE = {
+    "||": 1,
+    "&&": 2,
+    "==": 3,
+    "!=": 3,
+    "<": 4,
+    "<=": 4,
+    ">": 4,
+    ">=": 4,
+    "+": 5,
+    "-": 5,
+    "*": 6,
+    "/": 6,
+}
 
 
 def parse(src: str) -> Formula:
@@ -115,7 +122,7 @@ class _Parser:
         self.nesting += 1
         if self.nesting > MAX_NESTING:
             raise self.fail(self.peek(), f"Expressions are nested too deeply (at most {MAX_NESTING} levels)")
-        cond = self.binary(0)
+        cond = self.binary(1)
         if self.is_op("?"):
             q = self.take()
             then = self.expression()
@@ -125,17 +132,16 @@ class _Parser:
         self.nesting -= 1
         return cond
 
-    def binary(self, level: int) -> Expr:
-        if level == len(_LEVELS):
-            return self.unary()
-        ops = _LEVELS[level]
-        left = self.binary(level + 1)
+    def binary(self, weakest: int) -> Expr:
+        """Precedence climbing: operators at least as strong as `weakest`, grouped to the left."""
+        left = self.unary()
         while True:
             tok = self.peek()
-            if tok.kind is not Kind.OP or tok.text not in ops:
+            strength = _PRECEDENCE.get(tok.text, 0) if tok.kind is Kind.OP else 0
+            if strength < weakest or strength == 0:
                 return left
             self.take()
-            right = self.binary(level + 1)
+            right = self.binary(strength + 1)
             left = Binary(tok.text, left, right, Pos(tok.line, tok.col))
 
     def unary(self) -> Expr:
