@@ -13,6 +13,7 @@ from batchyard.autoscale import (
     TOO_LONG,
     FormulaError,
     Inputs,
+    Series,
     compile_formula,
     evaluate,
 )
@@ -183,3 +184,32 @@ def test_moderately_deep_formulas_still_work() -> None:
     assert user("$a = " + "(" * 30 + "1" + ")" * 30, "$a") == "1"
     assert user("$a = " + "1+" * 100 + "1", "$a") == "101"
     assert user("$a = " + "max(" * 30 + "2" + ")" * 30, "$a") == "2"
+
+
+def test_string_escapes() -> None:
+    assert user('$s = "say \\"hi\\" \\\\ now"', "$s") == 'say "hi" \\ now'
+    assert user('$s = "back\\slash"', "$s") == "back\\slash"
+
+
+def test_a_user_variable_may_shadow_a_keyword() -> None:
+    assert user("requeue = 5; $x = requeue + 1", "$x") == "6"
+    assert user("$x = taskcompletion", "$x") == "taskcompletion"
+
+
+def test_a_formula_from_the_wild_with_vector_sums() -> None:
+    # A formula published on ddeutils' Azure Batch notes: GetSample(1) vectors added, then clamped.
+    formula = """$NodeDeallocationOption = taskcompletion;
+minNodes = 1;
+maxNodes = 10;
+activeTasks = $ActiveTasks.GetSample(1);
+runningTasks = $RunningTasks.GetSample(1);
+totalTasks = activeTasks + runningTasks;
+nodes = min(max(minNodes, totalTasks), maxNodes);
+$TargetDedicated = nodes;"""
+    fresh = evaluate(formula, Inputs(now=NOW))
+    assert fresh.error is None and fresh.target_dedicated == 1
+    assert fresh.results.endswith("$totalTasks=[]")
+    metrics = {"$ActiveTasks": Series.of([(NOW, 3.0)]), "$RunningTasks": Series.of([(NOW, 4.0)])}
+    busy = evaluate(formula, Inputs(now=NOW, metrics=metrics))
+    assert busy.target_dedicated == 7
+    assert busy.results.endswith("$nodes=7;$runningTasks=[4];$totalTasks=[7]")
