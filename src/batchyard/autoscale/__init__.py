@@ -16,16 +16,8 @@ from batchyard.autoscale.errors import (
     TOO_LONG,
     FormulaError,
 )
-from batchyard.autoscale.evaluator import (
-    POOL_FIGURES,
-    READ_ONLY,
-    SAMPLE_SETS,
-    Evaluation,
-    Inputs,
-    Program,
-    compile_formula,
-    evaluate,
-)
+from batchyard.autoscale.evaluator import Evaluation, Program, compile_formula, evaluate
+from batchyard.autoscale.inputs import POOL_FIGURES, READ_ONLY, SAMPLE_SETS, Inputs
 from batchyard.autoscale.parser import MAX_LENGTH, MAX_STATEMENTS, parse
 from batchyard.autoscale.values import Series
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
-from batchyard.autoscale.errors import INSUFFICIENT_SAMPLE_DATA, Fault
+from batchyard.autoscale.errors import Fault
 from batchyard.autoscale.values import (
     TICKS_PER_SECOND,
     Interval,
@@ -46,15 +46,15 @@ class Context:
 Function = Callable[[Sequence[Value], Context], Value]
 
 
-def _double(value: Value, where: str) -> float:
+def as_double(value: Value, where: str) -> float:
     if isinstance(value, float):
         return value
     if isinstance(value, Metric) and value.current is not None:
         return value.current
-    raise Fault(f"{where} expects a double but was given a {_shown(value)}")
+    raise Fault(f"{where} expects a double but was given a {described(value)}")
 
 
-def _shown(value: Value) -> str:
+def described(value: Value) -> str:
     if isinstance(value, Metric):
         return f"sample set ({value.name}; read it with GetSample)"
     return type_name(value)
@@ -67,7 +67,7 @@ def _flatten(args: Sequence[Value], fn: str) -> list[float]:
         if isinstance(arg, tuple):
             out.extend(arg)
         else:
-            out.append(_double(arg, f"Function '{fn}'"))
+            out.append(as_double(arg, f"Function '{fn}'"))
     return out
 
 
@@ -102,7 +102,7 @@ def _elementwise(fn: str, op: Callable[[float], float]) -> Function:
         if not args:
             raise Fault(f"Function '{fn}' needs at least one value")
         if len(args) == 1 and not isinstance(args[0], tuple):
-            return op(_double(args[0], f"Function '{fn}'"))
+            return op(as_double(args[0], f"Function '{fn}'"))
         return tuple(op(x) for x in _flatten(args, fn))
 
     return call
@@ -160,7 +160,7 @@ def _percentile(args: Sequence[Value], ctx: Context) -> Value:
     """The nearest-rank element: the smallest value with at least p% of the vector at or below it."""
     _arity(args, "percentile", 2, 2)
     xs = sorted(_nonempty(args[:1], "percentile"))
-    p = _double(args[1], "Function 'percentile'")
+    p = as_double(args[1], "Function 'percentile'")
     if not 0 <= p <= 100:
         raise Fault(
             f"Function 'percentile' expects a percentile between 0 and 100 but was given {format_double(p)}"
@@ -183,8 +183,8 @@ def _val(args: Sequence[Value], ctx: Context) -> Value:
     _arity(args, "val", 2, 2)
     vec = args[0]
     if not isinstance(vec, tuple):
-        raise Fault(f"Function 'val' expects a doubleVec but was given a {_shown(vec)}")
-    i = _double(args[1], "Function 'val'")
+        raise Fault(f"Function 'val' expects a doubleVec but was given a {described(vec)}")
+    i = as_double(args[1], "Function 'val'")
     if not math.isfinite(i) or not 0 <= int(i) < len(vec):
         raise Fault(f"Function 'val': index {format_double(i)} is outside the vector of length {len(vec)}")
     return vec[int(i)]
@@ -196,7 +196,7 @@ def _time(args: Sequence[Value], ctx: Context) -> Value:
         return Timestamp(ctx.now)
     text = args[0]
     if not isinstance(text, str):
-        raise Fault(f"Function 'time' expects a string but was given a {_shown(text)}")
+        raise Fault(f"Function 'time' expects a string but was given a {described(text)}")
     if text == "":
         return Timestamp(ctx.now)
     return Timestamp.of(parse_time(text))
@@ -272,102 +272,6 @@ FUNCTIONS: dict[str, Function] = {
     "ceil": _rounding("ceil", math.ceil),
     "floor": _rounding("floor", math.floor),
     "round": _rounding("round", round),
-}
-
-
-# ---- sample-set methods ------------------------------------------------------------------------------
-
-
-def _point(value: Value, ctx: Context, method: str) -> int:
-    """A window edge: a timeinterval looks back from now, a timestamp is absolute."""
-    if isinstance(value, Interval):
-        return ctx.now - value.ticks
-    if isinstance(value, Timestamp):
-        return value.ticks
-    raise Fault(f"Method '{method}' expects a timeinterval or timestamp but was given a {_shown(value)}")
-
-
-def _window(
-    metric: Metric, args: Sequence[Value], ctx: Context, method: str
-) -> tuple[tuple[float, ...], float]:
-    """The samples of a window and the percentage of the possible samples that are present."""
-    lo = _point(args[0], ctx, method)
-    hi = _point(args[1], ctx, method) if len(args) > 1 else ctx.now
-    lo, hi = min(lo, hi), max(lo, hi)
-    got = metric.series.window(lo, hi)
-    possible = max(1, (hi - lo) // ctx.period)
-    return got, min(100.0, 100.0 * len(got) / possible)
-
-
-def _get_sample(metric: Metric, args: Sequence[Value], ctx: Context) -> Value:
-    if not 1 <= len(args) <= 3:
-        raise Fault(f"Method 'GetSample' takes 1 to 3 arguments but was given {len(args)}")
-    first = args[0]
-    if len(args) == 1 and not isinstance(first, Interval | Timestamp):
-        count = _double(first, "Method 'GetSample'")
-        if not math.isfinite(count) or count < 0:
-            raise Fault(
-                f"Method 'GetSample' expects a sample count of 0 or more but was given {format_double(count)}"
-            )
-        n = int(count)
-        values = metric.series.values
-        return values[len(values) - n :] if n else ()
-    edges: Sequence[Value] = args
-    wanted = 0.0
-    last = args[-1]
-    if len(args) == 3 or (len(args) == 2 and not isinstance(last, Interval | Timestamp)):
-        wanted = _double(last, "Method 'GetSample' (samplePercent)")
-        if not 0 <= wanted <= 100:
-            raise Fault(
-                f"Method 'GetSample' expects a samplePercent between 0 and 100 but was given {format_double(wanted)}"
-            )
-        edges = args[:-1]
-    got, percent = _window(metric, edges, ctx, "GetSample")
-    if percent < wanted:
-        raise Fault(
-            f"Insufficient data from data set: {metric.name} wanted {format_double(wanted)}%, received {int(percent)}%",
-            INSUFFICIENT_SAMPLE_DATA,
-        )
-    return got
-
-
-def _get_sample_percent(metric: Metric, args: Sequence[Value], ctx: Context) -> Value:
-    if not 1 <= len(args) <= 2:
-        raise Fault(f"Method 'GetSamplePercent' takes 1 or 2 arguments but was given {len(args)}")
-    return _window(metric, args, ctx, "GetSamplePercent")[1]
-
-
-def _get_sample_period(metric: Metric, args: Sequence[Value], ctx: Context) -> Value:
-    if args:
-        raise Fault("Method 'GetSamplePeriod' takes no arguments")
-    return Interval(ctx.period)
-
-
-def _count(metric: Metric, args: Sequence[Value], ctx: Context) -> Value:
-    if args:
-        raise Fault("Method 'Count' takes no arguments")
-    return float(len(metric.series.times))
-
-
-def _history_begin_time(metric: Metric, args: Sequence[Value], ctx: Context) -> Value:
-    if args:
-        raise Fault("Method 'HistoryBeginTime' takes no arguments")
-    if not metric.series.times:
-        raise Fault(
-            f"Insufficient data from data set: {metric.name} has no samples", INSUFFICIENT_SAMPLE_DATA
-        )
-    return Timestamp(metric.series.times[0])
-
-
-MethodFn = Callable[[Metric, Sequence[Value], Context], Value]
-
-# Keyed by lower-case name: the service's spelling is `GetSample`, formulas in the wild also write `count`.
-METHODS: dict[str, tuple[str, MethodFn]] = {
-    "getsample": ("GetSample", _get_sample),
-    "getsamplepercent": ("GetSamplePercent", _get_sample_percent),
-    "getsampleperiod": ("GetSamplePeriod", _get_sample_period),
-    "count": ("Count", _count),
-    "historybegintime": ("HistoryBeginTime", _history_begin_time),
 }
 
 

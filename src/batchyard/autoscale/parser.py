@@ -7,7 +7,7 @@ Precedence, loosest first: `?:` (right-assoc) < `||` < `&&` < `== !=` < `< <= > 
 from __future__ import annotations
 
 from batchyard.autoscale.errors import SYNTAX_ERROR, TOO_LONG, FormulaError
-from batchyard.autoscale.functions import FUNCTIONS, METHODS, TIMESTAMP_MEMBERS
+from batchyard.autoscale.functions import FUNCTIONS, TIMESTAMP_MEMBERS
 from batchyard.autoscale.lexer import Kind, Token, tokenize
 from batchyard.autoscale.nodes import (
     Assign,
@@ -26,6 +26,7 @@ from batchyard.autoscale.nodes import (
     Ternary,
     Unary,
 )
+from batchyard.autoscale.samples import METHODS
 
 MAX_LENGTH = 8192
 MAX_STATEMENTS = 100
