@@ -1,4 +1,4 @@
-"""Built-in functions, sample-set methods and timestamp members, each checking its argument types."""
+"""Built-in functions and timestamp members, each checking its argument types; the TimeInterval constants."""
 
 from __future__ import annotations
 
