@@ -1,0 +1,105 @@
+"""A node's download cache: one fetch per blob version, a local copy per task.
+
+Entries are keyed by the source URL *without its query* (so two tasks with different SAS tokens for the same
+blob share it) and hold the ETag the server sent. Every use still sends one conditional request with the
+caller's own credentials (``If-None-Match``): a 304 proves the caller may read the blob and that the cached
+bytes are current, so a cache never lets a task read what its SAS does not allow. Each task gets its own copy
+(a reflink where the file system can) rather than a hard link: a task that writes to or ``chmod``s its input
+must not change the cached bytes another task receives.
+
+Concurrency: one `asyncio.Lock` per key serialises fetches of the same blob in this process, so N tasks asking
+at once cause one download and N-1 304s. Entries are published by atomic renames, so a second process sharing
+the directory can at worst fetch a blob twice, never read a partial entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchyard.storage.atomic import AtomicFile, copy_atomic
+
+
+@dataclass
+class CacheStats:
+    """Counters for tests and benchmarks: validated reuses, fetches, and body bytes fetched."""
+
+    hits: int = 0
+    misses: int = 0
+    bytes_fetched: int = 0
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    etag: str
+    path: Path
+    size: int
+
+
+@dataclass
+class DownloadCache:
+    """The cache directory of one node (``<node root>/cache`` or any directory the agent owns)."""
+
+    root: Path
+    stats: CacheStats = field(default_factory=CacheStats)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(url_without_query: str) -> str:
+        return hashlib.sha256(url_without_query.encode()).hexdigest()
+
+    def lock(self, key: str) -> asyncio.Lock:
+        lk = self._locks.get(key)
+        if lk is None:
+            lk = self._locks[key] = asyncio.Lock()
+        return lk
+
+    def _index(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The current entry, if its data file is intact (size as recorded)."""
+        try:
+            meta = json.loads(self._index(key).read_text())
+            path = self.root / str(meta["file"])
+            if path.stat().st_size != int(meta["size"]):
+                return None
+            return CacheEntry(str(meta["etag"]), path, int(meta["size"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def new_file(self, key: str, etag: str) -> AtomicFile:
+        """A file to stream a fetched body into; `publish` it once complete."""
+        digest = hashlib.sha256(etag.encode()).hexdigest()[:16]
+        return AtomicFile(self.root / f"{key}-{digest}", 0o444)
+
+    def publish(self, key: str, url: str, etag: str, data: AtomicFile) -> CacheEntry:
+        """Make a completely written body the current entry of ``key`` and drop the replaced one."""
+        old = self.lookup(key)
+        data.commit()
+        index = AtomicFile(self._index(key), 0o644)
+        try:
+            index.write(
+                json.dumps({"url": url, "etag": etag, "file": data.target.name, "size": data.size}).encode()
+            )
+            index.commit()
+        except BaseException:
+            index.abort()
+            raise
+        if old is not None and old.path != data.target:
+            try:
+                os.unlink(old.path)
+            except FileNotFoundError:
+                pass
+        return CacheEntry(etag, data.target, data.size)
+
+    def place(self, entry: CacheEntry, target: Path, mode: int) -> int:
+        """Copy a cached body to ``target`` (atomically, with the task's file mode)."""
+        return copy_atomic(entry.path, target, mode)
