@@ -224,6 +224,11 @@ def _blob_opener(blob: BlobClient, detail: tuple[str, str]) -> _Opener:
                 downloader = await blob.download_blob()
         except ResourceNotModifiedError:
             downloader = None
+        except HttpResponseError as e:
+            # the storage client reports a 304 as a "condition not met" error rather than the azure-core type
+            if e.status_code != 304 or not if_none_match:
+                raise Failed(blob_failure(e).with_details(detail, ("Reason", _reason(e)))) from e
+            downloader = None
         except AzureError as e:
             raise Failed(blob_failure(e).with_details(detail, ("Reason", _reason(e)))) from e
         if downloader is None:
