@@ -262,7 +262,7 @@ def test_cache_fetches_a_shared_blob_once(azurite: Azurite, container: str, tmp_
     for i in range(n):
         assert (tmp_path / f"t{i}/wd/shared/model.bin").read_bytes() == data
     assert (tmp_path / "h/wd/m.bin").read_bytes() == data
-    served = azurite.log_entries("GET", f"/{container}/shared/model.bin")
+    served = azurite.wait_log_entries("GET", f"/{container}/shared/model.bin", n + 1)
     body_bytes = sum(b for status, b in served if status in (200, 206))
     assert body_bytes == len(data)  # fetched from storage once
     assert sorted(s for s, _ in served).count(304) == n  # the other n tasks validated with If-None-Match

@@ -172,6 +172,17 @@ class Azurite:
         )
         return f"{self.blob_endpoint}/{container}/{quote(blob)}?{sas}"
 
+    def wait_log_entries(
+        self, method: str, path_contains: str, at_least: int, timeout: float = 10.0
+    ) -> list[tuple[int, int]]:
+        """`log_entries` once there are ``at_least`` of them (Azurite writes its log after responding)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = self.log_entries(method, path_contains)
+            if len(entries) >= at_least or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.02)
+
     def log_entries(self, method: str, path_contains: str) -> list[tuple[int, int]]:
         """``(status, body bytes)`` of each logged ``method`` request whose path contains ``path_contains``."""
         pat = re.compile(r'"(\w+) (\S+) HTTP/[\d.]+" (\d{3}) (\d+|-)')

@@ -203,3 +203,37 @@ def test_symlink_in_the_working_dir_cannot_redirect_a_download(server: FileServe
     res = asyncio.run(download_resource_files([rf(url, "link/x.txt")], wd, FAST))
     assert res.failure is not None and res.failure.code == "ResourceFileCreateFailed"
     assert list(outside.iterdir()) == []
+
+
+def test_killed_download_leaves_no_file_under_the_final_name(server: FileServer, tmp_path: Path) -> None:
+    """SIGKILL of the downloading process (an agent killed mid-download): at most a hidden temporary remains."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server.put("big.bin", os.urandom(256 * 1024))
+    wd = tmp_path / "wd"
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from batchyard.storage import download_resource_files, parse_resource_file\n"
+        "rf = parse_resource_file({'httpUrl': sys.argv[1], 'filePath': 'big.bin'})\n"
+        "asyncio.run(download_resource_files([rf], Path(sys.argv[2])))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", script, server.url + "/stall/big.bin", str(wd)], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not (wd.exists() and any(p.name.endswith(".partial") for p in wd.iterdir())):
+            assert proc.poll() is None, "the downloader exited early"
+            assert time.monotonic() < deadline, "no temporary file appeared"
+            server.stalled.wait(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (wd / "big.bin").exists()
+    assert [p.name for p in wd.iterdir() if not p.name.startswith(".")] == []

@@ -16,10 +16,10 @@ from batchyard.storage import (
     parse_resource_file,
     should_upload,
 )
+from batchyard.storage.azblob import upload_kwargs
 from batchyard.storage.failures import BLOB_NOT_FOUND, FailureKind
 from batchyard.storage.glob import Matched
 from batchyard.storage.paths import PathRefused, join_checked, relative_segments
-from batchyard.storage.upload import upload_kwargs
 
 
 def test_resource_file_sources() -> None:

@@ -27,25 +27,16 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ResourceNotModifiedError,
-    ServiceRequestTimeoutError,
-    ServiceResponseTimeoutError,
-)
-from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
 from batchyard.storage import failures as f
 from batchyard.storage.atomic import AtomicFile, copy_atomic, is_temp_name
 from batchyard.storage.cache import DownloadCache
 from batchyard.storage.failures import StagingFailure
-from batchyard.storage.paths import PathRefused, blob_path_segments, join_checked, safe_target
+from batchyard.storage.paths import PathRefused, join_checked, safe_target
 from batchyard.storage.spec import ResourceFile, SourceKind
 
 _CHUNK = 1 << 20
@@ -102,38 +93,30 @@ def strip_query(url: str) -> str:
     return urlunsplit((p.scheme, p.netloc, p.path, "", ""))
 
 
-def _reason(e: BaseException) -> str:
-    if isinstance(e, HttpResponseError):
-        code = getattr(e, "error_code", None) or (e.reason or "")
-        return f"{e.status_code} {code}".strip()
+def reason(e: BaseException) -> str:
+    """A one-line reason for ``details`` and logs (never a URL with its SAS)."""
     text = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _is_timeout(e: BaseException) -> bool:
-    return isinstance(e, (ServiceRequestTimeoutError, ServiceResponseTimeoutError, httpx.TimeoutException))
-
-
-def blob_failure(e: BaseException) -> StagingFailure:
-    """A failed blob/URL read in the service's codes."""
-    status = e.status_code if isinstance(e, HttpResponseError) else None
+def blob_failure(status: int | None, timed_out: bool = False) -> StagingFailure:
+    """A failed blob/URL read (HTTP status, or none for a transport error) in the service's codes."""
     if status in (404, 410):
         return f.BLOB_NOT_FOUND
     if status in (401, 403):
         return f.BLOB_ACCESS_DENIED
-    if status in (408, 504) or _is_timeout(e):
+    if status in (408, 504) or timed_out:
         return f.BLOB_DOWNLOAD_TIMED_OUT
     return f.BLOB_DOWNLOAD_MISC_ERROR
 
 
-def list_failure(e: BaseException) -> StagingFailure:
+def list_failure(status: int | None, timed_out: bool = False) -> StagingFailure:
     """A failed container listing in the service's codes."""
-    status = e.status_code if isinstance(e, HttpResponseError) else None
     if status == 404:
         return f.RESOURCE_CONTAINER_NOT_FOUND
     if status in (401, 403):
         return f.RESOURCE_CONTAINER_ACCESS_DENIED
-    if status in (408, 504) or _is_timeout(e):
+    if status in (408, 504) or timed_out:
         return f.RESOURCE_CONTAINER_LIST_TIMED_OUT
     return f.RESOURCE_CONTAINER_LIST_MISC_ERROR
 
@@ -144,15 +127,15 @@ def write_failure(e: OSError, creating: bool) -> StagingFailure:
     return f.RESOURCE_FILE_CREATE_FAILED if creating else f.RESOURCE_FILE_WRITE_FAILED
 
 
-class _Body(Protocol):
+class Body(Protocol):
     etag: str | None
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 
 
 #: Opens a source, conditionally on an ETag; yields ``None`` for "not modified".
-class _Opener(Protocol):
-    def __call__(self, if_none_match: str | None) -> AbstractAsyncContextManager[_Body | None]: ...
+class Opener(Protocol):
+    def __call__(self, if_none_match: str | None) -> AbstractAsyncContextManager[Body | None]: ...
 
 
 @dataclass
@@ -167,32 +150,9 @@ class _HttpBody:
         return self.resp.aiter_bytes(_CHUNK)
 
 
-@dataclass
-class _SdkBody:
-    downloader: object
-    etag: str | None = None
-
-    def __post_init__(self) -> None:
-        self.etag = getattr(getattr(self.downloader, "properties", None), "etag", None)
-
-    def chunks(self) -> AsyncIterator[bytes]:
-        it: AsyncIterator[bytes] = self.downloader.chunks()  # type: ignore[attr-defined]
-        return it
-
-
-def http_status_failure(status: int) -> StagingFailure:
-    if status in (404, 410):
-        return f.BLOB_NOT_FOUND
-    if status in (401, 403):
-        return f.BLOB_ACCESS_DENIED
-    if status in (408, 504):
-        return f.BLOB_DOWNLOAD_TIMED_OUT
-    return f.BLOB_DOWNLOAD_MISC_ERROR
-
-
-def _http_opener(client: httpx.AsyncClient, url: str, detail: tuple[str, str]) -> _Opener:
+def _http_opener(client: httpx.AsyncClient, url: str, detail: tuple[str, str]) -> Opener:
     @asynccontextmanager
-    async def open_(if_none_match: str | None) -> AsyncIterator[_Body | None]:
+    async def open_(if_none_match: str | None) -> AsyncIterator[Body | None]:
         headers = {"If-None-Match": if_none_match} if if_none_match else {}
         try:
             async with client.stream("GET", url, headers=headers) as resp:
@@ -201,49 +161,20 @@ def _http_opener(client: httpx.AsyncClient, url: str, detail: tuple[str, str]) -
                     return
                 if resp.status_code >= 300:
                     raise Failed(
-                        http_status_failure(resp.status_code).with_details(
+                        blob_failure(resp.status_code).with_details(
                             detail, ("Reason", f"{resp.status_code} {resp.reason_phrase}".strip())
                         )
                     )
                 yield _HttpBody(resp)
         except httpx.HTTPError as e:
-            raise Failed(blob_failure(e).with_details(detail, ("Reason", _reason(e)))) from e
-
-    return open_
-
-
-def _blob_opener(blob: BlobClient, detail: tuple[str, str]) -> _Opener:
-    @asynccontextmanager
-    async def open_(if_none_match: str | None) -> AsyncIterator[_Body | None]:
-        try:
-            if if_none_match:
-                downloader = await blob.download_blob(
-                    etag=if_none_match, match_condition=MatchConditions.IfModified
-                )
-            else:
-                downloader = await blob.download_blob()
-        except ResourceNotModifiedError:
-            downloader = None
-        except HttpResponseError as e:
-            # the storage client reports a 304 as a "condition not met" error rather than the azure-core type
-            if e.status_code != 304 or not if_none_match:
-                raise Failed(blob_failure(e).with_details(detail, ("Reason", _reason(e)))) from e
-            downloader = None
-        except AzureError as e:
-            raise Failed(blob_failure(e).with_details(detail, ("Reason", _reason(e)))) from e
-        if downloader is None:
-            yield None
-            return
-        try:
-            yield _SdkBody(downloader)
-        except AzureError as e:
-            raise Failed(blob_failure(e).with_details(detail, ("Reason", _reason(e)))) from e
+            timed_out = isinstance(e, httpx.TimeoutException)
+            raise Failed(blob_failure(None, timed_out).with_details(detail, ("Reason", reason(e)))) from e
 
     return open_
 
 
 @dataclass
-class _Run:
+class Run:
     """One call's state: options, shared clients, counters."""
 
     opts: StagingOptions
@@ -284,21 +215,21 @@ class _Run:
             raise Failed(f.RESOURCE_FILE_CREATE_FAILED.with_details(detail, ("Reason", str(e)))) from None
         except OSError as e:
             failure = f.DISK_FULL if e.errno == errno.ENOSPC else f.RESOURCE_DIRECTORY_CREATE_FAILED
-            raise Failed(failure.with_details(detail, ("Reason", _reason(e)))) from None
+            raise Failed(failure.with_details(detail, ("Reason", reason(e)))) from None
 
     def record(self, target: Path) -> None:
         self.placed.append(target.relative_to(os.path.realpath(self.target_dir)).as_posix())
 
-    async def stream(self, body: _Body, out: AtomicFile) -> None:
+    async def stream(self, body: Body, out: AtomicFile) -> None:
         try:
             async for chunk in body.chunks():
                 out.write(chunk)
                 self.bytes_fetched += len(chunk)
         except OSError as e:
-            raise Failed(write_failure(e, creating=False).with_details(("Reason", _reason(e)))) from e
+            raise Failed(write_failure(e, creating=False).with_details(("Reason", reason(e)))) from e
 
     async def fetch(
-        self, open_: _Opener, cache_url: str | None, target: Path, mode: int, detail: tuple[str, str]
+        self, open_: Opener, cache_url: str | None, target: Path, mode: int, detail: tuple[str, str]
     ) -> None:
         """Fetch one source into ``target`` (through the cache when there is one)."""
         cache = self.opts.cache
@@ -308,10 +239,10 @@ class _Run:
             else:
                 await self._fetch_cached(cache, open_, cache_url, target, mode)
         except OSError as e:
-            raise Failed(write_failure(e, creating=True).with_details(detail, ("Reason", _reason(e)))) from e
+            raise Failed(write_failure(e, creating=True).with_details(detail, ("Reason", reason(e)))) from e
         self.record(target)
 
-    async def _fetch_direct(self, open_: _Opener, target: Path, mode: int) -> None:
+    async def _fetch_direct(self, open_: Opener, target: Path, mode: int) -> None:
         async with open_(None) as body:
             assert body is not None
             out = AtomicFile(target, mode)
@@ -323,7 +254,7 @@ class _Run:
                 raise
 
     async def _fetch_cached(
-        self, cache: DownloadCache, open_: _Opener, url: str, target: Path, mode: int
+        self, cache: DownloadCache, open_: Opener, url: str, target: Path, mode: int
     ) -> None:
         key = cache.key(url)
         async with cache.lock(key):
@@ -356,7 +287,7 @@ class _Run:
             await asyncio.to_thread(cache.place, entry, target, mode)
 
 
-def _local_path(url: str, roots: tuple[Path, ...] | None) -> Path | None:
+def local_path(url: str, roots: tuple[Path, ...] | None) -> Path | None:
     """The host path a ``file://`` URL names, or ``None`` when outside the allowed roots."""
     path = Path(os.path.normpath(unquote(urlsplit(url).path)))
     if roots is None:
@@ -369,12 +300,12 @@ def _local_path(url: str, roots: tuple[Path, ...] | None) -> Path | None:
     return None
 
 
-async def _http_file(run: _Run, rf: ResourceFile) -> None:
+async def _http_file(run: Run, rf: ResourceFile) -> None:
     assert rf.file_path is not None
     detail = ("FilePath", rf.file_path)
     url = rf.source
     if urlsplit(url).scheme.lower() == "file":
-        src = _local_path(url, run.opts.local_roots)
+        src = local_path(url, run.opts.local_roots)
         if src is None:
             raise Failed(
                 f.BLOB_ACCESS_DENIED.with_details(detail, ("Reason", "outside the allowed local roots"))
@@ -389,13 +320,13 @@ async def _http_file(run: _Run, rf: ResourceFile) -> None:
     await run.fetch(_http_opener(run.http(), url, detail), strip_query(url), target, rf.file_mode, detail)
 
 
-async def _copy_local(run: _Run, src: Path, target: Path, mode: int, detail: tuple[str, str]) -> None:
+async def _copy_local(run: Run, src: Path, target: Path, mode: int, detail: tuple[str, str]) -> None:
     try:
         run.bytes_fetched += await asyncio.to_thread(copy_atomic, src, target, mode)
     except PermissionError as e:
-        raise Failed(f.BLOB_ACCESS_DENIED.with_details(detail, ("Reason", _reason(e)))) from e
+        raise Failed(f.BLOB_ACCESS_DENIED.with_details(detail, ("Reason", reason(e)))) from e
     except OSError as e:
-        raise Failed(write_failure(e, creating=True).with_details(detail, ("Reason", _reason(e)))) from e
+        raise Failed(write_failure(e, creating=True).with_details(detail, ("Reason", reason(e)))) from e
     run.record(target)
 
 
@@ -411,12 +342,12 @@ def _local_tree(root: Path, prefix: str) -> list[str]:
     return out
 
 
-async def _container(run: _Run, rf: ResourceFile) -> None:
+async def _container(run: Run, rf: ResourceFile) -> None:
     base = rf.file_path or ""
     detail_key = "ContainerUrl" if rf.kind is SourceKind.STORAGE_CONTAINER_URL else "AutoStorageContainerName"
     cdetail = (detail_key, strip_query(rf.source) if detail_key == "ContainerUrl" else rf.source)
     if rf.kind is SourceKind.STORAGE_CONTAINER_URL and urlsplit(rf.source).scheme.lower() == "file":
-        root = _local_path(rf.source, run.opts.local_roots)
+        root = local_path(rf.source, run.opts.local_roots)
         if root is None:
             raise Failed(
                 f.RESOURCE_CONTAINER_ACCESS_DENIED.with_details(
@@ -431,83 +362,23 @@ async def _container(run: _Run, rf: ResourceFile) -> None:
             names = await asyncio.to_thread(_local_tree, root, rf.blob_prefix or "")
         except PermissionError as e:
             raise Failed(
-                f.RESOURCE_CONTAINER_ACCESS_DENIED.with_details(cdetail, ("Reason", _reason(e)))
+                f.RESOURCE_CONTAINER_ACCESS_DENIED.with_details(cdetail, ("Reason", reason(e)))
             ) from e
         for name in names:
             detail = ("FilePath", f"{base}/{name}" if base else name)
             await _copy_local(run, root / name, run.target(base, name, detail=detail), rf.file_mode, detail)
         return
-    o = run.opts
-    kwargs: dict[str, Any] = {
-        "retry_total": o.retries,
-        "connection_timeout": o.timeout,
-        "read_timeout": o.timeout,
-    }
-    if rf.kind is SourceKind.AUTO_STORAGE_CONTAINER_NAME:
-        if not o.auto_storage_connection_string:
-            raise Failed(
-                f.RESOURCE_CONTAINER_NOT_FOUND.with_details(
-                    cdetail, ("Reason", "no auto-storage account is configured on this batchyard server")
-                )
-            )
-        try:
-            service = BlobServiceClient.from_connection_string(o.auto_storage_connection_string, **kwargs)
-        except ValueError as e:
-            raise Failed(
-                f.RESOURCE_CONTAINER_ACCESS_DENIED.with_details(cdetail, ("Reason", _reason(e)))
-            ) from e
-        async with service:
-            await _download_container(run, service.get_container_client(rf.source), rf, cdetail)
-    else:
-        async with ContainerClient.from_container_url(rf.source, **kwargs) as container:
-            await _download_container(run, container, rf, cdetail)
+    from batchyard.storage import azblob  # the Azure SDK costs ~1 s to import: only when a task needs it
+
+    await azblob.download_container(run, rf, cdetail)
 
 
-async def _download_container(
-    run: _Run, container: ContainerClient, rf: ResourceFile, cdetail: tuple[str, str]
-) -> None:
-    base = rf.file_path or ""
-    blobs: list[str] = []
-    try:
-        async for props in container.list_blobs(name_starts_with=rf.blob_prefix):
-            name = str(props.name)
-            if not name.endswith("/"):  # a "directory" marker blob holds no file
-                blobs.append(name)
-    except AzureError as e:
-        raise Failed(list_failure(e).with_details(cdetail, ("Reason", _reason(e)))) from e
-    targets: list[tuple[str, Path, tuple[str, str]]] = []
-    for name in blobs:
-        try:
-            rel = "/".join(blob_path_segments(name))
-        except PathRefused as e:
-            detail = ("BlobName", name)
-            raise Failed(f.RESOURCE_FILE_CREATE_FAILED.with_details(detail, ("Reason", str(e)))) from None
-        detail = ("FilePath", f"{base}/{rel}" if base else rel)
-        targets.append((name, run.target(base, rel, detail=detail), detail))
-    sem = asyncio.Semaphore(max(1, run.opts.concurrency))
-
-    async def one(name: str, target: Path, detail: tuple[str, str]) -> None:
-        async with sem:
-            blob = container.get_blob_client(name)
-            await run.fetch(_blob_opener(blob, detail), strip_query(blob.url), target, rf.file_mode, detail)
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for name, target, detail in targets:
-                tg.create_task(one(name, target, detail))
-    except BaseExceptionGroup as eg:
-        first = _first_failed(eg)
-        if first is None:
-            raise
-        raise first from None
-
-
-def _first_failed(eg: BaseExceptionGroup[BaseException]) -> Failed | None:
+def first_failed(eg: BaseExceptionGroup[BaseException]) -> Failed | None:
     for e in eg.exceptions:
         if isinstance(e, Failed):
             return e
         if isinstance(e, BaseExceptionGroup):
-            inner = _first_failed(e)
+            inner = first_failed(e)
             if inner is not None:
                 return inner
     return None
@@ -520,13 +391,13 @@ async def download_resource_files(
 
     Never raises for a storage or file-system problem; cancellation propagates (partial files are removed).
     """
-    run = _Run(options or StagingOptions(), target_dir)
+    run = Run(options or StagingOptions(), target_dir)
     try:
         try:
             target_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             failure = f.DISK_FULL if e.errno == errno.ENOSPC else f.RESOURCE_DIRECTORY_CREATE_FAILED
-            raise Failed(failure.with_details(("Reason", _reason(e)))) from e
+            raise Failed(failure.with_details(("Reason", reason(e)))) from e
         for rf in files:
             if rf.kind is SourceKind.HTTP_URL:
                 await _http_file(run, rf)

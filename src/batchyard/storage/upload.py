@@ -17,21 +17,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 from urllib.parse import urlsplit
-
-from azure.core.exceptions import AzureError, HttpResponseError
-from azure.storage.blob import ContentSettings, StandardBlobTier
-from azure.storage.blob.aio import ContainerClient
 
 from batchyard.storage import failures as f
 from batchyard.storage.atomic import copy_atomic
-from batchyard.storage.download import StagingOptions, _is_timeout, _local_path, _reason, strip_query
+from batchyard.storage.download import StagingOptions, local_path, reason
 from batchyard.storage.failures import StagingFailure
 from batchyard.storage.glob import Matched, find_files
 from batchyard.storage.paths import PathRefused, blob_path_segments, join_checked
@@ -60,58 +55,6 @@ def blob_name(output: OutputFile, matched: Matched) -> str:
     return f"{path}/{matched.relative}" if path else matched.relative
 
 
-def upload_failure(e: BaseException) -> StagingFailure:
-    status = e.status_code if isinstance(e, HttpResponseError) else None
-    if status == 404:
-        return f.FILE_UPLOAD_CONTAINER_NOT_FOUND
-    if status in (401, 403):
-        return f.FILE_UPLOAD_ACCESS_DENIED
-    if status in (409, 412):
-        return f.FILE_UPLOAD_CONFLICT
-    if status in (408, 504) or _is_timeout(e):
-        return f.FILE_UPLOAD_TIMED_OUT
-    return f.FILE_UPLOAD_MISC_ERROR
-
-
-_SETTINGS = {
-    "content-type": "content_type",
-    "x-ms-blob-content-type": "content_type",
-    "content-encoding": "content_encoding",
-    "x-ms-blob-content-encoding": "content_encoding",
-    "content-language": "content_language",
-    "x-ms-blob-content-language": "content_language",
-    "content-disposition": "content_disposition",
-    "x-ms-blob-content-disposition": "content_disposition",
-    "cache-control": "cache_control",
-    "x-ms-blob-cache-control": "cache_control",
-}
-
-
-def upload_kwargs(headers: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """``uploadHeaders`` (any Put Blob header, names case-insensitive) as blob client arguments."""
-    settings: dict[str, str] = {}
-    metadata: dict[str, str] = {}
-    raw: dict[str, str] = {}
-    out: dict[str, Any] = {}
-    for name, value in headers:
-        low = name.lower()
-        if low in _SETTINGS:
-            settings[_SETTINGS[low]] = value
-        elif low.startswith("x-ms-meta-"):
-            metadata[name[len("x-ms-meta-") :]] = value
-        elif low == "x-ms-access-tier":
-            out["standard_blob_tier"] = StandardBlobTier(value)
-        else:
-            raw[name] = value
-    if settings:
-        out["content_settings"] = ContentSettings(**settings)  # type: ignore[arg-type]
-    if metadata:
-        out["metadata"] = metadata
-    if raw:
-        out["headers"] = raw
-    return out
-
-
 @dataclass(frozen=True)
 class UploadedFile:
     source: Path
@@ -133,7 +76,7 @@ class UploadResult:
         return self.failure is None
 
 
-class _Logs:
+class Logs:
     def __init__(self, task_dir: Path) -> None:
         task_dir.mkdir(parents=True, exist_ok=True)
         self.out: TextIO = open(task_dir / UPLOAD_LOG, "w", encoding="utf-8")  # noqa: SIM115
@@ -157,8 +100,8 @@ class _Logs:
         self.err.close()
 
 
-class _Uploader:
-    def __init__(self, options: StagingOptions, logs: _Logs) -> None:
+class Uploader:
+    def __init__(self, options: StagingOptions, logs: Logs) -> None:
         self.options = options
         self.logs = logs
         self.uploaded: list[UploadedFile] = []
@@ -170,38 +113,12 @@ class _Uploader:
             self.failure = failure
 
     async def to_container(self, output: OutputFile, files: list[Matched]) -> None:
-        o = self.options
-        url = strip_query(output.container_url)
-        kwargs = upload_kwargs(output.upload_headers)
-        async with ContainerClient.from_container_url(
-            output.container_url, retry_total=o.retries, connection_timeout=o.timeout, read_timeout=o.timeout
-        ) as container:
-            for m in files:
-                name = blob_name(output, m)
-                dest = f"{url}/{name}"
-                started = time.monotonic()
-                try:
-                    size = m.path.stat().st_size
-                    self.logs.info(f"Uploading {m.path} to {dest} ({size} bytes)")
-                    with open(m.path, "rb") as data:
-                        await container.upload_blob(name, data, length=size, overwrite=True, **kwargs)
-                except AzureError as e:
-                    failure = upload_failure(e).with_details(
-                        ("FilePath", str(m.path)), ("Reason", _reason(e))
-                    )
-                    self.fail(failure, f"uploading {m.path} to {dest}: {_reason(e)}")
-                    continue
-                except OSError as e:
-                    failure = f.FILE_UPLOAD_MISC_ERROR.with_details(
-                        ("FilePath", str(m.path)), ("Reason", _reason(e))
-                    )
-                    self.fail(failure, f"reading {m.path}: {_reason(e)}")
-                    continue
-                self.logs.info(f"Uploaded {m.path} to {dest} in {time.monotonic() - started:.3f} s")
-                self.uploaded.append(UploadedFile(m.path, dest, size))
+        from batchyard.storage import azblob  # the Azure SDK costs ~1 s to import: only when needed
+
+        await azblob.upload_to_container(self, output, files)
 
     async def to_directory(self, output: OutputFile, files: list[Matched]) -> None:
-        root = _local_path(output.container_url, self.options.local_roots)
+        root = local_path(output.container_url, self.options.local_roots)
         where = ("ContainerUrl", output.container_url)
         if root is None:
             self.fail(
@@ -230,8 +147,8 @@ class _Uploader:
                     else f.FILE_UPLOAD_MISC_ERROR
                 )
                 self.fail(
-                    base.with_details(("FilePath", str(m.path)), ("Reason", _reason(e))),
-                    f"copying {m.path} into {root}: {_reason(e)}",
+                    base.with_details(("FilePath", str(m.path)), ("Reason", reason(e))),
+                    f"copying {m.path} into {root}: {reason(e)}",
                 )
                 continue
             self.logs.info(f"Uploaded {m.path} to {dest}")
@@ -251,8 +168,8 @@ async def upload_output_files(
     selected = [o for o in outputs if should_upload(o.upload_condition, exit_code)]
     if not selected:
         return UploadResult(False, (), None)
-    logs = _Logs(task_dir)
-    up = _Uploader(options or StagingOptions(), logs)
+    logs = Logs(task_dir)
+    up = Uploader(options or StagingOptions(), logs)
     try:
         for output in selected:
             files = await asyncio.to_thread(find_files, output.file_pattern, working_dir, env)
