@@ -237,3 +237,23 @@ def test_killed_download_leaves_no_file_under_the_final_name(server: FileServer,
             proc.wait()
     assert not (wd / "big.bin").exists()
     assert [p.name for p in wd.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_cache_prune_drops_least_recently_used(server: FileServer, tmp_path: Path) -> None:
+    cache = DownloadCache(tmp_path / "cache")
+    opts = StagingOptions(cache=cache, timeout=5.0, retries=0)
+    urls = [server.put(f"{n}.bin", bytes([i]) * 1000) for i, n in enumerate("abc")]
+
+    def get(url: str, where: str) -> None:
+        assert asyncio.run(download_resource_files([rf(url, "f.bin")], tmp_path / where, opts)).ok
+
+    for i, url in enumerate(urls):
+        get(url, f"first{i}")
+    os.utime(tmp_path / "cache" / f"{DownloadCache.key(urls[0])}.json", (1, 1))  # 'a' used long ago
+    assert cache.size() == 3000
+    assert cache.prune(2500) == 1000
+    assert cache.size() == 2000
+    get(urls[0], "again")  # 'a' is fetched again, 'b' and 'c' still come from the cache
+    get(urls[1], "again-b")
+    assert server.count("/files/a.bin", 200) == 2
+    assert server.count("/files/b.bin", 200) == 1

@@ -101,5 +101,53 @@ class DownloadCache:
         return CacheEntry(etag, data.target, data.size)
 
     def place(self, entry: CacheEntry, target: Path, mode: int) -> int:
-        """Copy a cached body to ``target`` (atomically, with the task's file mode)."""
-        return copy_atomic(entry.path, target, mode)
+        """Copy a cached body to ``target`` (atomically, with the task's file mode); marks the entry used."""
+        size = copy_atomic(entry.path, target, mode)
+        try:
+            os.utime(self._index(self.key_of(entry)))
+        except (OSError, ValueError):
+            pass
+        return size
+
+    @staticmethod
+    def key_of(entry: CacheEntry) -> str:
+        return entry.path.name.rsplit("-", 1)[0]
+
+    def size(self) -> int:
+        """Bytes held by current entries."""
+        return sum(e.size for _, e in self._entries())
+
+    def _entries(self) -> list[tuple[float, CacheEntry]]:
+        out = []
+        for index in self.root.glob("*.json"):
+            entry = self.lookup(index.stem)
+            if entry is not None:
+                try:
+                    out.append((index.stat().st_mtime, entry))
+                except OSError:
+                    pass
+        return out
+
+    def prune(self, max_bytes: int) -> int:
+        """Drop least recently used entries until at most ``max_bytes`` remain; returns bytes freed.
+
+        Entries being fetched right now (their key's lock is held) are kept. Tasks keep their own copies, so
+        dropping an entry only means the next task fetches it again.
+        """
+        entries = sorted(self._entries(), key=lambda t: t[0])
+        total = sum(e.size for _, e in entries)
+        freed = 0
+        for _, entry in entries:
+            if total - freed <= max_bytes:
+                break
+            key = self.key_of(entry)
+            lk = self._locks.get(key)
+            if lk is not None and lk.locked():
+                continue
+            for p in (self._index(key), entry.path):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+            freed += entry.size
+        return freed
