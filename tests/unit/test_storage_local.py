@@ -160,3 +160,15 @@ def test_upload_to_a_missing_directory_fails_but_others_still_upload(tmp_path: P
     assert res.failure.category == "usererror"
     assert (good / "a.txt").read_bytes() == b"a"
     assert "FileUploadContainerNotFound" in (task / UPLOAD_ERROR_LOG).read_text()
+
+
+def test_unwritable_task_dir_is_an_upload_failure_not_an_exception(tmp_path: Path) -> None:
+    task = tmp_path / "task"
+    _tree(task, {"wd/a.txt": b"a"})
+    (task / UPLOAD_LOG).mkdir()  # the log cannot be opened as a file
+    res = asyncio.run(
+        upload_output_files(
+            [_of("a.txt", f"file://{tmp_path}")], task_dir=task, working_dir=task / "wd", env={}, exit_code=0
+        )
+    )
+    assert res.attempted and res.failure is not None and res.failure.code == "FileUploadMiscError"

@@ -168,7 +168,11 @@ async def upload_output_files(
     selected = [o for o in outputs if should_upload(o.upload_condition, exit_code)]
     if not selected:
         return UploadResult(False, (), None)
-    logs = Logs(task_dir)
+    try:
+        logs = Logs(task_dir)
+    except OSError as e:
+        failure = f.FILE_UPLOAD_MISC_ERROR
+        return UploadResult(True, (), failure.with_details(("Reason", f"writing {UPLOAD_LOG}: {reason(e)}")))
     up = Uploader(options or StagingOptions(), logs)
     try:
         for output in selected:
