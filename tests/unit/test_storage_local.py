@@ -73,6 +73,10 @@ def test_file_url_failures(tmp_path: Path) -> None:
     assert code({"httpUrl": f"file://{allowed}/../secret.txt", "filePath": "s.txt"}) == "BlobAccessDenied"
     assert code({"storageContainerUrl": f"file://{allowed}/missing"}) == "ResourceContainerNotFound"
     assert code({"storageContainerUrl": f"file://{tmp_path}"}) == "ResourceContainerAccessDenied"
+    # a symbolic link inside an allowed directory does not open the rest of the host
+    (allowed / "link.txt").symlink_to(secret)
+    assert code({"httpUrl": f"file://{allowed}/link.txt", "filePath": "s.txt"}) == "BlobAccessDenied"
+    assert code({"storageContainerUrl": f"file://{allowed}"}) == "BlobAccessDenied"
     assert not (wd / "s.txt").exists()
 
 

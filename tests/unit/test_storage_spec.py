@@ -190,3 +190,19 @@ def test_failure_wire_shape() -> None:
         "message": "One of the specified Azure Blob(s) is not found.",
         "details": [{"name": "FilePath", "value": "in.txt"}],
     }
+
+
+def test_lists_name_the_index() -> None:
+    from batchyard.storage import parse_output_files, parse_resource_files
+
+    assert parse_resource_files(None) == [] and parse_output_files(None) == []
+    good = {"httpUrl": "https://h/a", "filePath": "a"}
+    with pytest.raises(SpecError) as ei:
+        parse_resource_files([good, {"httpUrl": "https://h/a", "filePath": "../a"}])
+    assert ei.value.prop == "resourceFiles[1].filePath"
+    with pytest.raises(SpecError) as ei:
+        parse_resource_files({"httpUrl": "x"})
+    assert ei.value.prop == "resourceFiles"
+    with pytest.raises(SpecError) as ei:
+        parse_output_files([_out(), "x"])
+    assert ei.value.prop == "outputFiles[1]"

@@ -21,7 +21,9 @@ from batchyard.storage.spec import (
     SpecError,
     UploadCondition,
     parse_output_file,
+    parse_output_files,
     parse_resource_file,
+    parse_resource_files,
 )
 from batchyard.storage.upload import (
     UPLOAD_ERROR_LOG,
@@ -53,7 +55,9 @@ __all__ = [
     "blob_name",
     "download_resource_files",
     "parse_output_file",
+    "parse_output_files",
     "parse_resource_file",
+    "parse_resource_files",
     "should_upload",
     "strip_query",
     "upload_output_files",

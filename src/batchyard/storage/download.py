@@ -287,17 +287,22 @@ class Run:
             await asyncio.to_thread(cache.place, entry, target, mode)
 
 
-def local_path(url: str, roots: tuple[Path, ...] | None) -> Path | None:
-    """The host path a ``file://`` URL names, or ``None`` when outside the allowed roots."""
-    path = Path(os.path.normpath(unquote(urlsplit(url).path)))
+def within_roots(path: Path, roots: tuple[Path, ...] | None) -> bool:
+    """Is ``path`` (symbolic links resolved) inside one of ``roots``? ``None`` allows everything."""
     if roots is None:
-        return path
+        return True
     real = os.path.realpath(path)
     for root in roots:
         r = os.path.realpath(root)
         if real == r or real.startswith(r.rstrip(os.sep) + os.sep):
-            return path
-    return None
+            return True
+    return False
+
+
+def local_path(url: str, roots: tuple[Path, ...] | None) -> Path | None:
+    """The host path a ``file://`` URL names, or ``None`` when outside the allowed roots."""
+    path = Path(os.path.normpath(unquote(urlsplit(url).path)))
+    return path if within_roots(path, roots) else None
 
 
 async def _http_file(run: Run, rf: ResourceFile) -> None:
@@ -366,6 +371,12 @@ async def _container(run: Run, rf: ResourceFile) -> None:
             ) from e
         for name in names:
             detail = ("FilePath", f"{base}/{name}" if base else name)
+            if not within_roots(
+                root / name, run.opts.local_roots
+            ):  # a symbolic link pointing out of the roots
+                raise Failed(
+                    f.BLOB_ACCESS_DENIED.with_details(detail, ("Reason", "outside the allowed local roots"))
+                )
             await _copy_local(run, root / name, run.target(base, name, detail=detail), rf.file_mode, detail)
         return
     from batchyard.storage import azblob  # the Azure SDK costs ~1 s to import: only when a task needs it

@@ -181,3 +181,21 @@ def parse_output_file(m: Mapping[str, object], prop: str = "outputFile") -> Outp
             f"{prop}.uploadOptions.uploadCondition", "must be tasksuccess, taskfailure or taskcompletion"
         ) from None
     return OutputFile(pattern, url, path, tuple(headers), condition)
+
+
+def parse_resource_files(value: object, prop: str = "resourceFiles") -> list[ResourceFile]:
+    """A task body's ``resourceFiles`` list (``None`` = none); errors name ``resourceFiles[i].…``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(prop, "must be a list")
+    return [parse_resource_file(v, f"{prop}[{i}]") for i, v in enumerate(value)]
+
+
+def parse_output_files(value: object, prop: str = "outputFiles") -> list[OutputFile]:
+    """A task body's ``outputFiles`` list (``None`` = none); errors name ``outputFiles[i].…``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(prop, "must be a list")
+    return [parse_output_file(v, f"{prop}[{i}]") for i, v in enumerate(value)]

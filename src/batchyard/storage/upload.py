@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from batchyard.storage import failures as f
 from batchyard.storage.atomic import copy_atomic
-from batchyard.storage.download import StagingOptions, local_path, reason
+from batchyard.storage.download import StagingOptions, local_path, reason, within_roots
 from batchyard.storage.failures import StagingFailure
 from batchyard.storage.glob import Matched, find_files
 from batchyard.storage.paths import PathRefused, blob_path_segments, join_checked
@@ -139,6 +139,8 @@ class Uploader:
                 dest = join_checked(root, blob_name(output, m))
                 self.logs.info(f"Uploading {m.path} to {dest}")
                 dest.parent.mkdir(parents=True, exist_ok=True)
+                if not within_roots(dest.parent, self.options.local_roots):
+                    raise PermissionError(f"{dest.parent} resolves outside the allowed local roots")
                 size = await asyncio.to_thread(copy_atomic, m.path, dest, 0o644)
             except (OSError, PathRefused) as e:
                 base = (
