@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 _PARTIAL = ".partial"
 
@@ -62,11 +63,15 @@ class AtomicFile:
             pass
 
 
-def copy_atomic(source: Path, target: Path, mode: int) -> int:
-    """Copy ``source`` to ``target`` atomically (reflink/``copy_file_range`` where the kernel offers it)."""
+def copy_atomic(source: Path | BinaryIO, target: Path, mode: int) -> int:
+    """Copy ``source`` (a path or a file open for reading at offset 0) to ``target`` atomically."""
     tmp = temp_name(target)
     try:
-        _clone_or_copy(source, tmp)
+        if isinstance(source, Path):
+            with open(source, "rb") as src:
+                _clone_or_copy(src, tmp)
+        else:
+            _clone_or_copy(source, tmp)
         os.chmod(tmp, mode)
         os.rename(tmp, target)
     except BaseException:
@@ -78,9 +83,9 @@ def copy_atomic(source: Path, target: Path, mode: int) -> int:
     return target.stat().st_size
 
 
-def _clone_or_copy(source: Path, dest: Path) -> None:
+def _clone_or_copy(src: BinaryIO, dest: Path) -> None:
     """A copy-on-write clone when the file system supports it (btrfs, xfs), else a kernel-side copy."""
-    with open(source, "rb") as src, open(dest, "xb") as dst:
+    with open(dest, "xb") as dst:
         try:
             import fcntl
 

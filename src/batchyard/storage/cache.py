@@ -20,6 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from batchyard.storage.atomic import AtomicFile, copy_atomic
 
@@ -100,14 +101,22 @@ class DownloadCache:
                 pass
         return CacheEntry(etag, data.target, data.size)
 
-    def place(self, entry: CacheEntry, target: Path, mode: int) -> int:
-        """Copy a cached body to ``target`` (atomically, with the task's file mode); marks the entry used."""
-        size = copy_atomic(entry.path, target, mode)
+    def open_entry(self, entry: CacheEntry) -> BinaryIO:
+        """Open a cached body for `place` (under the key's lock: a later replacement cannot pull it away)."""
+        src = open(entry.path, "rb")  # noqa: SIM115 - closed by place
         try:
-            os.utime(self._index(self.key_of(entry)))
-        except (OSError, ValueError):
+            os.utime(self._index(self.key_of(entry)))  # marks the entry used, for prune
+        except OSError:
             pass
-        return size
+        return src
+
+    @staticmethod
+    def place(src: BinaryIO, target: Path, mode: int) -> int:
+        """Copy an opened cached body to ``target`` (atomically, with the task's file mode) and close it."""
+        try:
+            return copy_atomic(src, target, mode)
+        finally:
+            src.close()
 
     @staticmethod
     def key_of(entry: CacheEntry) -> str:

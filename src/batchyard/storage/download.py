@@ -284,7 +284,9 @@ class Run:
                     entry = cache.publish(key, url, body.etag, data)
                     cache.stats.misses += 1
                     cache.stats.bytes_fetched += self.bytes_fetched - before
-            await asyncio.to_thread(cache.place, entry, target, mode)
+            src = cache.open_entry(entry)
+        # copies run in parallel, outside the lock: the open file stays readable even if the entry is replaced
+        await asyncio.to_thread(cache.place, src, target, mode)
 
 
 def within_roots(path: Path, roots: tuple[Path, ...] | None) -> bool:
