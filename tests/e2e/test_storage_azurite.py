@@ -367,3 +367,42 @@ def test_upload_failures(
     assert code in err and "sig=" not in err
     if not missing:
         assert azurite.blob_names(container) == []
+
+
+def test_upload_killed_mid_body_leaves_no_blob(azurite: Azurite, container: str, tmp_path: Path) -> None:
+    """The uploading process is SIGKILLed while the blob body is half sent: storage holds no blob under the name."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.httpserver import StallingProxy
+
+    task = _task(tmp_path)
+    (task / "wd/big.bin").write_bytes(os.urandom(2 << 20))
+    proxy = StallingProxy(azurite.port, limit=1 << 20).start()
+    url = azurite.container_sas_url(container, "w").replace(f":{azurite.port}/", f":{proxy.port}/")
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from batchyard.storage import StagingOptions, parse_output_file, upload_output_files\n"
+        "of = parse_output_file({'filePattern': 'big.bin', 'destination': {'container': {'containerUrl': sys.argv[1],"
+        " 'path': 'out/big.bin'}}, 'uploadOptions': {'uploadCondition': 'taskcompletion'}})\n"
+        "t = Path(sys.argv[2])\n"
+        "asyncio.run(upload_output_files([of], task_dir=t, working_dir=t / 'wd', env={}, exit_code=0,"
+        " options=StagingOptions(retries=0, timeout=60)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", script, url, str(task)], env=env)
+    try:
+        assert proxy.stalled.wait(60), "the upload never reached the proxy"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proxy.stop()
+    assert azurite.blob_names(container) == []
+    log = (task / UPLOAD_LOG).read_text()
+    assert "Uploading" in log and "Uploaded" not in log

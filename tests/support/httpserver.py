@@ -9,6 +9,7 @@ file and then waits until the server stops (a download that never finishes). Eve
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,3 +121,69 @@ class FileServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@dataclass
+class StallingProxy:
+    """A TCP proxy to ``127.0.0.1:<target_port>`` that forwards the first ``limit`` request bytes of each
+    connection and then holds the rest (an upload that hangs mid-body); ``stalled`` is set when it does."""
+
+    target_port: int
+    limit: int
+    stalled: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sock: socket.socket | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._sock is not None
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    def start(self) -> StallingProxy:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, upstream, self.limit), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while not self._stop.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) > limit:
+                    dst.sendall(data[: limit - sent])
+                    self.stalled.set()
+                    self._stop.wait()
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
