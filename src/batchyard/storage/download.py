@@ -220,13 +220,13 @@ class Run:
     def record(self, target: Path) -> None:
         self.placed.append(target.relative_to(os.path.realpath(self.target_dir)).as_posix())
 
-    async def stream(self, body: Body, out: AtomicFile) -> None:
+    async def stream(self, body: Body, out: AtomicFile, detail: tuple[str, str]) -> None:
         try:
             async for chunk in body.chunks():
                 out.write(chunk)
                 self.bytes_fetched += len(chunk)
         except OSError as e:
-            raise Failed(write_failure(e, creating=False).with_details(("Reason", reason(e)))) from e
+            raise Failed(write_failure(e, creating=False).with_details(detail, ("Reason", reason(e)))) from e
 
     async def fetch(
         self, open_: Opener, cache_url: str | None, target: Path, mode: int, detail: tuple[str, str]
@@ -235,26 +235,26 @@ class Run:
         cache = self.opts.cache
         try:
             if cache is None or cache_url is None:
-                await self._fetch_direct(open_, target, mode)
+                await self._fetch_direct(open_, target, mode, detail)
             else:
-                await self._fetch_cached(cache, open_, cache_url, target, mode)
+                await self._fetch_cached(cache, open_, cache_url, target, mode, detail)
         except OSError as e:
             raise Failed(write_failure(e, creating=True).with_details(detail, ("Reason", reason(e)))) from e
         self.record(target)
 
-    async def _fetch_direct(self, open_: Opener, target: Path, mode: int) -> None:
+    async def _fetch_direct(self, open_: Opener, target: Path, mode: int, detail: tuple[str, str]) -> None:
         async with open_(None) as body:
             assert body is not None
             out = AtomicFile(target, mode)
             try:
-                await self.stream(body, out)
+                await self.stream(body, out, detail)
                 out.commit()
             except BaseException:
                 out.abort()
                 raise
 
     async def _fetch_cached(
-        self, cache: DownloadCache, open_: Opener, url: str, target: Path, mode: int
+        self, cache: DownloadCache, open_: Opener, url: str, target: Path, mode: int, detail: tuple[str, str]
     ) -> None:
         key = cache.key(url)
         async with cache.lock(key):
@@ -267,7 +267,7 @@ class Run:
                 elif not body.etag:
                     out = AtomicFile(target, mode)
                     try:
-                        await self.stream(body, out)
+                        await self.stream(body, out, detail)
                         out.commit()
                     except BaseException:
                         out.abort()
@@ -277,7 +277,7 @@ class Run:
                     before = self.bytes_fetched
                     data = cache.new_file(key, body.etag)
                     try:
-                        await self.stream(body, data)
+                        await self.stream(body, data, detail)
                     except BaseException:
                         data.abort()
                         raise
