@@ -180,7 +180,7 @@ def test_cache_refetches_a_changed_source(server: FileServer, tmp_path: Path) ->
     assert (tmp_path / "b/v.txt").read_bytes() == b"version 2"
     assert server.count("/files/v.txt", 200) == 2
     # the replaced version's data file was dropped from the cache
-    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".json")]) == 1
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.suffix not in (".json", ".lock")]) == 1
 
 
 def test_cache_does_not_serve_a_denied_caller(server: FileServer, tmp_path: Path) -> None:
@@ -257,3 +257,25 @@ def test_cache_prune_drops_least_recently_used(server: FileServer, tmp_path: Pat
     get(urls[1], "again-b")
     assert server.count("/files/a.bin", 200) == 2
     assert server.count("/files/b.bin", 200) == 1
+
+
+def test_caches_sharing_a_directory_fetch_once(server: FileServer, tmp_path: Path) -> None:
+    """Two agents (two DownloadCache objects, each with its own flock descriptors) on one cache directory."""
+    data = os.urandom(256 * 1024)
+    url = server.put("both.bin", data)
+    a = StagingOptions(cache=DownloadCache(tmp_path / "cache"), timeout=5.0, retries=0)
+    b = StagingOptions(cache=DownloadCache(tmp_path / "cache"), timeout=5.0, retries=0)
+
+    async def both() -> list[bool]:
+        results = await asyncio.gather(
+            *(
+                download_resource_files([rf(url, "x.bin")], tmp_path / f"t{i}", a if i % 2 else b)
+                for i in range(8)
+            )
+        )
+        return [r.ok for r in results]
+
+    assert all(asyncio.run(both()))
+    assert server.count("/files/both.bin", 200) == 1
+    assert server.body_bytes("/files/both.bin") == len(data)
+    assert all((tmp_path / f"t{i}/x.bin").read_bytes() == data for i in range(8))

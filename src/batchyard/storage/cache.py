@@ -7,17 +7,21 @@ bytes are current, so a cache never lets a task read what its SAS does not allow
 (a reflink where the file system can) rather than a hard link: a task that writes to or ``chmod``s its input
 must not change the cached bytes another task receives.
 
-Concurrency: one `asyncio.Lock` per key serialises fetches of the same blob in this process, so N tasks asking
-at once cause one download and N-1 304s. Entries are published by atomic renames, so a second process sharing
-the directory can at worst fetch a blob twice, never read a partial entry.
+Concurrency: one `asyncio.Lock` per key serialises fetches of the same blob in this process, and an ``flock`` on
+``<key>.lock`` does the same across processes sharing the directory (e.g. several local nodes' agents on one
+host), so N tasks asking at once cause one download and N-1 304s. Entries are published by atomic renames, so
+nothing ever reads a partial entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -56,11 +60,30 @@ class DownloadCache:
     def key(url_without_query: str) -> str:
         return hashlib.sha256(url_without_query.encode()).hexdigest()
 
-    def lock(self, key: str) -> asyncio.Lock:
+    def _lock(self, key: str) -> asyncio.Lock:
         lk = self._locks.get(key)
         if lk is None:
             lk = self._locks[key] = asyncio.Lock()
         return lk
+
+    @asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        """Exclusive use of ``key``: an `asyncio.Lock` within this process, then an ``flock`` on
+        ``<key>.lock`` against other processes sharing the directory (polled without blocking the loop)."""
+        async with self._lock(key):
+            fd = os.open(self.root / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                delay = 0.005
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(delay)  # another process is fetching this key
+                        delay = min(delay * 2, 0.1)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
 
     def _index(self, key: str) -> Path:
         return self.root / f"{key}.json"
@@ -153,7 +176,7 @@ class DownloadCache:
             lk = self._locks.get(key)
             if lk is not None and lk.locked():
                 continue
-            for p in (self._index(key), entry.path):
+            for p in (self._index(key), entry.path, self.root / f"{key}.lock"):
                 try:
                     os.unlink(p)
                 except FileNotFoundError:
