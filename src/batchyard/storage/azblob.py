@@ -231,18 +231,19 @@ def upload_kwargs(headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]) 
 
 
 async def upload_to_container(up: Uploader, output: OutputFile, files: list[Matched]) -> None:
-    """Upload matched files as block blobs (overwriting), logging each one; errors are recorded, not raised."""
+    """Upload matched files as block blobs (overwriting; ``StagingOptions.concurrency`` at once), logging each
+    one; errors are recorded, not raised."""
     from batchyard.storage.upload import UploadedFile, blob_name
 
     o = up.options
     url = strip_query(output.container_url)
     kwargs = upload_kwargs(output.upload_headers)
-    async with ContainerClient.from_container_url(
-        output.container_url, **_client_kwargs(o.timeout, o.retries)
-    ) as container:
-        for m in files:
-            name = blob_name(output, m)
-            dest = f"{url}/{name}"
+    sem = asyncio.Semaphore(max(1, o.concurrency))
+
+    async def one(container: ContainerClient, m: Matched) -> None:
+        name = blob_name(output, m)
+        dest = f"{url}/{name}"
+        async with sem:
             started = time.monotonic()
             try:
                 size = m.path.stat().st_size
@@ -252,12 +253,17 @@ async def upload_to_container(up: Uploader, output: OutputFile, files: list[Matc
             except AzureError as e:
                 failure = upload_failure(e).with_details(("FilePath", str(m.path)), ("Reason", reason(e)))
                 up.fail(failure, f"uploading {m.path} to {dest}: {reason(e)}")
-                continue
+                return
             except OSError as e:
                 failure = f.FILE_UPLOAD_MISC_ERROR.with_details(
                     ("FilePath", str(m.path)), ("Reason", reason(e))
                 )
                 up.fail(failure, f"reading {m.path}: {reason(e)}")
-                continue
+                return
             up.logs.info(f"Uploaded {m.path} to {dest} in {time.monotonic() - started:.3f} s")
             up.uploaded.append(UploadedFile(m.path, dest, size))
+
+    async with ContainerClient.from_container_url(
+        output.container_url, **_client_kwargs(o.timeout, o.retries)
+    ) as container:
+        await asyncio.gather(*(one(container, m) for m in files))

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -176,6 +177,7 @@ async def upload_output_files(
         failure = f.FILE_UPLOAD_MISC_ERROR
         return UploadResult(True, (), failure.with_details(("Reason", f"writing {UPLOAD_LOG}: {reason(e)}")))
     up = Uploader(options or StagingOptions(), logs)
+    started = time.monotonic()
     try:
         for output in selected:
             files = await asyncio.to_thread(find_files, output.file_pattern, working_dir, env)
@@ -186,6 +188,11 @@ async def upload_output_files(
                 await up.to_directory(output, files)
             else:
                 await up.to_container(output, files)
+        total = sum(u.size for u in up.uploaded)
+        state = "failed" if up.failure else "succeeded"
+        logs.info(
+            f"Upload {state}: {len(up.uploaded)} file(s), {total} bytes in {time.monotonic() - started:.3f} s"
+        )
     finally:
         logs.close()
     return UploadResult(True, tuple(up.uploaded), up.failure)
