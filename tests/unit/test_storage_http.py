@@ -16,6 +16,7 @@ from batchyard.storage import (
     StagingOptions,
     download_resource_files,
     parse_resource_file,
+    sweep_partials,
 )
 from tests.support.azurite import free_port
 from tests.support.httpserver import FileServer
@@ -237,6 +238,10 @@ def test_killed_download_leaves_no_file_under_the_final_name(server: FileServer,
             proc.wait()
     assert not (wd / "big.bin").exists()
     assert [p.name for p in wd.iterdir() if not p.name.startswith(".")] == []
+    # the agent sweeps the hidden temporary before a retry reuses the directory; user files stay
+    (wd / ".keep.partial").write_text("a user's file")
+    assert sweep_partials(wd) == 1
+    assert [p.name for p in wd.iterdir()] == [".keep.partial"]
 
 
 def test_cache_prune_drops_least_recently_used(server: FileServer, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ Failures are `StagingFailure` values (the task's ``failureInfo``), never excepti
 other batchyard layer.
 """
 
+from batchyard.storage.atomic import sweep_partials
 from batchyard.storage.cache import CacheStats, DownloadCache
 from batchyard.storage.download import DownloadResult, StagingOptions, download_resource_files, strip_query
 from batchyard.storage.failures import FailureKind, StagingFailure
@@ -60,5 +61,6 @@ __all__ = [
     "parse_resource_files",
     "should_upload",
     "strip_query",
+    "sweep_partials",
     "upload_output_files",
 ]

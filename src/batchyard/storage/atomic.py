@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,8 +24,31 @@ def temp_name(target: Path) -> Path:
     return target.with_name(f".{stem}.{secrets.token_hex(4)}{_PARTIAL}")
 
 
+_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.partial$", re.DOTALL)
+
+
 def is_temp_name(name: str) -> bool:
-    return name.startswith(".") and name.endswith(_PARTIAL)
+    return _TEMP.match(name) is not None
+
+
+def sweep_partials(root: Path, older_than: float = 0.0) -> int:
+    """Remove the temporaries a killed process left under ``root`` (not modified for ``older_than`` seconds).
+
+    For the agent before a retry reuses a task's directories; returns how many were removed.
+    """
+    removed = 0
+    cutoff = time.time() - older_than
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if is_temp_name(name):
+                p = Path(dirpath, name)
+                try:
+                    if older_than <= 0 or p.lstat().st_mtime < cutoff:
+                        p.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 class AtomicFile:

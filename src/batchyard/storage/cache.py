@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from batchyard.storage.atomic import AtomicFile, copy_atomic
+from batchyard.storage.atomic import AtomicFile, copy_atomic, sweep_partials
 
 
 @dataclass
@@ -166,6 +166,7 @@ class DownloadCache:
         Entries being fetched right now (their key's lock is held) are kept. Tasks keep their own copies, so
         dropping an entry only means the next task fetches it again.
         """
+        sweep_partials(self.root, older_than=600)  # fetches of killed processes (live ones keep writing)
         entries = sorted(self._entries(), key=lambda t: t[0])
         total = sum(e.size for _, e in entries)
         freed = 0
