@@ -406,3 +406,54 @@ def test_upload_killed_mid_body_leaves_no_blob(azurite: Azurite, container: str,
     assert azurite.blob_names(container) == []
     log = (task / UPLOAD_LOG).read_text()
     assert "Uploading" in log and "Uploaded" not in log
+
+
+def test_shared_connections_serve_many_calls(azurite: Azurite, container: str, tmp_path: Path) -> None:
+    """One `Connections` for an agent's lifetime: downloads and uploads of many tasks reuse its pools."""
+    from batchyard.storage import Connections
+
+    for i in range(3):
+        azurite.put_blob(container, f"in/{i}.txt", str(i).encode())
+    out = f"o{uuid.uuid4().hex[:12]}"
+    azurite.create_container(out)
+
+    async def agent() -> None:
+        conns = Connections(timeout=10.0, retries=0)
+        o = opts(azurite, connections=conns)
+        try:
+            for i in range(3):
+                wd = tmp_path / f"t{i}" / "wd"
+                res = await download_resource_files(
+                    [
+                        parse_resource_file(
+                            {
+                                "storageContainerUrl": azurite.container_sas_url(container),
+                                "blobPrefix": f"in/{i}",
+                            }
+                        ),
+                        parse_resource_file(
+                            {"httpUrl": azurite.blob_sas_url(container, f"in/{i}.txt"), "filePath": "h.txt"}
+                        ),
+                    ],
+                    wd,
+                    o,
+                )
+                assert res.ok, res.failure
+                (wd / "r.txt").write_text(f"result {i}")
+                up = await upload_output_files(
+                    [_of("r.txt", azurite.container_sas_url(out, "w"), f"t{i}/r.txt")],
+                    task_dir=wd.parent,
+                    working_dir=wd,
+                    env={},
+                    exit_code=0,
+                    options=o,
+                )
+                assert up.ok, up.failure
+        finally:
+            await conns.aclose()
+
+    asyncio.run(agent())
+    assert azurite.blob_names(out) == ["t0/r.txt", "t1/r.txt", "t2/r.txt"]
+    assert (tmp_path / "t2/wd/in/2.txt").read_bytes() == b"2" and (
+        tmp_path / "t2/wd/h.txt"
+    ).read_bytes() == b"2"

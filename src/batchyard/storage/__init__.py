@@ -12,6 +12,7 @@ other batchyard layer.
 
 from batchyard.storage.atomic import sweep_partials
 from batchyard.storage.cache import CacheStats, DownloadCache
+from batchyard.storage.connections import Connections
 from batchyard.storage.download import DownloadResult, StagingOptions, download_resource_files, strip_query
 from batchyard.storage.failures import FailureKind, StagingFailure
 from batchyard.storage.spec import (
@@ -41,6 +42,7 @@ __all__ = [
     "UPLOAD_ERROR_LOG",
     "UPLOAD_LOG",
     "CacheStats",
+    "Connections",
     "DownloadCache",
     "DownloadResult",
     "FailureKind",

@@ -32,6 +32,7 @@ from batchyard.storage.download import (
     Failed,
     Opener,
     Run,
+    StagingOptions,
     blob_failure,
     first_failed,
     list_failure,
@@ -65,8 +66,15 @@ def _failure(table: Any, e: BaseException, *details: tuple[str, str]) -> Failed:
     return Failed(failure.with_details(*details, ("Reason", reason(e))))
 
 
-def _client_kwargs(run_timeout: float, retries: int) -> dict[str, Any]:
-    return {"retry_total": retries, "connection_timeout": run_timeout, "read_timeout": run_timeout}
+def _client_kwargs(o: StagingOptions) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "retry_total": o.retries,
+        "connection_timeout": o.timeout,
+        "read_timeout": o.timeout,
+    }
+    if o.connections is not None:
+        kw["transport"] = o.connections.blob_transport()
+    return kw
 
 
 @dataclass
@@ -115,7 +123,7 @@ def _blob_opener(blob: BlobClient, detail: tuple[str, str]) -> Opener:
 async def download_container(run: Run, rf: ResourceFile, cdetail: tuple[str, str]) -> None:
     """Every blob under ``blobPrefix`` of a SAS container URL or an auto-storage container."""
     o = run.opts
-    kwargs = _client_kwargs(o.timeout, o.retries)
+    kwargs = _client_kwargs(o)
     if rf.kind is SourceKind.AUTO_STORAGE_CONTAINER_NAME:
         if not o.auto_storage_connection_string:
             raise Failed(
@@ -263,7 +271,5 @@ async def upload_to_container(up: Uploader, output: OutputFile, files: list[Matc
             up.logs.info(f"Uploaded {m.path} to {dest} in {time.monotonic() - started:.3f} s")
             up.uploaded.append(UploadedFile(m.path, dest, size))
 
-    async with ContainerClient.from_container_url(
-        output.container_url, **_client_kwargs(o.timeout, o.retries)
-    ) as container:
+    async with ContainerClient.from_container_url(output.container_url, **_client_kwargs(o)) as container:
         await asyncio.gather(*(one(container, m) for m in files))

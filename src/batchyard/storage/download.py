@@ -21,11 +21,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -35,6 +33,7 @@ import httpx
 from batchyard.storage import failures as f
 from batchyard.storage.atomic import AtomicFile, copy_atomic, is_temp_name
 from batchyard.storage.cache import DownloadCache
+from batchyard.storage.connections import Connections, new_http_client
 from batchyard.storage.failures import StagingFailure
 from batchyard.storage.paths import PathRefused, join_checked, safe_target
 from batchyard.storage.spec import ResourceFile, SourceKind
@@ -55,8 +54,10 @@ class StagingOptions:
     timeout: float = 60.0
     #: Retries of a failed storage request (the SDK's and httpx's own retry logic).
     retries: int = 3
-    #: Blobs of one container downloaded at once.
+    #: Blobs of one container (or files of one output pattern) transferred at once.
     concurrency: int = 8
+    #: Shared connection pools (one per agent); ``None`` = connections per call.
+    connections: Connections | None = None
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,6 @@ class Failed(Exception):
     def __init__(self, failure: StagingFailure) -> None:
         super().__init__(failure.code)
         self.failure = failure
-
-
-@cache
-def _ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context per process: building one costs ~0.15 s of CPU, far more than a small file."""
-    return ssl.create_default_context()
 
 
 def strip_query(url: str) -> str:
@@ -185,14 +180,10 @@ class Run:
     _http: httpx.AsyncClient | None = None
 
     def http(self) -> httpx.AsyncClient:
+        if self.opts.connections is not None:
+            return self.opts.connections.http()
         if self._http is None:
-            o = self.opts
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(o.timeout),
-                follow_redirects=True,
-                verify=_ssl_context(),
-                transport=httpx.AsyncHTTPTransport(retries=o.retries, verify=_ssl_context()),
-            )
+            self._http = new_http_client(self.opts.timeout, self.opts.retries)
         return self._http
 
     async def close(self) -> None:
