@@ -60,6 +60,8 @@ from batchyard.storage.glob import expand_braces, expand_env, find_files, match,
         # regex metacharacters are literal
         ("a+b(1).txt", "a+b(1).txt", True),
         ("a.c", "abc", False),
+        # a reversed range matches nothing rather than failing
+        ("[z-a].txt", "b.txt", False),
     ],
 )
 def test_match(pattern: str, path: str, expected: bool) -> None:

@@ -104,6 +104,8 @@ def test_output_file_parse() -> None:
     ("body", "prop"),
     [
         ({"destination": {}, "uploadOptions": {}}, "of.filePattern"),
+        ({**_out(), "filePattern": "out/[z-a].txt"}, "of.filePattern"),
+        ({**_out(), "filePattern": "   "}, "of.filePattern"),
         ({"filePattern": "x", "uploadOptions": {"uploadCondition": "tasksuccess"}}, "of.destination"),
         ({"filePattern": "x", "destination": {}, "uploadOptions": {}}, "of.destination.container"),
         (
@@ -179,6 +181,10 @@ def test_upload_headers_become_blob_properties() -> None:
     assert kw["content_settings"].cache_control == "no-cache"
     assert kw["metadata"] == {"run": "7"}
     assert kw["headers"] == {"x-custom": "1"}
+    tier = upload_kwargs([("x-ms-access-tier", "cool")])
+    assert tier["standard_blob_tier"].value == "Cool"
+    # an unknown tier is passed through for storage to judge (a 400 there is a FileUploadMiscError)
+    assert upload_kwargs([("x-ms-access-tier", "Lukewarm")]) == {"headers": {"x-ms-access-tier": "Lukewarm"}}
 
 
 def test_failure_wire_shape() -> None:

@@ -225,8 +225,8 @@ def upload_kwargs(headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]) 
             settings[_SETTINGS[low]] = value
         elif low.startswith("x-ms-meta-"):
             metadata[name[len("x-ms-meta-") :]] = value
-        elif low == "x-ms-access-tier":
-            out["standard_blob_tier"] = StandardBlobTier(value)
+        elif low == "x-ms-access-tier" and value.upper() in StandardBlobTier.__members__:
+            out["standard_blob_tier"] = StandardBlobTier[value.upper()]
         else:
             raw[name] = value
     if settings:

@@ -118,7 +118,21 @@ def _segment_regex(segment: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error:  # e.g. a reversed range [z-a]: matches nothing (parse_output_file refuses it up front)
+        return re.compile(r"(?!)")
+
+
+def check_pattern(pattern: str) -> str | None:
+    """Why ``pattern`` cannot match anything (a reversed ``[z-a]`` range, an empty pattern), or ``None``."""
+    if not pattern.strip():
+        return "the pattern is empty"
+    for alt in expand_braces(pattern):
+        for seg in alt.split("/"):
+            if _segment_regex(seg).pattern == r"(?!)":
+                return f"'{seg}' is not a valid pattern (a character range is reversed)"
+    return None
 
 
 def match_segment(segment: str, name: str) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from batchyard.storage.glob import check_pattern
 from batchyard.storage.paths import PathRefused, blob_path_segments, check_relative_path
 
 #: The Linux node agent's mode for a resource file without ``fileMode``.
@@ -139,6 +140,9 @@ def parse_output_file(m: Mapping[str, object], prop: str = "outputFile") -> Outp
     pattern = _str(m, "filePattern", prop)
     if not pattern:
         raise SpecError(f"{prop}.filePattern", "filePattern is required")
+    bad = check_pattern(pattern)
+    if bad:
+        raise SpecError(f"{prop}.filePattern", bad)
     dest = m.get("destination")
     if not isinstance(dest, Mapping):
         raise SpecError(f"{prop}.destination", "destination is required")
