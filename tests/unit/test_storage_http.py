@@ -284,3 +284,19 @@ def test_caches_sharing_a_directory_fetch_once(server: FileServer, tmp_path: Pat
     assert server.count("/files/both.bin", 200) == 1
     assert server.body_bytes("/files/both.bin") == len(data)
     assert all((tmp_path / f"t{i}/x.bin").read_bytes() == data for i in range(8))
+
+
+def test_download_deadline(server: FileServer, tmp_path: Path) -> None:
+    """A download that keeps the connection open past the task's deadline: ResourceDownloadTimedOut, no file."""
+    server.put("slow2.bin", b"y" * 10000)
+    wd = tmp_path / "wd"
+    res = asyncio.run(
+        download_resource_files(
+            [rf(server.url + "/stall/slow2.bin", "slow.bin")],
+            wd,
+            StagingOptions(timeout=30.0, retries=0, deadline=0.5),
+        )
+    )
+    assert res.failure is not None and res.failure.code == "ResourceDownloadTimedOut"
+    assert res.failure.category == "servererror"
+    assert list(wd.iterdir()) == []

@@ -56,6 +56,8 @@ class StagingOptions:
     retries: int = 3
     #: Blobs of one container (or files of one output pattern) transferred at once.
     concurrency: int = 8
+    #: Seconds all resource files of one call may take (``ResourceDownloadTimedOut``); ``None`` = no limit.
+    deadline: float | None = None
     #: Shared connection pools (one per agent); ``None`` = connections per call.
     connections: Connections | None = None
 
@@ -402,11 +404,19 @@ async def download_resource_files(
         except OSError as e:
             failure = f.DISK_FULL if e.errno == errno.ENOSPC else f.RESOURCE_DIRECTORY_CREATE_FAILED
             raise Failed(failure.with_details(("Reason", reason(e)))) from e
-        for rf in files:
-            if rf.kind is SourceKind.HTTP_URL:
-                await _http_file(run, rf)
-            else:
-                await _container(run, rf)
+        try:
+            async with asyncio.timeout(run.opts.deadline):
+                for rf in files:
+                    if rf.kind is SourceKind.HTTP_URL:
+                        await _http_file(run, rf)
+                    else:
+                        await _container(run, rf)
+        except TimeoutError:
+            raise Failed(
+                f.RESOURCE_DOWNLOAD_TIMED_OUT.with_details(
+                    ("Reason", f"the task's resource files took longer than {run.opts.deadline:g} s")
+                )
+            ) from None
     except Failed as e:
         return DownloadResult(tuple(run.placed), e.failure, run.bytes_fetched, run.cache_hits)
     finally:

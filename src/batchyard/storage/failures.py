@@ -88,6 +88,12 @@ RESOURCE_CONTAINER_LIST_MISC_ERROR = _pre(
     "ResourceContainerListMiscError",
     "Miscellaneous error encountered while listing one of the specified Azure Blob container(s)",
 )
+# Node agent 1.9.6 added this code for downloads that never finish; its message is not recorded.
+RESOURCE_DOWNLOAD_TIMED_OUT = _pre(
+    SERVER_ERROR,
+    "ResourceDownloadTimedOut",
+    "Timeout encountered while downloading the task's resource files.",
+)
 RESOURCE_DIRECTORY_CREATE_FAILED = _pre(
     SERVER_ERROR,
     "ResourceDirectoryCreateFailed",
