@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import stat
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,20 +23,11 @@ from batchyard.storage import (
     parse_resource_file,
     upload_output_files,
 )
-from tests.support.azurite import Azurite
+from tests.support.azurite import Azurite, azurite_server  # noqa: F401 - provides the azurite fixture
 
 pytestmark = pytest.mark.slow
 
 EXPIRED = timedelta(minutes=-1)
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    az = Azurite(tmp_path_factory.mktemp("azurite")).start()
-    try:
-        yield az
-    finally:
-        az.stop()
 
 
 @pytest.fixture

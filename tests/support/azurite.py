@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -191,3 +192,13 @@ class Azurite:
             for m in pat.finditer(self.log_path.read_text(errors="replace"))
             if m.group(1) == method and path_contains in m.group(2)
         ]
+
+
+@pytest.fixture(scope="module", name="azurite")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """The ``azurite`` fixture: one Azurite per test module (import ``azurite_server`` into the module)."""
+    az = Azurite(tmp_path_factory.mktemp("azurite")).start()
+    try:
+        yield az
+    finally:
+        az.stop()
