@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import logging
 import os
 import sys
 from pathlib import Path
@@ -31,8 +30,16 @@ def _server(argv: list[str]) -> None:
     )
     p.add_argument("--lease-seconds", type=float, default=30.0, help="node heartbeat lease")
     p.add_argument("--log-level", default="info")
+    from batchyard.api import server as http_server
+    from batchyard.api.logs import configure_logging
+
+    http_server.add_arguments(p)  # --log-format, read timeouts, connection limit; env vars in --help
     a = p.parse_args(argv)
-    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        limits = http_server.from_args(a)
+    except ValueError as e:
+        sys.exit(f"batchyard: {e}")
+    configure_logging(a.log_level, a.log_format)
 
     from batchyard.api.app import Settings, create_app
     from batchyard.pools.local import LocalProvider
@@ -86,7 +93,7 @@ def _server(argv: list[str]) -> None:
         port=a.port,
         log_level="warning",
         loop="uvloop",
-        http="httptools",
+        **http_server.uvicorn_options(limits),
         timeout_keep_alive=120,
         timeout_graceful_shutdown=2,
     )
@@ -94,9 +101,14 @@ def _server(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--version":
+        from batchyard import __version__
+
+        print(f"batchyard {__version__}")
+        return
     if not args or args[0] in ("-h", "--help"):
         print(
-            "usage: batchyard {server,agent} [options]\n\n"
+            "usage: batchyard [--version] {server,agent} [options]\n\n"
             "  server   run the API, scheduler and pool manager\n"
             "  agent    run one compute node agent"
         )

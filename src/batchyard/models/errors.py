@@ -326,3 +326,21 @@ def operation_invalid_for_current_state(reason: str = "") -> BatchError:
 
 def node_state_unusable() -> BatchError:
     return _e(409, "NodeStateUnusable", "The node is in an unusable state.")
+
+
+# --- connection handling (answered by the HTTP layer) -------------------------------------------------------
+
+
+def server_busy() -> BatchError:
+    return _e(
+        503, "ServerBusy", "The server is currently unable to receive requests. Please retry your request."
+    )
+
+
+def request_timeout(seconds: float) -> BatchError:
+    return _e(
+        408,
+        "RequestTimeout",
+        "The server timed out waiting for the rest of the request.",
+        Reason=f"No part of the request body arrived for {seconds:g} seconds.",
+    )
