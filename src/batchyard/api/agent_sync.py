@@ -78,9 +78,12 @@ def decode_sync(data: bytes) -> SyncBody:
     except msgspec.ValidationError as e:
         text = str(e).replace("`", "")
         reason, _, where = text.partition(" - at ")
+        where = where.removeprefix("$.").removeprefix("$")
+        if reason.startswith("Object contains unknown field "):
+            name = reason.removeprefix("Object contains unknown field ")
+            raise errors.unsupported_property(f"{where}.{name}" if where else name) from None
         if where:
-            prop = where.removeprefix("$.").removeprefix("$")
-            return _raise(errors.invalid_property_value(prop, "", reason))
+            return _raise(errors.invalid_property_value(where, "", reason))
         return _raise(errors.invalid_request_body(reason))
     except msgspec.DecodeError as e:
         return _raise(errors.invalid_request_body(str(e).replace("`", "")))

@@ -31,12 +31,16 @@ def head_revisions() -> frozenset[str]:
 
 def store_revisions(store: SqlStore) -> frozenset[str]:
     """The store's applied revisions, on a raw connection (no BEGIN IMMEDIATE, so no write lock on SQLite)."""
-    conn = store.engine.raw_connection()
+    conn = store.engine.raw_connection()  # a failure here: the store is unreachable
     try:
         cur = conn.cursor()
-        cur.execute("SELECT version_num FROM alembic_version")
-        rows = cur.fetchall()
-        cur.close()
+        try:
+            cur.execute("SELECT version_num FROM alembic_version")
+            rows = cur.fetchall()
+        except Exception:  # reachable, but never migrated
+            return frozenset()
+        finally:
+            cur.close()
         return frozenset(str(r[0]) for r in rows)
     finally:
         conn.close()
