@@ -266,6 +266,21 @@ def test_chunked_body_is_cut_off_at_the_limit(live: LiveServer) -> None:
     assert sent < 50 * MIB, "the server read the whole 50 MiB instead of stopping at the limit"
 
 
+@pytest.mark.parametrize("path", ["/pools", AGENT_SYNC])
+def test_an_answer_before_the_body_closes_the_connection(live: LiveServer, path: str) -> None:
+    """An unsigned 50 MiB upload gets its 401 and a closed connection: the server never drains the junk."""
+    head = request_head(
+        live, "POST", path, {"content-type": JSON_CT, "transfer-encoding": "chunked"}, sign=False
+    )
+    with connect(live, 30) as s:
+        start = time.monotonic()
+        answer, sent = send_body_and_read(s, head, _chunked(50 * MIB))
+    status, headers, body = parse_answer(answer)
+    batch_error(status, headers, body, 401, "AuthenticationRequired")
+    assert headers.get("connection") == "close", headers
+    assert sent < 50 * MIB and time.monotonic() - start < 10
+
+
 def test_fifty_megabyte_sweep_leaves_memory_flat(live: LiveServer, raw: Raw) -> None:
     """Every body route, 50 MiB bodies sent with an honest Content-Length and chunked: RSS stays flat."""
     raw.get("/pools")  # warm up imports and caches before the first measurement
@@ -480,7 +495,7 @@ def test_dot_segments_are_plain_ids(live: LiveServer, path: str, code: str) -> N
     batch_error(status, headers, body, 404, code)
 
 
-@pytest.mark.parametrize("path", ["/pools/./x", "/./pools"])
+@pytest.mark.parametrize("path", ["/pools/./x", "/./pools", "/pools/%2e/", "/pools/%2E/nodes/"])
 def test_dot_segments_in_the_raw_path_are_invalid_uri(live: LiveServer, path: str) -> None:
     with connect(live) as s:
         s.sendall(request_head(live, "GET", path))

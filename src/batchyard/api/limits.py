@@ -3,7 +3,8 @@
 `BodyLimit` wraps the ASGI app: a `Content-Length` above the route's limit is answered 413
 `RequestBodyTooLarge` at once, without reading a byte of the body; a chunked (or lying) body is counted as it
 arrives and reading stops at the limit, where `receive()` raises the same Batch error into the handler. Either
-way the answer carries `Connection: close`, so the unread rest of the body is never read.
+way the answer carries `Connection: close`, so the unread rest of the body is never read. So does any answer
+given before the body was read to its end (a 401 to an unsigned upload): the server never drains junk.
 """
 
 from __future__ import annotations
@@ -55,19 +56,21 @@ class BodyLimit:
             return
         seen = 0
         tripped = False
+        body_done = not declared and not _has_header(scope, b"transfer-encoding")
 
         async def bounded_receive() -> Message:
-            nonlocal seen, tripped
+            nonlocal seen, tripped, body_done
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     tripped = True
                     raise too_large(limit)
+                body_done = not message.get("more_body", False)
             return message
 
         async def closing_send(message: Message) -> None:
-            if tripped and message["type"] == "http.response.start":
+            if (tripped or not body_done) and message["type"] == "http.response.start":
                 message = dict(message)
                 message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
             await send(message)
@@ -86,6 +89,10 @@ class BodyLimit:
                 raise
             resp = self.render(scope, e)
             await resp(scope, receive, closing_send)
+
+
+def _has_header(scope: Scope, name: bytes) -> bool:
+    return any(k == name for k, _ in scope["headers"])
 
 
 def _content_length(scope: Scope) -> int | None:
