@@ -349,10 +349,15 @@ def validate_durations(obj: msgspec.Struct, rewrite: bool = False) -> None:
                 td = parse_duration(value)
             except ValueError as exc:
                 raise errors.invalid_property_value(path, value, str(exc)) from None
-            if td < datetime.timedelta(0):
+            if td < datetime.timedelta(0) or _negative_ticks(value):
                 raise errors.invalid_property_value(path, value, "The duration must not be negative.")
             if rewrite:
                 setattr(owner, fld.name, format_duration(td))
+
+
+def _negative_ticks(text: str) -> bool:
+    """`-PT0.0000001S`: one negative tick, which timedelta (microseconds) rounds to zero."""
+    return text.strip().startswith("-") and any(c in "123456789" for c in text)
 
 
 def validate_body(obj: msgspec.Struct) -> None:
