@@ -503,6 +503,20 @@ def test_dot_segments_in_the_raw_path_are_invalid_uri(live: LiveServer, path: st
     batch_error(status, headers, body, 400, "InvalidUri")
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /pools/\xff\xfe?api-version=x HTTP/1.1\r\n\r\n",
+        b"GET /pools HTTP/1.1\r\nbad header\r\n\r\n",
+        b"\x16\x03\x01\x00",
+    ],
+)
+def test_unparsable_requests_get_a_batch_error(live: LiveServer, request_bytes: bytes) -> None:
+    with connect(live) as s:
+        s.sendall(request_bytes)
+        batch_error(*read_response(s), 400, "InvalidInput")
+
+
 @pytest.mark.parametrize("text", ["é", "false ' NaN lt 'é☃' ne", "id eq ²"])
 @pytest.mark.parametrize("path", ["/pools", "/jobs", "/nodecounts", "/supportedimages"])
 def test_non_ascii_filter_is_400(raw: Raw, path: str, text: str) -> None:

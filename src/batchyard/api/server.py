@@ -115,7 +115,7 @@ def _error_bytes(status: int, err: errors.BatchError, host: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + bytes(resp.body)
 
 
-_REASONS = {408: "Request Timeout", 503: "Service Unavailable"}
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 503: "Service Unavailable"}
 
 
 def timed_protocol(limits: ServerLimits) -> type[HttpToolsProtocol]:
@@ -134,6 +134,12 @@ def timed_protocol(limits: ServerLimits) -> type[HttpToolsProtocol]:
                 transport.close()
                 return
             self._header_timer = self.loop.call_later(limits.header_timeout, self._header_timeout)
+
+        def send_400_response(self, msg: str) -> None:
+            """httptools refused the bytes (e.g. a non-ASCII URL): a Batch error rather than plain text."""
+            self.logger.info("unparsable request: %s", msg)
+            self.transport.write(_error_bytes(400, errors.unparsable_request(), "localhost"))
+            self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_timers()

@@ -344,3 +344,7 @@ def request_timeout(seconds: float) -> BatchError:
         "The server timed out waiting for the rest of the request.",
         Reason=f"No part of the request body arrived for {seconds:g} seconds.",
     )
+
+
+def unparsable_request() -> BatchError:
+    return _e(400, "InvalidInput", "The HTTP request could not be parsed (request line, URL or headers).")
