@@ -45,7 +45,7 @@ ENVIRONMENT_HELP = """environment variables:
 class ServerLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
-    max_connections: int = 2048
+    max_connections: int = 4096
 
 
 def _env(name: str, default: str) -> str:
