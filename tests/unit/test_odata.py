@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, create_engine, select
 
 from batchyard.models import odata
@@ -613,3 +615,80 @@ def test_split_sql_edges() -> None:
     assert residual == And(
         (Compare("id", "eq", "a", casefold=True), Compare("executionInfo/exitCode", "eq", 0))
     )
+
+
+# --- fuzz: any text is a filter or a Batch error, never another exception ---------------------------------
+
+_SPECS = (POOLS, JOBS, TASKS, NODES, FILES, NODE_COUNTS, SUPPORTED_IMAGES, JOB_SCHEDULES, PREP_RELEASE_STATUS)
+_FILTER_WORDS = st.sampled_from(
+    [
+        "id",
+        "state",
+        "eq",
+        "ne",
+        "lt",
+        "ge",
+        "and",
+        "or",
+        "not",
+        "true",
+        "false",
+        "null",
+        "(",
+        ")",
+        ",",
+        "'",
+        "''",
+        "'é☃'",
+        "startswith",
+        "datetime'",
+        "2024-01-01T00:00:00Z",
+        "-",
+        "12",
+        "²",
+        "٣",
+        "é",
+        "executionInfo/exitCode",
+        "NaN",
+        " ",
+        "\t",
+        "\x00",
+        "\u2028",
+    ]
+)
+_FILTER_TEXT = st.one_of(st.text(max_size=60), st.lists(_FILTER_WORDS, max_size=12).map(" ".join))
+
+
+def _batch_error_or_expr(text: str, spec: FilterSpec) -> Expr | None:
+    try:
+        return compile_filter(text, spec)
+    except BatchError as e:
+        assert e.status == 400 and e.code == "InvalidQueryParameterValue", e
+        assert ("QueryParameterName", "$filter") in e.values
+        return None
+
+
+@pytest.mark.parametrize(
+    "text", ["false ' NaN lt 'é☃' ne", "é", "id eq é", "²", "id eq ٣", "id eq 1²", "ⅷ", "id eq '٣' and é"]
+)
+def test_non_ascii_outside_strings_is_a_syntax_error(text: str) -> None:
+    for spec in _SPECS:
+        assert _batch_error_or_expr(text, spec) is None
+
+
+def test_non_ascii_inside_a_string_literal_is_fine() -> None:
+    assert compile_filter("id eq 'é☃'", JOBS) == Compare("id", "eq", "é☃", casefold=True)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_FILTER_TEXT, spec=st.sampled_from(_SPECS))
+def test_fuzz_any_text_parses_or_is_a_batch_error(text: str, spec: FilterSpec) -> None:
+    expr = _batch_error_or_expr(text, spec)
+    try:
+        parsed = parse_filter(text)
+    except BatchError:
+        assert expr is None
+        return
+    assert parse_filter(to_odata(parsed)) == parsed  # what parses renders back to the same filter
+    if expr is not None:
+        evaluate(expr, {})  # a bound filter evaluates on any item

@@ -93,7 +93,7 @@ class Agent:
                     "running": [*self.running, *(w["ref"] for w in self.queue)],
                     "wait": wait,
                 },
-                headers={"x-batchyard-node-token": self.cfg.token},
+                headers={"x-batchyard-node-token": self.cfg.token, "x-batchyard-node-id": self.cfg.node_id},
             )
         except httpx.HTTPError as exc:
             log.info("server unreachable: %s", exc)

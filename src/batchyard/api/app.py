@@ -16,16 +16,21 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Scope
 
+from batchyard.api import agent_sync as agent_proto
 from batchyard.api import http, versions
+from batchyard.api.health import Readiness
+from batchyard.api.limits import REST_MAX_BODY, BodyLimit
+from batchyard.api.logs import RequestLog
 from batchyard.api.shared_key import SignedRequest, verify_shared_key
 from batchyard.models import errors, wire
 from batchyard.models.clock import format_http_date, parse_http_date, utcnow
 from batchyard.models.decode import decode_body, normalise_enums, to_wire, validate_durations
-from batchyard.service import account, agents, files, jobs, nodes, pools, tasks
+from batchyard.service import account, files, jobs, nodes, pools, tasks
 from batchyard.service.common import Body
 from batchyard.service.context import Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery
@@ -33,7 +38,7 @@ from batchyard.service.listing import ListQuery
 log = logging.getLogger("batchyard.api")
 
 API_VERSIONS = versions.ACCEPTED  # every version since 2018-08-01.7.0, from the generated table
-MAX_BODY = 1024 * 1024
+MAX_BODY = REST_MAX_BODY
 #: The account lifetime statistics operations exist up to 2023-05-01.17.0 (dropped from the next spec).
 LIFETIME_STATS_REMOVED_IN = "2023-11-01"
 
@@ -94,7 +99,7 @@ class Call:
         raise errors.invalid_query_parameter(name, v)
 
     async def body(self, model: type[Any] | None = None, limit: int = MAX_BODY) -> Body:
-        data = await self.request.body()
+        data = await self.request.body()  # bounded while it is read (api.limits.BodyLimit)
         if len(data) > limit:
             raise errors.request_body_too_large(f"The request body exceeds {limit} bytes")
         if model is None:
@@ -160,6 +165,9 @@ class Api:
                 resp = await fn(Call(request, rid, base, version))
             except errors.BatchError as e:
                 resp = http.error_response(versions.error(version, e), base, rid, head)
+            except ClientDisconnect:  # gone, or cut off by the body timeout (api.server): nobody to answer
+                log.info("client disconnected during %s %s", request.method, request.url.path)
+                resp = http.error_response(errors.request_timeout(0), base, rid, head)
             except Exception:
                 log.exception("unhandled error in %s %s", request.method, request.url.path)
                 resp = http.error_response(errors.internal_error(), base, rid, head)
@@ -171,6 +179,18 @@ class Api:
             return resp
 
         return endpoint
+
+    def error(self, scope: Scope, err: errors.BatchError) -> Response:
+        """A Batch error answered outside an operation (no route, body limits), with the usual headers."""
+        request = Request(scope)
+        rid = str(uuid.uuid4())
+        resp = http.error_response(err, self.base_url(request), rid, request.method == "HEAD")
+        resp.headers["request-id"] = rid
+        resp.headers["DataServiceVersion"] = "3.0"
+        crid = request.headers.get("client-request-id")
+        if crid and request.headers.get("return-client-request-id", "").lower() == "true":
+            resp.headers["client-request-id"] = crid
+        return resp
 
     def authenticate(self, request: Request) -> None:
         scope = request.scope
@@ -320,7 +340,8 @@ def _parse_range(value: str, size: int) -> tuple[int, int]:
 
 def create_app(
     ctx: Ctx, settings: Settings, background: list[Callable[[], Awaitable[None]]] | None = None
-) -> Starlette:
+) -> ASGIApp:
+    """The whole HTTP application: request log -> body limits -> routes."""
     api = Api(ctx, settings)
     o = api.op
 
@@ -526,29 +547,27 @@ def create_app(
         return h
 
     # the agent protocol (node token auth, not Shared Key)
+    tokens = agent_proto.TokenCheck(ctx)
+
     async def agent_sync(request: Request) -> Response:
-        rid = str(uuid.uuid4())
-        base = api.base_url(request)
         try:
-            data = await request.json()
-            token = request.headers.get("x-batchyard-node-token", "")
-            node_id = str(data.get("nodeId", ""))
-            events = list(data.get("events") or [])
-            running = [str(r) for r in data.get("running") or []]
-            wait = min(float(data.get("wait") or 0), 30.0)
-            ev = ctx.hub.node_event(node_id)
-            ev.clear()
-            pid = data.get("pid")
-            out = agents.sync(ctx, node_id, token, events, running, int(pid) if pid is not None else None)
-            if not events and not out["run"] and not out["kill"] and wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), timeout=wait)
-                out.update(agents.plan(ctx, node_id, running))
-                if not agents.node_exists(ctx, node_id):
-                    out["stop"] = True
-            return http.json_response(out)
+            return http.json_response(await agent_proto.sync(ctx, tokens, request.headers, request.body))
         except errors.BatchError as e:
-            return http.error_response(e, base, rid)
+            if e.status == 400:
+                log.warning("agent sync refused: %s %s", e.message, dict(e.values))
+            return api.error(request.scope, e)
+        except ClientDisconnect:
+            return api.error(request.scope, errors.request_timeout(0))
+
+    # health probes (no Shared Key, no api-version)
+    readiness = Readiness(ctx.store)
+
+    async def healthz(request: Request) -> Response:
+        return http.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    async def readyz(request: Request) -> Response:
+        ready, details = await readiness.check()
+        return http.json_response(details, 200 if ready else 503, headers={"Cache-Control": "no-store"})
 
     # certificate entity URIs are OData keys: /certificates(thumbprintAlgorithm=sha1,thumbprint=...)
     _CERT = "/certificates(thumbprintAlgorithm={thumbprint_algorithm},thumbprint={thumbprint})"
@@ -596,6 +615,8 @@ def create_app(
         Route("/lifetimejobstats", o(lifetime_job_stats), methods=["GET"]),
         Route("/lifetimepoolstats", o(lifetime_pool_stats), methods=["GET"]),
         Route("/batchyard/agent/v1/sync", agent_sync, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
     ]
     # operations this server does not implement yet: a clear Batch error, never a 404 or a fake success
     pending = [
@@ -633,15 +654,10 @@ def create_app(
                 t.cancel()
 
     async def no_route(request: Request, exc: Exception) -> Response:
-        rid = str(uuid.uuid4())
         status = getattr(exc, "status_code", 404)
         err = errors.unsupported_http_verb(request.method) if status == 405 else errors.invalid_uri()
-        resp = http.error_response(err, api.base_url(request), rid, request.method == "HEAD")
-        resp.headers["request-id"] = rid
-        resp.headers["DataServiceVersion"] = "3.0"
-        crid = request.headers.get("client-request-id")
-        if crid and request.headers.get("return-client-request-id", "").lower() == "true":
-            resp.headers["client-request-id"] = crid
-        return resp
+        return api.error(request.scope, err)
 
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: no_route, 405: no_route})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: no_route, 405: no_route})
+    app.router.redirect_slashes = False  # `/pools/` is InvalidUri, as on the service, never a 307
+    return RequestLog(BodyLimit(app, api.error))

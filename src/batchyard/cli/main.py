@@ -97,6 +97,9 @@ def _server_parser() -> argparse.ArgumentParser:
         help="when the server stops, stop its nodes and their tasks too (default: they keep running "
         "and the next server re-adopts them)",
     )
+    from batchyard.api import server as http_server
+
+    http_server.add_arguments(p)  # --log-format, read timeouts, connection limit; env vars in --help
     return p
 
 
@@ -111,6 +114,9 @@ def _server(argv: list[str]) -> None:
 
 
 def _serve(a: argparse.Namespace) -> None:
+    from batchyard.api import server as http_server
+    from batchyard.api.logs import configure_logging
+
     check_port(a.port)
     check_positive("--orphan-timeout", a.orphan_timeout)
     check_positive("--lease-seconds", a.lease_seconds)
@@ -123,6 +129,10 @@ def _serve(a: argparse.Namespace) -> None:
     level = logging.getLevelName(a.log_level.upper())
     if not isinstance(level, int):
         raise ConfigError(f"--log-level {a.log_level} is not one of debug, info, warning, error")
+    try:
+        limits = http_server.from_args(a)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     account = os.environ.get("BATCHYARD_ACCOUNT_NAME", DEV_ACCOUNT)
     key_text = os.environ.get("BATCHYARD_ACCOUNT_KEY", DEV_KEY)
     try:
@@ -133,7 +143,7 @@ def _serve(a: argparse.Namespace) -> None:
     lock = lock_data_dir(data_dir)
     sock, local_url = bind(a.host, a.port)
     store, pg_lock = open_store(a.database_url, data_dir)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(a.log_level, a.log_format)
 
     from batchyard.api.app import Settings, create_app
     from batchyard.pools.local import LocalProvider
@@ -198,7 +208,7 @@ def _serve(a: argparse.Namespace) -> None:
         port=a.port,
         log_level="warning",
         loop="uvloop",
-        http="httptools",
+        **http_server.uvicorn_options(limits),
         timeout_keep_alive=120,
         timeout_graceful_shutdown=2,
     )
@@ -257,9 +267,14 @@ def _stop_nodes(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--version":
+        from batchyard import __version__
+
+        print(f"batchyard {__version__}")
+        return
     if not args or args[0] in ("-h", "--help"):
         print(
-            "usage: batchyard {server,stop-nodes,agent} [options]\n\n"
+            "usage: batchyard [--version] {server,stop-nodes,agent} [options]\n\n"
             "  server      run the API, scheduler and pool manager\n"
             "  stop-nodes  stop the node agents a stopped server left running\n"
             "  agent       run one compute node agent"

@@ -55,6 +55,9 @@ _UTC = datetime.UTC
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _MAX_VALUE_TEXT = 1024  # longest PropertyValue echoed back in an error
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays/objects a request body may have (Json.NET's default MaxDepth; no Batch model
+nests half as deep). Checked without recursion, so a body of `[` x 100000 is a 400, not a RecursionError."""
 
 # --- decoding ----------------------------------------------------------------------------------------------
 
@@ -86,11 +89,47 @@ def decode_body(data: bytes, model: type[T], *, max_bytes: int | None = None, re
     try:
         obj = msgspec.json.decode(data, type=model, strict=False)
     except msgspec.ValidationError as exc:
+        check_json_depth(data)  # the lenient retry walks the raw JSON in Python
         obj = _retry_lenient(data, model, exc)
     except msgspec.DecodeError as exc:
         raise errors.invalid_request_body(_clean(str(exc))) from None
+    except RecursionError:  # msgspec's own guard, inside a free-form (`Any`) property
+        check_json_depth(data)
+        raise errors.invalid_request_body(_too_deep()) from None
     _post_process(obj, "")
     return obj
+
+
+def _too_deep() -> str:
+    return f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep."
+
+
+_JSON_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS_ONLY = (bytes.maketrans(b"{}", b"[]"), bytes(b for b in range(256) if b not in b"[]{}"))
+
+
+def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the arrays/objects in the JSON text `data` nest deeper than `limit`, found by one iterative
+    scan of the brackets outside string literals (never by recursion). Malformed text is judged by its
+    unclosed brackets, so `[` x 100000 is too deep even without its closing half."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING_RE.sub(b"", data).translate(*_BRACKETS_ONLY)
+    depth = 0
+    for b in brackets:
+        if b == 0x5B:  # "["
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def check_json_depth(data: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """Raise InvalidRequestBody when `data` nests deeper than `limit` (see `json_depth_exceeds`)."""
+    if json_depth_exceeds(data, limit):
+        raise errors.invalid_request_body(_too_deep())
 
 
 def _retry_lenient(data: bytes, model: type[T], exc: msgspec.ValidationError) -> T:
@@ -204,6 +243,9 @@ def _post_process(obj: msgspec.Struct, path: str) -> None:
                 raise errors.invalid_property_value(fpath, value, "The value is out of range.")
         elif isinstance(value, msgspec.Struct):
             _post_process(value, fpath)
+        elif isinstance(value, dict):  # free-form JSON (extension settings): bound its depth here
+            if _nests_deeper(value, MAX_JSON_DEPTH):
+                raise errors.invalid_property_value(fpath, "", _too_deep())
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 ipath = f"{fpath}[{i}]"
@@ -212,6 +254,20 @@ def _post_process(obj: msgspec.Struct, path: str) -> None:
                 elif isinstance(item, int) and not isinstance(item, bool):
                     if not _INT64_MIN <= item <= _INT64_MAX:
                         raise errors.invalid_property_value(ipath, item, "The value is out of range.")
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether decoded JSON `value` nests deeper than `limit` (iterative, so it cannot overflow the stack)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values() if isinstance(x, dict | list))
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v if isinstance(x, dict | list))
+    return False
 
 
 @functools.cache
@@ -285,7 +341,7 @@ def normalise_enums(obj: msgspec.Struct) -> None:
 
 
 def validate_durations(obj: msgspec.Struct, rewrite: bool = False) -> None:
-    """Raise InvalidPropertyValue for a duration property that is not an ISO-8601 duration; with
+    """Raise InvalidPropertyValue for a duration property that is not a non-negative ISO-8601 duration; with
     `rewrite`, store each one in the service's form (`PT15M00S` -> `PT15M`, years and months as days)."""
     for owner, fld, value, path in _walk(obj, ""):
         if (type(owner).__name__, fld.encode_name) in DURATION_FIELDS and isinstance(value, str):
@@ -293,8 +349,15 @@ def validate_durations(obj: msgspec.Struct, rewrite: bool = False) -> None:
                 td = parse_duration(value)
             except ValueError as exc:
                 raise errors.invalid_property_value(path, value, str(exc)) from None
+            if td < datetime.timedelta(0) or _negative_ticks(value):
+                raise errors.invalid_property_value(path, value, "The duration must not be negative.")
             if rewrite:
                 setattr(owner, fld.name, format_duration(td))
+
+
+def _negative_ticks(text: str) -> bool:
+    """`-PT0.0000001S`: one negative tick, which timedelta (microseconds) rounds to zero."""
+    return text.strip().startswith("-") and any(c in "123456789" for c in text)
 
 
 def validate_body(obj: msgspec.Struct) -> None:

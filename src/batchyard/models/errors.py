@@ -352,3 +352,25 @@ def cloud_service_pools_retired() -> BatchError:
         Reason="Cloud Services Configuration pools were retired on 29 February 2024; "
         "use virtualMachineConfiguration.",
     )
+
+
+# --- connection handling (answered by the HTTP layer) -------------------------------------------------------
+
+
+def server_busy() -> BatchError:
+    return _e(
+        503, "ServerBusy", "The server is currently unable to receive requests. Please retry your request."
+    )
+
+
+def request_timeout(seconds: float) -> BatchError:
+    return _e(
+        408,
+        "RequestTimeout",
+        "The server timed out waiting for the rest of the request.",
+        Reason=f"No part of the request body arrived for {seconds:g} seconds.",
+    )
+
+
+def unparsable_request() -> BatchError:
+    return _e(400, "InvalidInput", "The HTTP request could not be parsed (request line, URL or headers).")

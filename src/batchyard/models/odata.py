@@ -94,7 +94,8 @@ _OPS_BY_NAME: Final[dict[str, CompareOp]] = {op: op for op in ("eq", "ne", "gt",
 _DT_RE: Final = re.compile(
     r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})"
     r"(?:[Tt ](?P<h>\d{2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:\.(?P<f>\d+))?)?)?"
-    r"(?P<tz>[Zz]|[+-]\d{2}:?\d{2})?"
+    r"(?P<tz>[Zz]|[+-]\d{2}:?\d{2})?",
+    re.ASCII,
 )
 
 
@@ -234,9 +235,9 @@ class _Tok:
 
 _IDENT_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*")
 _BARE_DT_RE: Final = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:\d{2})?"
+    r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:\d{2})?", re.ASCII
 )
-_INT_RE: Final = re.compile(r"-?\d+")
+_INT_RE: Final = re.compile(r"-?\d+", re.ASCII)
 _DT_PREFIXES: Final = ("datetime", "datetimeoffset")
 
 
@@ -267,6 +268,11 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
         return "".join(out), j + 1
 
 
+def _is_digit(c: str) -> bool:
+    """ASCII digits only: `str.isdigit` is also true for '²' or '٣', which no literal accepts."""
+    return "0" <= c <= "9"
+
+
 def _tokenize(text: str) -> list[_Tok]:
     toks: list[_Tok] = []
     i, n = 0, len(text)
@@ -282,8 +288,8 @@ def _tokenize(text: str) -> list[_Tok]:
             value, end = _read_quoted(text, i)
             toks.append(_Tok("string", text[i:end], i, value))
             i = end
-        elif c.isdigit() or (c == "-" and i + 1 < n and text[i + 1].isdigit()):
-            m = _BARE_DT_RE.match(text, i) if c.isdigit() else None
+        elif _is_digit(c) or (c == "-" and i + 1 < n and _is_digit(text[i + 1])):
+            m = _BARE_DT_RE.match(text, i) if _is_digit(c) else None
             if m is not None:
                 dt = parse_datetime(m.group())
                 if dt is None:
@@ -292,7 +298,8 @@ def _tokenize(text: str) -> list[_Tok]:
                 i = m.end()
                 continue
             m = _INT_RE.match(text, i)
-            assert m is not None
+            if m is None:  # pragma: no cover - _is_digit guarantees a match
+                raise _SyntaxError(i, f"unexpected character '{c}'")
             end = m.end()
             if end < n and (text[end] == "." or text[end].isalpha()):
                 raise _SyntaxError(i, "only integer numeric literals are supported")
@@ -301,9 +308,10 @@ def _tokenize(text: str) -> list[_Tok]:
                 raise _SyntaxError(i, f"integer literal '{m.group()}' is out of range")
             toks.append(_Tok("int", m.group(), i, number))
             i = end
-        elif c.isalpha() or c == "_":
+        elif ("a" <= c <= "z") or ("A" <= c <= "Z") or c == "_":
             m = _IDENT_RE.match(text, i)
-            assert m is not None
+            if m is None:  # pragma: no cover - the first character always matches
+                raise _SyntaxError(i, f"unexpected character '{c}'")
             word = m.group()
             end = m.end()
             if end < n and text[end] == "'" and word.lower() in _DT_PREFIXES:

@@ -1,0 +1,157 @@
+"""`POST /batchyard/agent/v1/sync`: the agent protocol's one route, authenticated before its body is read.
+
+The agent names its node in `x-batchyard-node-id` and proves it with `x-batchyard-node-token`; the token is
+checked (against a small cache, else the store) before a byte of the body is read. The body is then bounded
+(`limits.AGENT_MAX_BODY`) and decoded into `SyncBody`, so a malformed one is a 400 Batch error naming the
+property, never a 500. Unknown properties are refused: a field added to the agent's events must be added
+here too (it would otherwise be dropped on the way to `service.agents`).
+
+An agent without the node-id header (an older agent the server re-adopted) is authenticated by
+`service.agents.sync` from the `nodeId` in its (bounded, validated) body, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from typing import Any, Literal
+
+import msgspec
+
+from batchyard.models import errors
+from batchyard.models.decode import MAX_JSON_DEPTH
+from batchyard.service import agents
+from batchyard.service.context import Ctx
+
+NODE_ID_HEADER = "x-batchyard-node-id"
+TOKEN_HEADER = "x-batchyard-node-token"
+MAX_WAIT = 30.0
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class Usage(_Strict):
+    user: float = 0.0
+    kernel: float = 0.0
+    readOps: int = 0
+    writeOps: int = 0
+
+
+class FailureInfo(_Strict):
+    category: str = ""
+    code: str = ""
+    message: str = ""
+
+
+class Event(_Strict):
+    type: Literal["started", "completed"]
+    ref: str
+    seq: int = 0
+    time: str | None = None
+    exitCode: int | None = None
+    startTime: str | None = None
+    endTime: str | None = None
+    timedOut: bool = False
+    usage: Usage | None = None
+    failureInfo: FailureInfo | None = None
+
+
+class SyncBody(_Strict):
+    nodeId: str
+    pid: int | None = None
+    events: list[Event] = msgspec.field(default_factory=list)
+    running: list[str] = msgspec.field(default_factory=list)
+    wait: float = 0.0
+
+
+_decoder = msgspec.json.Decoder(SyncBody)
+
+
+def decode_sync(data: bytes) -> SyncBody:
+    """The sync body, or 400 InvalidRequestBody / InvalidPropertyValue / UnsupportedProperty.
+
+    No nesting scan (it would cost more than the decode on a busy node's sync): every field is typed and
+    unknown ones are refused, so the decoder stops at the first bracket that does not fit and never nests
+    deeper than `SyncBody` does.
+    """
+    try:
+        body = _decoder.decode(data)
+    except RecursionError:  # cannot happen with this schema; a 400 all the same if it ever did
+        raise errors.invalid_request_body(
+            f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep."
+        ) from None
+    except msgspec.ValidationError as e:
+        text = str(e).replace("`", "")
+        reason, _, where = text.partition(" - at ")
+        where = where.removeprefix("$.").removeprefix("$")
+        if reason.startswith("Object contains unknown field "):
+            name = reason.removeprefix("Object contains unknown field ")
+            raise errors.unsupported_property(f"{where}.{name}" if where else name) from None
+        if where:
+            return _raise(errors.invalid_property_value(where, "", reason))
+        return _raise(errors.invalid_request_body(reason))
+    except msgspec.DecodeError as e:
+        return _raise(errors.invalid_request_body(str(e).replace("`", "")))
+    if body.pid is not None and not 0 < body.pid < 2**31:
+        raise errors.invalid_property_value("pid", str(body.pid), "Not a process id.")
+    if not body.wait >= 0:  # also refuses NaN
+        raise errors.invalid_property_value("wait", str(body.wait), "The wait must be >= 0 seconds.")
+    return body
+
+
+def _raise(err: errors.BatchError) -> SyncBody:
+    raise err
+
+
+class TokenCheck:
+    """Node id -> token of nodes that authenticated before: repeat syncs cost a dict lookup, not a query.
+
+    A stale entry (the node was deleted) only lets a request past this pre-check; `agents.sync` checks the
+    token against the store again in its own transaction.
+    """
+
+    def __init__(self, ctx: Ctx, max_entries: int = 100_000) -> None:
+        self.ctx = ctx
+        self.known: dict[str, str] = {}
+        self.max_entries = max_entries
+
+    def verify(self, node_id: str, token: str) -> None:
+        cached = self.known.get(node_id)
+        if cached is not None and hmac.compare_digest(cached, token):
+            return
+        with self.ctx.store.tx() as tx:
+            agents.authenticate(tx, node_id, token)
+        if len(self.known) >= self.max_entries:
+            self.known.clear()
+        self.known[node_id] = token
+
+
+async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dict[str, Any]:
+    """Authenticate, read and validate the body, apply it, and (long-)poll for work: the agent's reply."""
+    token = headers.get(TOKEN_HEADER)
+    if not token:
+        raise errors.missing_authentication()
+    header_node = headers.get(NODE_ID_HEADER)
+    if header_node is not None:
+        check.verify(header_node, token)
+    body = decode_sync(await read_body())
+    if header_node is not None and body.nodeId != header_node:
+        raise errors.invalid_property_value(
+            "nodeId", body.nodeId, f"The {NODE_ID_HEADER} header names another node."
+        )
+    node_id = body.nodeId
+    events: list[dict[str, Any]] = msgspec.to_builtins(body.events)
+    wait = min(body.wait, MAX_WAIT)
+    ev = ctx.hub.node_event(node_id)
+    ev.clear()
+    out = agents.sync(ctx, node_id, token, events, body.running, body.pid)
+    if not events and not out["run"] and not out["kill"] and wait > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), timeout=wait)
+        out.update(agents.plan(ctx, node_id, body.running))
+        if not agents.node_exists(ctx, node_id):
+            out["stop"] = True
+    return out
