@@ -5,14 +5,17 @@ being counted (a task's `requeueCount` is exactly the number of extra times it r
 counts agree. Only the server is killed; the agents (and their tasks) live on and are re-adopted.
 
 Each task appends its id to `$AZ_BATCH_NODE_SHARED_DIR/runs.log` (the node's shared folder is a place every
-task may write), so the test counts real runs independently of what the server says. Kills are spread over
+task may write, as on Azure) and fails if it cannot, so the test counts real runs independently of what the
+server says. Kills are spread over
 the job by progress (after every ~1/12 of the tasks completes, and only once the restarted server has
 completed some work), so all ten land while tasks are running.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -37,7 +40,7 @@ NODES, SLOTS = 4, 4
 def command(i: int) -> str:
     """Short but not instant: 0.05-0.20 s, spread deterministically."""
     sleep = 0.05 + (i * 37 % 16) * 0.01
-    return f"/bin/sh -c 'echo $AZ_BATCH_TASK_ID >> $AZ_BATCH_NODE_SHARED_DIR/runs.log; sleep {sleep:.2f}'"
+    return f"/bin/sh -c 'echo $AZ_BATCH_TASK_ID >> $AZ_BATCH_NODE_SHARED_DIR/runs.log && sleep {sleep:.2f}'"
 
 
 def completed(raw: Raw, job: str) -> int | None:
@@ -158,8 +161,20 @@ def check(result: dict[str, Any]) -> None:
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:60])
 
 
-def test_crash_loop_sqlite(tmp_path: Path) -> None:
-    srv = LiveServer(tmp_path / "data")
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir whose parents every user may traverse: tasks may run as their own OS users, and the
+    node's shared folder must be reachable by its absolute path (pytest's tmp_path sits under a 0700 dir)."""
+    base = Path(tempfile.mkdtemp(prefix="batchyard-crash-"))
+    base.chmod(0o755)
+    try:
+        yield base / "data"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_crash_loop_sqlite(data_dir: Path) -> None:
+    srv = LiveServer(data_dir)
     try:
         srv.start()
         check(crash_loop(srv))
@@ -182,8 +197,8 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.mark.postgres
-def test_crash_loop_postgres(tmp_path: Path, pg_url: str) -> None:
-    srv = LiveServer(tmp_path / "data", database_url=pg_url)
+def test_crash_loop_postgres(data_dir: Path, pg_url: str) -> None:
+    srv = LiveServer(data_dir, database_url=pg_url)
     try:
         srv.start()
         check(crash_loop(srv))
