@@ -198,7 +198,18 @@ def test_ctrl_c_is_quick_and_quiet_and_says_what_keeps_running(tmp_path: Path) -
     data = tmp_path / "data"
     port = free_port()
     proc = subprocess.Popen(
-        [*SERVER, "--port", str(port), "--data-dir", str(data), "--orphan-timeout", "300"],
+        # the request log (info) goes to stderr too: at warning, a quiet stop leaves stderr empty
+        [
+            *SERVER,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--orphan-timeout",
+            "300",
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from batchyard.models import errors, versions
+from batchyard.models.decode import check_json_depth
 
 Body = dict[str, Any]
 
@@ -77,10 +78,11 @@ def before_decode(model: type[Any], version: str, data: bytes) -> bytes:
     root = _REQUEST_ROOTS.get(model.__name__)
     if root is None or _newest(version):
         return data
+    check_json_depth(data)  # untyped decoding recurses: bound it first, as decode_body does
     try:
         raw = msgspec.json.decode(data[3:] if data[:3] == b"\xef\xbb\xbf" else data)
-    except msgspec.DecodeError:
-        return data
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return data  # decode_body reports it with the service's error
     if not isinstance(raw, dict):
         return data
     upgraded = versions.upgrade_request(root, version, raw)
