@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -21,9 +22,22 @@ from typing import Any
 import httpx
 
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
-from batchyard.agent.runner import RunResult, RunSpec, TaskProcess
+from batchyard.agent.runner import USER_ERROR, FailureInfo, RunResult, RunSpec, TaskProcess
+from batchyard.agent.spawner import Spawner
+from batchyard.models import identity
 
 log = logging.getLogger("batchyard.agent")
+
+
+def user_not_found(name: str) -> FailureInfo:
+    """A task naming a user account its pool does not have fails before it runs."""
+    return FailureInfo(
+        USER_ERROR,
+        "UserIdentityNotFound",
+        f"The task's userIdentity names user account '{name}', which the pool does not have.",
+    )
+
+
 SYNC_PATH = "/batchyard/agent/v1/sync"
 
 
@@ -45,6 +59,8 @@ class AgentConfig:
     poll_wait: float = 20.0
     orphan_timeout: float = 600.0
     coalesce: float = 0.01
+    # the pool's userAccounts (without secrets), for tasks that name one
+    user_accounts: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -64,9 +80,16 @@ class Agent:
     stopping: bool = False
     last_contact: float = field(default_factory=time.monotonic)
 
+    spawner: Spawner | None = None
+    task_serial: int = 0
+
     def __post_init__(self) -> None:
         self.layout = NodeLayout(self.cfg.root)
         self.layout.ensure()
+        # A privileged server gives each node a uid block, recorded as the node root's group (decision 0010).
+        self.base = self.layout.secure() if os.geteuid() == 0 else None
+        if self.base is not None:
+            os.umask(0o027)
         self.client = httpx.AsyncClient(
             base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15)
         )
@@ -135,11 +158,21 @@ class Agent:
         while self.queue and int(self.queue[0].get("slots", 1)) <= self.node_slots - self.used_slots:
             await self._start(self.queue.pop(0))
 
+    def _user(self, work: dict[str, Any]) -> identity.TaskUser | None:
+        self.task_serial += 1
+        try:
+            return identity.resolve(
+                work.get("userIdentity"), self.cfg.user_accounts, self.base, self.task_serial
+            )
+        except identity.UnknownUser:
+            return None
+
     async def _start(self, work: dict[str, Any]) -> None:
         ref = work["ref"]
         job_id, task_id = work["jobId"], work["taskId"]
         task_dir = self.layout.task_dir(job_id, task_id)
         wd = self.layout.working_dir(job_id, task_id)
+        user = self._user(work)
         env = self.layout.task_env(
             TaskEnvInputs(
                 account_name=self.cfg.account,
@@ -151,16 +184,30 @@ class Agent:
                 task_id=task_id,
                 common_environment=tuple((k, v) for k, v in work.get("commonEnvironment") or []),
                 environment=tuple((k, v) for k, v in work.get("environment") or []),
+                task_user=user.name if user is not None else None,
+                task_user_identity=user.label if user is not None else "PoolNonAdmin",
             )
         )
+        if user is not None and user.uid is not None:
+            env["USER"] = env["LOGNAME"] = user.name
         spec = RunSpec(
             command_line=work["commandLine"],
             env=env,
             task_dir=task_dir,
             working_dir=wd,
             max_wall_clock=work.get("maxWallClockSeconds"),
+            uid=user.uid if user is not None else None,
+            gid=user.gid if user is not None else None,
+            groups=user.extra_groups if user is not None else (),
+            dir_gid=self.base,
         )
-        proc = await TaskProcess.start(spec)
+        if user is None:
+            name = (work.get("userIdentity") or {}).get("username")
+            proc = TaskProcess.failed(spec, user_not_found(str(name)))
+        else:
+            if user.uid not in (None, 0) and self.spawner is None:
+                self.spawner = Spawner()
+            proc = await TaskProcess.start(spec, self.spawner)
         self.running[ref] = proc
         slots = int(work.get("slots", 1))
         self.task_slots[ref] = slots
@@ -231,6 +278,8 @@ class Agent:
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")
         await self.client.aclose()
+        if self.spawner is not None:
+            self.spawner.close()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -261,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--poll-wait", type=float, default=20.0)
     p.add_argument("--orphan-timeout", type=float, default=600.0)
     a = p.parse_args(argv)
+    accounts = json.loads(os.environ.get("BATCHYARD_USER_ACCOUNTS") or "[]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = AgentConfig(
         server=a.server.rstrip("/"),
@@ -273,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         dedicated=a.dedicated,
         poll_wait=a.poll_wait,
         orphan_timeout=a.orphan_timeout,
+        user_accounts=tuple(accounts),
     )
     try:
         import uvloop

@@ -63,7 +63,12 @@ class PoolManager:
             return
         body = n["body"]
         pid = self.provider.spawn(
-            n["id"], n["token"], pool["id"], node_root(self.ctx, n["id"]), bool(body.get("isDedicated", True))
+            n["id"],
+            n["token"],
+            pool["id"],
+            node_root(self.ctx, n["id"]),
+            bool(body.get("isDedicated", True)),
+            pool["body"].get("userAccounts") or (),
         )
         set_state(body, "starting", now_text)
         self.ctx.last_seen[n["id"]] = monotonic()
@@ -185,7 +190,9 @@ class PoolManager:
         nid = make_node_id(pool["id"], ordinal, dedicated, salt)
         token = secrets.token_hex(24)
         root = node_root(self.ctx, nid)
-        pid = self.provider.spawn(nid, token, pool["id"], root, dedicated)
+        pid = self.provider.spawn(
+            nid, token, pool["id"], root, dedicated, pool["body"].get("userAccounts") or ()
+        )
         body = {
             "id": nid,
             "state": "starting",

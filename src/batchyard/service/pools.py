@@ -6,7 +6,7 @@ from typing import Any
 
 from batchyard.models import errors, odata
 from batchyard.models.ids import check_id, key_of
-from batchyard.models.resources import new_pool, refuse_unsupported
+from batchyard.models.resources import check_user_accounts, new_pool, refuse_unsupported
 from batchyard.service.common import Body, item, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -150,6 +150,8 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 )
             if k in _PATCHABLE or k in _PATCHABLE_WHEN_EMPTY:
                 body[k] = v
+        if "userAccounts" in spec:
+            check_user_accounts(body)
         if "taskSchedulingPolicy" in spec:
             fill = str(body["taskSchedulingPolicy"].get("nodeFillType", "spread")).lower()
             body["taskSchedulingPolicy"]["nodeFillType"] = "Pack" if fill == "pack" else "Spread"
