@@ -159,7 +159,9 @@ def test_launcher_kill_ends_the_whole_group(tmp_path: Path) -> None:
     assert res.timed_out and res.failure is not None and res.failure.code == "TaskEnded"
     deadline = time.monotonic() + 5
     while True:  # the killed sleeps may take a moment to be reaped by init
-        out = subprocess.run(["pgrep", "-u", str(BASE), "-r", "RSDT", "sleep"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["pgrep", "-u", str(BASE), "-r", "RSDT", "sleep"], capture_output=True, text=True
+        )
         if out.stdout.strip() == "" or time.monotonic() > deadline:
             break
         time.sleep(0.05)
