@@ -82,6 +82,7 @@ class Agent:
 
     spawner: Spawner | None = None
     task_serial: int = 0
+    starting: set[str] = field(default_factory=set)  # being started through the launcher helper
 
     def __post_init__(self) -> None:
         self.layout = NodeLayout(self.cfg.root)
@@ -111,7 +112,7 @@ class Agent:
                     "nodeId": self.cfg.node_id,
                     "pid": os.getpid(),
                     "events": batch,
-                    "running": [*self.running, *(w["ref"] for w in self.queue)],
+                    "running": [*self.running, *self.starting, *(w["ref"] for w in self.queue)],
                     "wait": wait,
                 },
                 headers={"x-batchyard-node-token": self.cfg.token},
@@ -144,7 +145,12 @@ class Agent:
         queued = {w["ref"] for w in self.queue}
         for work in data.get("run", []):
             ref = work["ref"]
-            if ref not in self.running and ref not in queued and ref not in self.finished:
+            if (
+                ref not in self.running
+                and ref not in self.starting
+                and ref not in queued
+                and ref not in self.finished
+            ):
                 self.node_slots = max(self.node_slots, int(work.get("nodeSlots", 1)))
                 self.queue.append(work)
                 queued.add(work["ref"])
@@ -173,6 +179,7 @@ class Agent:
         task_dir = self.layout.task_dir(job_id, task_id)
         wd = self.layout.working_dir(job_id, task_id)
         user = self._user(work)
+        slots = int(work.get("slots", 1))
         env = self.layout.task_env(
             TaskEnvInputs(
                 account_name=self.cfg.account,
@@ -205,11 +212,20 @@ class Agent:
             name = (work.get("userIdentity") or {}).get("username")
             proc = TaskProcess.failed(spec, user_not_found(str(name)))
         else:
-            if user.uid not in (None, 0) and self.spawner is None:
-                self.spawner = Spawner()
-            proc = await TaskProcess.start(spec, self.spawner)
+            if user.uid not in (None, 0) and (self.spawner is None or not self.spawner.alive):
+                self.spawner = Spawner()  # started on first use; replaced if it ever died
+            # Starting through the helper awaits its answer: hold the slots meanwhile, so that another
+            # pump cannot overfill the node, and keep reporting the task as ours.
+            self.task_slots[ref] = slots
+            self.used_slots += slots
+            self.starting.add(ref)
+            try:
+                proc = await TaskProcess.start(spec, self.spawner)
+            finally:
+                self.starting.discard(ref)
+                self.used_slots -= slots
+                self.task_slots.pop(ref, None)
         self.running[ref] = proc
-        slots = int(work.get("slots", 1))
         self.task_slots[ref] = slots
         self.used_slots += slots
         self._event(type="started", ref=ref, time=_iso(datetime.now(UTC)))

@@ -318,7 +318,7 @@ class TaskProcess:
                 except LaunchError as exc:
                     self._finish_early(_launch_failure(exc.as_os_error(), argv[0]))
                     return
-                except RuntimeError:
+                except (RuntimeError, OSError):  # the helper is gone; the agent starts a new one next time
                     self._finish_early(COMMAND_LAUNCH_FAILED)
                     return
             else:

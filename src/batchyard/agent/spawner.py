@@ -214,6 +214,10 @@ class Spawner:
         self._send(req, (out_fd, err_fd))
         return await fut
 
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
     def doom(self, pid: int) -> None:
         """The task's group is being ended: SIGKILL what is left of it before its leader is reaped."""
         self._send({"doom": pid}, ())
