@@ -101,9 +101,13 @@ def _spec(root: Path, cmd: str, **kw: object) -> RunSpec:
     return dataclasses.replace(spec, **kw)  # type: ignore[arg-type]
 
 
-def _run(spec: RunSpec, spawner: bool = False) -> RunResult:
+def _run(spec: RunSpec, spawner: str = "") -> RunResult:
     async def go() -> RunResult:
-        sp = Spawner() if spawner else None
+        sp = None
+        if spawner == "root":
+            sp = Spawner()
+        elif spawner == "user":
+            sp = Spawner(spec.uid, spec.gid, spec.groups)
         try:
             proc = await TaskProcess.start(spec, sp)
             return await asyncio.wait_for(proc.wait(), 20)
@@ -129,23 +133,25 @@ def test_stdout_left_as_a_symlink_or_hard_link_is_replaced_not_followed(tmp_path
 
 
 @pytest.mark.skipif(not ROOT, reason="switching users needs root")
-def test_launcher_runs_as_the_task_user_and_reports_exit_and_usage(tmp_path: Path) -> None:
+@pytest.mark.parametrize("helper", ["root", "user"])
+def test_launcher_runs_as_the_task_user_and_reports_exit_and_usage(tmp_path: Path, helper: str) -> None:
     os.chmod(tmp_path, 0o755)
     spec = _spec(tmp_path / "node", "/bin/sh -c 'id -u; id -G; exit 3'", uid=BASE, gid=BASE, dir_gid=BASE)
-    res = _run(spec, spawner=True)
+    res = _run(spec, spawner=helper)
     assert res.exit_code == 3 and res.failure is not None
     assert (spec.task_dir / "stdout.txt").read_text().split() == [str(BASE), str(BASE)]
     st = os.stat(spec.working_dir)
     assert (st.st_uid, st.st_gid) == (BASE, BASE)
     assert os.stat(spec.task_dir / "stdout.txt").st_uid == BASE
     missing = _run(
-        _spec(tmp_path / "node2", "/no/such/program", uid=BASE, gid=BASE, dir_gid=BASE), spawner=True
+        _spec(tmp_path / "node2", "/no/such/program", uid=BASE, gid=BASE, dir_gid=BASE), spawner=helper
     )
     assert missing.failure is not None and missing.failure.code == "CommandProgramNotFound"
 
 
 @pytest.mark.skipif(not ROOT, reason="switching users needs root")
-def test_launcher_kill_ends_the_whole_group(tmp_path: Path) -> None:
+@pytest.mark.parametrize("helper", ["root", "user"])
+def test_launcher_kill_ends_the_whole_group(tmp_path: Path, helper: str) -> None:
     os.chmod(tmp_path, 0o755)
     spec = _spec(
         tmp_path / "node",
@@ -155,7 +161,7 @@ def test_launcher_kill_ends_the_whole_group(tmp_path: Path) -> None:
         dir_gid=BASE,
         max_wall_clock=0.3,
     )
-    res = _run(spec, spawner=True)
+    res = _run(spec, spawner=helper)
     assert res.timed_out and res.failure is not None and res.failure.code == "TaskEnded"
     deadline = time.monotonic() + 5
     while True:  # the killed sleeps may take a moment to be reaped by init

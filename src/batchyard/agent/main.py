@@ -80,7 +80,7 @@ class Agent:
     stopping: bool = False
     last_contact: float = field(default_factory=time.monotonic)
 
-    spawner: Spawner | None = None
+    spawners: dict[tuple[int | None, int | None, tuple[int, ...]], Spawner] = field(default_factory=dict)
     task_serial: int = 0
     starting: set[str] = field(default_factory=set)  # being started through the launcher helper
 
@@ -160,9 +160,43 @@ class Agent:
         return True
 
     async def _pump(self) -> None:
-        """Start queued work, in order, while the node has free slots."""
+        """Start queued work, in order, while the node has free slots.
+
+        Slots are taken here, synchronously; a start through a launcher helper then completes on its own, so
+        launches are pipelined rather than waiting one helper round trip each.
+        """
         while self.queue and int(self.queue[0].get("slots", 1)) <= self.node_slots - self.used_slots:
-            await self._start(self.queue.pop(0))
+            work = self.queue.pop(0)
+            ref = work["ref"]
+            slots = int(work.get("slots", 1))
+            self.task_slots[ref] = slots
+            self.used_slots += slots
+            self.starting.add(ref)
+            spec, user = self._prepare(work)
+            if user is not None and user.uid not in (None, 0):
+                asyncio.ensure_future(self._start(ref, spec, user))  # pipelined through the helper
+            else:  # nothing is awaited inside: starts at once
+                missing = str((work.get("userIdentity") or {}).get("username"))
+                await self._start(ref, spec, user, missing)
+
+    def _release(self, ref: str) -> None:
+        self.starting.discard(ref)
+        self.used_slots -= self.task_slots.pop(ref, 1)
+
+    def _spawner_for(self, user: identity.TaskUser) -> Spawner | None:
+        """The launcher helper for ``user``: one per identity, running as that user (decision 0010)."""
+        if user.uid in (None, 0):
+            return None
+        base = self.base
+        per_task = base is not None and base + identity.TASK_SCOPE_FIRST <= user.uid < base + identity.BLOCK
+        key: tuple[int | None, int | None, tuple[int, ...]] = (
+            (None, None, ()) if per_task else (user.uid, user.gid, user.extra_groups)
+        )
+        sp = self.spawners.get(key)
+        if sp is None or not sp.alive:
+            sp = Spawner(*key) if not per_task else Spawner()
+            self.spawners[key] = sp
+        return sp
 
     def _user(self, work: dict[str, Any]) -> identity.TaskUser | None:
         self.task_serial += 1
@@ -173,13 +207,12 @@ class Agent:
         except identity.UnknownUser:
             return None
 
-    async def _start(self, work: dict[str, Any]) -> None:
-        ref = work["ref"]
+    def _prepare(self, work: dict[str, Any]) -> tuple[RunSpec, identity.TaskUser | None]:
+        """The attempt's run spec and user (``None``: the task names an account the pool lacks)."""
         job_id, task_id = work["jobId"], work["taskId"]
         task_dir = self.layout.task_dir(job_id, task_id)
         wd = self.layout.working_dir(job_id, task_id)
         user = self._user(work)
-        slots = int(work.get("slots", 1))
         env = self.layout.task_env(
             TaskEnvInputs(
                 account_name=self.cfg.account,
@@ -208,26 +241,21 @@ class Agent:
             groups=user.extra_groups if user is not None else (),
             dir_gid=self.base,
         )
+        return spec, user
+
+    async def _start(
+        self, ref: str, spec: RunSpec, user: identity.TaskUser | None, missing: str = ""
+    ) -> None:
         if user is None:
-            name = (work.get("userIdentity") or {}).get("username")
-            proc = TaskProcess.failed(spec, user_not_found(str(name)))
+            proc = TaskProcess.failed(spec, user_not_found(missing))
         else:
-            if user.uid not in (None, 0) and (self.spawner is None or not self.spawner.alive):
-                self.spawner = Spawner()  # started on first use; replaced if it ever died
-            # Starting through the helper awaits its answer: hold the slots meanwhile, so that another
-            # pump cannot overfill the node, and keep reporting the task as ours.
-            self.task_slots[ref] = slots
-            self.used_slots += slots
-            self.starting.add(ref)
             try:
-                proc = await TaskProcess.start(spec, self.spawner)
-            finally:
-                self.starting.discard(ref)
-                self.used_slots -= slots
-                self.task_slots.pop(ref, None)
+                proc = await TaskProcess.start(spec, self._spawner_for(user))
+            except BaseException:
+                self._release(ref)
+                raise
+        self.starting.discard(ref)
         self.running[ref] = proc
-        self.task_slots[ref] = slots
-        self.used_slots += slots
         self._event(type="started", ref=ref, time=_iso(datetime.now(UTC)))
         asyncio.ensure_future(self._watch(ref, proc))
 
@@ -294,8 +322,8 @@ class Agent:
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")
         await self.client.aclose()
-        if self.spawner is not None:
-            self.spawner.close()
+        for sp in self.spawners.values():
+            sp.close()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -2,10 +2,12 @@
 
 CPython starts a child with ``vfork`` unless it must change the user: then it forks the whole agent (about
 40 MB), which costs several milliseconds per task (measured: 1.4 → 5.6 ms per ``/bin/true``). So a privileged
-agent keeps one small helper process (``python -I -S``, a few MB) that does the user switch for it: the
-agent sends each launch over a socket pair, with the task's stdout/stderr descriptors, and the helper starts
-the task (its own child), answers with the pid or the launch error, reaps it and reports the exit status and
-resource usage. The agent still signals the task's process group itself (it is root). A group that was being
+agent keeps small helper processes (``python -I -S``, a few MB), one per task identity in use, each running
+as that user (it drops to it once started), so that it starts tasks with ``vfork`` and no user switch; task-scoped users (a new uid per
+task) share one root helper that switches per launch. The agent sends each launch over a socket pair, with
+the task's stdout/stderr descriptors; the helper starts the task (its own child), answers with the pid or the
+launch error, reaps it and reports the exit status and resource usage. A helper running as the task user is
+in that user's trust domain already: it holds nothing the user's tasks cannot see. The agent still signals the task's process group itself (it is root). A group that was being
 ended is cleared with SIGKILL by the helper before it reaps the leader, so the group id cannot be reused.
 """
 
@@ -26,8 +28,13 @@ _MAX_MSG = 1 << 20
 
 #: The helper: stdlib only, no site, so it stays small. ``argv[1]`` is its end of the socket pair.
 HELPER_SOURCE = r"""
-import array, json, os, selectors, signal, socket, subprocess, sys
+import array, json, os, resource, selectors, signal, socket, subprocess, sys  # all imports before dropping to the user
 sock = socket.socket(fileno=int(sys.argv[1]))
+if len(sys.argv) > 2:  # become the task user for good, after Python has loaded everything it needs
+    uid, gid, *groups = (int(v) for v in sys.argv[2:])
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(uid)
 rd, wr = os.pipe()
 os.set_blocking(wr, False)
 signal.set_wakeup_fd(wr)
@@ -68,7 +75,7 @@ while True:
             reap()
             continue
         fds = array.array("i")
-        msg, anc, _, _ = sock.recvmsg(1 << 20, socket.CMSG_LEN(2 * fds.itemsize))
+        msg, anc, _, _ = sock.recvmsg(1 << 20, socket.CMSG_LEN(3 * fds.itemsize))
         if not msg:
             raise SystemExit(0)
         for level, kind, data in anc:
@@ -78,10 +85,15 @@ while True:
         if "doom" in req:
             doomed.add(req["doom"])
             continue
+        ids = {}
+        if "uid" in req:  # a root helper switches user per task (CPython then forks instead of vforking)
+            ids = {"user": req["uid"], "group": req["gid"], "extra_groups": req["groups"]}
         try:
-            p = subprocess.Popen(req["argv"], stdin=null, stdout=fds[0], stderr=fds[1], cwd=req["cwd"],
-                                 env=req["env"], close_fds=True, start_new_session=True, user=req["uid"],
-                                 group=req["gid"], extra_groups=req["groups"], umask=req["umask"])
+            # cwd through the agent's descriptor: works where the user cannot search the path's parents
+            p = subprocess.Popen(req["argv"], stdin=null, stdout=fds[0], stderr=fds[1],
+                                 cwd="/proc/self/fd/%d" % fds[2],
+                                 env=req["env"], close_fds=True, start_new_session=True, umask=req["umask"],
+                                 **ids)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             send({"id": req["id"], "error": type(exc).__name__, "errno": getattr(exc, "errno", None),
                   "filename": getattr(exc, "filename", None)})
@@ -127,9 +139,16 @@ class LaunchError(Exception):
 
 
 class Spawner:
-    """The agent's side of the helper. Create it inside the running event loop."""
+    """The agent's side of a helper. Create it inside the running event loop.
 
-    def __init__(self) -> None:
+    ``Spawner(uid, gid, groups)`` runs the helper as that user, so its launches need no user switch and use
+    ``vfork``; ``Spawner()`` runs it as root and switches per launch (for task-scoped users, one per task).
+    """
+
+    def __init__(self, uid: int | None = None, gid: int | None = None, groups: Sequence[int] = ()) -> None:
+        self.uid = uid
+        # The helper starts as root (Python may live where the task user cannot read) and drops to the user.
+        ident = [] if uid is None else [str(uid), str(uid if gid is None else gid), *(str(g) for g in groups)]
         self._loop = asyncio.get_running_loop()
         # SEQPACKET keeps each request (and its descriptors) one record.
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -137,10 +156,11 @@ class Spawner:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_MSG)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _MAX_MSG)
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", HELPER_SOURCE, str(theirs.fileno())],
+            [sys.executable, "-I", "-S", "-c", HELPER_SOURCE, str(theirs.fileno()), *ident],
             stdin=subprocess.DEVNULL,
             pass_fds=(theirs.fileno(),),
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            cwd="/",
         )
         theirs.close()
         self._sock = ours
@@ -201,17 +221,14 @@ class Spawner:
         rid = self._serial
         fut: asyncio.Future[int] = self._loop.create_future()
         self._pending[rid] = fut
-        req = {
-            "id": rid,
-            "argv": list(argv),
-            "env": dict(env),
-            "cwd": cwd,
-            "uid": uid,
-            "gid": gid,
-            "groups": list(groups),
-            "umask": umask,
-        }
-        self._send(req, (out_fd, err_fd))
+        req: dict[str, Any] = {"id": rid, "argv": list(argv), "env": dict(env), "cwd": cwd, "umask": umask}
+        if self.uid is None:
+            req.update(uid=uid, gid=gid, groups=list(groups))
+        wd_fd = os.open(cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            self._send(req, (out_fd, err_fd, wd_fd))
+        finally:
+            os.close(wd_fd)
         return await fut
 
     @property
