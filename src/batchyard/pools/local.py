@@ -82,22 +82,28 @@ def unreachable_ancestor(data_dir: Path) -> Path | None:
 _warned: set[Path] = set()
 
 
-def _free_slot(nodes_dir: Path, root: Path) -> int:
-    used = set()
-    for entry in os.scandir(nodes_dir):
-        if entry.path == str(root):
-            continue
-        try:
-            slot = identity.slot_of_gid(entry.stat(follow_symlinks=False).st_gid)
-        except OSError:
-            continue
-        if slot is not None:
-            used.add(slot)
+_used_slots: dict[Path, set[int]] = {}
+
+
+def _free_slot(nodes_dir: Path) -> int:
+    """A node uid block no node root in ``nodes_dir`` has; the node roots are scanned once per process."""
+    used = _used_slots.get(nodes_dir)
+    if used is None:
+        used = set()
+        for entry in os.scandir(nodes_dir):
+            try:
+                slot = identity.slot_of_gid(entry.stat(follow_symlinks=False).st_gid)
+            except OSError:
+                continue
+            if slot is not None:
+                used.add(slot)
+        _used_slots[nodes_dir] = used
     # Start from a point that depends on the data dir, so two servers on one host rarely meet.
     start = zlib.crc32(str(nodes_dir.resolve()).encode()) % identity.MAX_SLOTS
     for i in range(identity.MAX_SLOTS):
         slot = (start + i) % identity.MAX_SLOTS
         if slot not in used:
+            used.add(slot)
             return slot
     raise RuntimeError("no free node uid block")
 
@@ -120,7 +126,7 @@ def prepare_root(root: Path) -> None:
         )
     st = os.stat(root, follow_symlinks=False)
     if identity.slot_of_gid(st.st_gid) is None:
-        os.chown(root, 0, identity.base_of_slot(_free_slot(root.parent, root)))
+        os.chown(root, 0, identity.base_of_slot(_free_slot(root.parent)))
     os.chmod(root, 0o750)
 
 
