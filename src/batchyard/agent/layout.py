@@ -45,6 +45,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchyard.models import identity
+
 #: Agent variables passed through to tasks (besides PATH, which is extended, and HOME, which is replaced).
 INHERITED_VARIABLES: tuple[str, ...] = ("LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
 
@@ -153,6 +155,38 @@ class NodeLayout:
             self.workitems_dir,
         ):
             path.mkdir(parents=True, exist_ok=True)
+
+    def secure(self) -> int | None:
+        """Give the node's directories to the node's group; the node's uid base, or ``None`` if it has none.
+
+        The root, ``startup``, ``applications``, ``fsmounts`` and ``workitems`` are root's and readable by the
+        node's users only (0750); ``shared`` is writable by them, sticky (1770). Nothing is reachable by other
+        nodes' users or anyone else. Files the agent keeps in the root (``.agent.log``) stay root's, 0600.
+        """
+        st = os.stat(self.root)
+        if identity.slot_of_gid(st.st_gid) is None:
+            return None
+        gid = st.st_gid
+        modes = {
+            self.root: 0o750,
+            self.shared_dir: 0o1770,
+            self.startup_dir: 0o750,
+            self.applications_dir: 0o750,
+            self.mounts_dir: 0o750,
+            self.workitems_dir: 0o750,
+        }
+        for path, mode in modes.items():
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchown(fd, 0, gid)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+        for entry in os.scandir(self.root):
+            if identity.is_internal(entry.name) and entry.is_file(follow_symlinks=False):
+                os.chown(entry.path, 0, 0, follow_symlinks=False)
+                os.chmod(entry.path, 0o600)
+        return gid
 
     def task_env(self, inputs: TaskEnvInputs, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
         """The full environment of a task process (see the module docstring for the rules)."""

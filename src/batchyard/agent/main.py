@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -21,10 +22,23 @@ from typing import Any
 import httpx
 
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
-from batchyard.agent.runner import RunResult, RunSpec, TaskProcess
+from batchyard.agent.runner import USER_ERROR, FailureInfo, RunResult, RunSpec, TaskProcess
+from batchyard.agent.spawner import Spawner
+from batchyard.models import identity
 from batchyard.models.startlog import StartLog
 
 log = logging.getLogger("batchyard.agent")
+
+
+def user_not_found(name: str) -> FailureInfo:
+    """A task naming a user account its pool does not have fails before it runs."""
+    return FailureInfo(
+        USER_ERROR,
+        "UserIdentityNotFound",
+        f"The task's userIdentity names user account '{name}', which the pool does not have.",
+    )
+
+
 SYNC_PATH = "/batchyard/agent/v1/sync"
 
 
@@ -46,6 +60,8 @@ class AgentConfig:
     poll_wait: float = 20.0
     orphan_timeout: float = 600.0
     coalesce: float = 0.01
+    # the pool's userAccounts (without secrets), for tasks that name one
+    user_accounts: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -65,10 +81,18 @@ class Agent:
     stopping: bool = False
     last_contact: float = field(default_factory=time.monotonic)
 
+    spawners: dict[tuple[int | None, int | None, tuple[int, ...]], Spawner] = field(default_factory=dict)
+    task_serial: int = 0
+    starting: set[str] = field(default_factory=set)  # being started through the launcher helper
+
     def __post_init__(self) -> None:
         self.layout = NodeLayout(self.cfg.root)
         self.layout.ensure()
         self.start_log = StartLog(self.cfg.root)  # survives this process: see models.startlog
+        # A privileged server gives each node a uid block, recorded as the node root's group (decision 0010).
+        self.base = self.layout.secure() if os.geteuid() == 0 else None
+        if self.base is not None:
+            os.umask(0o027)
         self.client = httpx.AsyncClient(
             base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15)
         )
@@ -90,7 +114,7 @@ class Agent:
                     "nodeId": self.cfg.node_id,
                     "pid": os.getpid(),
                     "events": batch,
-                    "running": [*self.running, *(w["ref"] for w in self.queue)],
+                    "running": [*self.running, *self.starting, *(w["ref"] for w in self.queue)],
                     "wait": wait,
                 },
                 headers={"x-batchyard-node-token": self.cfg.token, "x-batchyard-node-id": self.cfg.node_id},
@@ -123,7 +147,12 @@ class Agent:
         queued = {w["ref"] for w in self.queue}
         for work in data.get("run", []):
             ref = work["ref"]
-            if ref not in self.running and ref not in queued and ref not in self.finished:
+            if (
+                ref not in self.running
+                and ref not in self.starting
+                and ref not in queued
+                and ref not in self.finished
+            ):
                 self.node_slots = max(self.node_slots, int(work.get("nodeSlots", 1)))
                 self.queue.append(work)
                 queued.add(work["ref"])
@@ -133,15 +162,59 @@ class Agent:
         return True
 
     async def _pump(self) -> None:
-        """Start queued work, in order, while the node has free slots."""
-        while self.queue and int(self.queue[0].get("slots", 1)) <= self.node_slots - self.used_slots:
-            await self._start(self.queue.pop(0))
+        """Start queued work, in order, while the node has free slots.
 
-    async def _start(self, work: dict[str, Any]) -> None:
-        ref = work["ref"]
+        Slots are taken here, synchronously; a start through a launcher helper then completes on its own, so
+        launches are pipelined rather than waiting one helper round trip each.
+        """
+        while self.queue and int(self.queue[0].get("slots", 1)) <= self.node_slots - self.used_slots:
+            work = self.queue.pop(0)
+            ref = work["ref"]
+            slots = int(work.get("slots", 1))
+            self.task_slots[ref] = slots
+            self.used_slots += slots
+            self.starting.add(ref)
+            spec, user = self._prepare(work)
+            if user is not None and user.uid not in (None, 0):
+                asyncio.ensure_future(self._start(ref, spec, user))  # pipelined through the helper
+            else:  # nothing is awaited inside: starts at once
+                missing = str((work.get("userIdentity") or {}).get("username"))
+                await self._start(ref, spec, user, missing)
+
+    def _release(self, ref: str) -> None:
+        self.starting.discard(ref)
+        self.used_slots -= self.task_slots.pop(ref, 1)
+
+    def _spawner_for(self, user: identity.TaskUser) -> Spawner | None:
+        """The launcher helper for ``user``: one per identity, running as that user (decision 0010)."""
+        if user.uid in (None, 0):
+            return None
+        base = self.base
+        per_task = base is not None and base + identity.TASK_SCOPE_FIRST <= user.uid < base + identity.BLOCK
+        key: tuple[int | None, int | None, tuple[int, ...]] = (
+            (None, None, ()) if per_task else (user.uid, user.gid, user.extra_groups)
+        )
+        sp = self.spawners.get(key)
+        if sp is None or not sp.alive:
+            sp = Spawner(*key) if not per_task else Spawner()
+            self.spawners[key] = sp
+        return sp
+
+    def _user(self, work: dict[str, Any]) -> identity.TaskUser | None:
+        self.task_serial += 1
+        try:
+            return identity.resolve(
+                work.get("userIdentity"), self.cfg.user_accounts, self.base, self.task_serial
+            )
+        except identity.UnknownUser:
+            return None
+
+    def _prepare(self, work: dict[str, Any]) -> tuple[RunSpec, identity.TaskUser | None]:
+        """The attempt's run spec and user (``None``: the task names an account the pool lacks)."""
         job_id, task_id = work["jobId"], work["taskId"]
         task_dir = self.layout.task_dir(job_id, task_id)
         wd = self.layout.working_dir(job_id, task_id)
+        user = self._user(work)
         env = self.layout.task_env(
             TaskEnvInputs(
                 account_name=self.cfg.account,
@@ -153,21 +226,39 @@ class Agent:
                 task_id=task_id,
                 common_environment=tuple((k, v) for k, v in work.get("commonEnvironment") or []),
                 environment=tuple((k, v) for k, v in work.get("environment") or []),
+                task_user=user.name if user is not None else None,
+                task_user_identity=user.label if user is not None else "PoolNonAdmin",
             )
         )
+        if user is not None and user.uid is not None:
+            env["USER"] = env["LOGNAME"] = user.name
         spec = RunSpec(
             command_line=work["commandLine"],
             env=env,
             task_dir=task_dir,
             working_dir=wd,
             max_wall_clock=work.get("maxWallClockSeconds"),
+            uid=user.uid if user is not None else None,
+            gid=user.gid if user is not None else None,
+            groups=user.extra_groups if user is not None else (),
+            dir_gid=self.base,
         )
-        self.start_log.add(ref)
-        proc = await TaskProcess.start(spec)
+        return spec, user
+
+    async def _start(
+        self, ref: str, spec: RunSpec, user: identity.TaskUser | None, missing: str = ""
+    ) -> None:
+        if user is None:
+            proc = TaskProcess.failed(spec, user_not_found(missing))
+        else:
+            try:
+                self.start_log.add(ref)
+                proc = await TaskProcess.start(spec, self._spawner_for(user))
+            except BaseException:
+                self._release(ref)
+                raise
+        self.starting.discard(ref)
         self.running[ref] = proc
-        slots = int(work.get("slots", 1))
-        self.task_slots[ref] = slots
-        self.used_slots += slots
         self._event(type="started", ref=ref, time=_iso(datetime.now(UTC)))
         asyncio.ensure_future(self._watch(ref, proc))
 
@@ -234,6 +325,8 @@ class Agent:
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")
         await self.client.aclose()
+        for sp in self.spawners.values():
+            sp.close()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -264,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--poll-wait", type=float, default=20.0)
     p.add_argument("--orphan-timeout", type=float, default=600.0)
     a = p.parse_args(argv)
+    accounts = json.loads(os.environ.get("BATCHYARD_USER_ACCOUNTS") or "[]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = AgentConfig(
         server=a.server.rstrip("/"),
@@ -276,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         dedicated=a.dedicated,
         poll_wait=a.poll_wait,
         orphan_timeout=a.orphan_timeout,
+        user_accounts=tuple(accounts),
     )
     try:
         import uvloop

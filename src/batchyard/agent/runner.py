@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from batchyard.agent.spawner import Exit, LaunchError, Spawner
+
 USER_ERROR = "usererror"
 SERVER_ERROR = "servererror"
 
@@ -63,7 +65,9 @@ DEFAULT_KILL_GRACE = 3.0
 #: Longer limits than this (about 68 years, e.g. the service's "infinite" TimeSpan.MaxValue) mean no limit.
 _NO_LIMIT_SECONDS = float(2**31)
 
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+# stdout.txt/stderr.txt are unlinked first and created afresh: the task directory may belong to the task
+# user, who could have left a symlink or a hard link there for the agent to truncate.
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,12 @@ class RunSpec:
     working_dir: Path
     max_wall_clock: float | None
     kill_grace: float = DEFAULT_KILL_GRACE
+    # The OS user to run as (``uid`` ``None``: the agent's own user). ``dir_gid`` is the node's group: the
+    # task's directories get it so that the node's users can reach them, and nobody else.
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
+    dir_gid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,13 +163,28 @@ def exit_code_from_returncode(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _make_dirs(task_dir: Path, working_dir: Path) -> None:
-    """Create the task and working directories, in the fewest system calls for the usual new-task case."""
+#: umask of task processes, as on a stock Linux node.
+TASK_UMASK = 0o022
+
+
+def _make_dirs(spec: RunSpec) -> None:
+    """Create the task and working directories, in the fewest system calls for the usual new-task case.
+
+    With a task user, new job directories are the node's (root, node group, 0750) and the task's own
+    directories belong to the task user.
+    """
+    task_dir, working_dir = spec.task_dir, spec.working_dir
     try:
         os.mkdir(task_dir)
     except FileExistsError:
         pass
     except FileNotFoundError:
+        job_dir = task_dir.parent
+        os.makedirs(job_dir, exist_ok=True)
+        if spec.dir_gid is not None:
+            for d in (job_dir.parent, job_dir):
+                os.chown(d, 0, spec.dir_gid)
+                os.chmod(d, 0o750)
         os.makedirs(task_dir, exist_ok=True)
     try:
         os.mkdir(working_dir)
@@ -167,6 +192,35 @@ def _make_dirs(task_dir: Path, working_dir: Path) -> None:
         pass
     except FileNotFoundError:
         os.makedirs(working_dir, exist_ok=True)
+    if spec.uid is not None and spec.dir_gid is not None:
+        for d in (task_dir, working_dir):
+            # by descriptor, never following a symlink a task may have put there
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                owner = os.fstat(fd).st_uid
+                if owner not in (spec.uid, 0) and d is working_dir:
+                    _chown_tree(d, spec.uid, spec.dir_gid)  # a retry under another task-scoped user
+                os.fchown(fd, spec.uid, spec.dir_gid)
+                os.fchmod(fd, 0o750)
+            finally:
+                os.close(fd)
+
+
+def _create(path: Path) -> int:
+    try:
+        return os.open(path, _WRITE_FLAGS, 0o644)
+    except FileExistsError:
+        os.unlink(path)
+        return os.open(path, _WRITE_FLAGS, 0o644)
+
+
+def _chown_tree(top: Path, uid: int, gid: int) -> None:
+    for _, dirs, names, dfd in os.fwalk(top):
+        for n in dirs + names:
+            try:
+                os.chown(n, uid, gid, dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                pass
 
 
 def _launch_failure(exc: BaseException, program: str) -> FailureInfo:
@@ -194,25 +248,47 @@ class TaskProcess:
         self._deadline: asyncio.TimerHandle | None = None
         self._force: asyncio.TimerHandle | None = None
         self._thread_wait: asyncio.Task[None] | None = None
+        self._spawner: Spawner | None = None
 
     @classmethod
-    async def start(cls, spec: RunSpec) -> TaskProcess:
+    async def start(cls, spec: RunSpec, spawner: Spawner | None = None) -> TaskProcess:
         """Start the command; launch problems come back from `wait` as a failed `RunResult`, never raised."""
         proc = cls(spec)
-        proc._spawn()
+        await proc._spawn(spawner)
         return proc
 
-    def _spawn(self) -> None:
+    @classmethod
+    def failed(cls, spec: RunSpec, failure: FailureInfo) -> TaskProcess:
+        """An attempt that fails before anything is started."""
+        proc = cls(spec)
+        proc._finish_early(failure)
+        return proc
+
+    def _open_outputs(self) -> tuple[int, int] | None:
         spec = self.spec
+        out_fd = err_fd = -1
         try:
-            _make_dirs(spec.task_dir, spec.working_dir)
-            out_fd = os.open(spec.task_dir / "stdout.txt", _WRITE_FLAGS, 0o644)
+            _make_dirs(spec)
+            out_fd = _create(spec.task_dir / "stdout.txt")
+            err_fd = _create(spec.task_dir / "stderr.txt")
+            if spec.uid is not None:
+                for fd in (out_fd, err_fd):
+                    os.fchown(fd, spec.uid, spec.gid if spec.gid is not None else -1)
         except OSError as exc:
+            for fd in (out_fd, err_fd):
+                if fd >= 0:
+                    os.close(fd)
             self._finish_early(DISK_FULL if exc.errno == errno.ENOSPC else RESOURCE_DIRECTORY_CREATE_FAILED)
+            return None
+        return out_fd, err_fd
+
+    async def _spawn(self, spawner: Spawner | None) -> None:
+        spec = self.spec
+        fds = self._open_outputs()
+        if fds is None:
             return
-        err_fd = -1
+        out_fd, err_fd = fds
         try:
-            err_fd = os.open(spec.task_dir / "stderr.txt", _WRITE_FLAGS, 0o644)
             try:
                 argv = shlex.split(spec.command_line)
             except ValueError:
@@ -222,32 +298,57 @@ class TaskProcess:
                 self._finish_early(COMMAND_LAUNCH_FAILED)
                 return
             self._started_at = _now()
-            try:
-                self._popen = subprocess.Popen(
-                    argv,
-                    stdin=_devnull(),
-                    stdout=out_fd,
-                    stderr=err_fd,
-                    cwd=spec.working_dir,
-                    env=spec.env,
-                    close_fds=True,
-                    start_new_session=True,
-                )
-            except (OSError, ValueError, subprocess.SubprocessError) as exc:
-                self._finish_early(_launch_failure(exc, argv[0]))
-                return
-        except OSError as exc:
-            self._finish_early(DISK_FULL if exc.errno == errno.ENOSPC else RESOURCE_DIRECTORY_CREATE_FAILED)
-            return
+            if spec.uid is not None and spec.uid != 0:
+                if spawner is None:
+                    self._finish_early(COMMAND_LAUNCH_FAILED)
+                    return
+                self._spawner = spawner
+                try:
+                    self.pid = await spawner.launch(
+                        argv,
+                        spec.env,
+                        str(spec.working_dir),
+                        out_fd,
+                        err_fd,
+                        spec.uid,
+                        spec.gid if spec.gid is not None else spec.uid,
+                        spec.groups,
+                        TASK_UMASK,
+                    )
+                except LaunchError as exc:
+                    self._finish_early(_launch_failure(exc.as_os_error(), argv[0]))
+                    return
+                except (RuntimeError, OSError):  # the helper is gone; the agent starts a new one next time
+                    self._finish_early(COMMAND_LAUNCH_FAILED)
+                    return
+            else:
+                try:
+                    self._popen = subprocess.Popen(
+                        argv,
+                        stdin=_devnull(),
+                        stdout=out_fd,
+                        stderr=err_fd,
+                        cwd=spec.working_dir,
+                        env=spec.env,
+                        close_fds=True,
+                        start_new_session=True,
+                        umask=TASK_UMASK,
+                    )
+                except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                    self._finish_early(_launch_failure(exc, argv[0]))
+                    return
+                self.pid = self._popen.pid
         finally:
             os.close(out_fd)
-            if err_fd >= 0:
-                os.close(err_fd)
+            os.close(err_fd)
 
-        self.pid = self._popen.pid
+        assert self.pid is not None
         limit = spec.max_wall_clock
         if limit is not None and limit < _NO_LIMIT_SECONDS:
             self._deadline = self._loop.call_later(max(limit, 0.0), self._expire)
+        if self._spawner is not None:
+            self._spawner.exit_of(self.pid).add_done_callback(self._on_helper_exit)
+            return
         try:
             self._pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
@@ -281,6 +382,8 @@ class TaskProcess:
         """SIGTERM the group now, SIGKILL it after the grace period if the leader is still there."""
         if self._done.done() or self._force is not None:
             return
+        if self._spawner is not None and self.pid is not None:
+            self._spawner.doom(self.pid)
         self._signal_group(signal.SIGTERM)
         self._force = self._loop.call_later(
             max(self.spec.kill_grace, 0.0), self._signal_group, signal.SIGKILL
@@ -310,6 +413,24 @@ class TaskProcess:
             except ChildProcessError:
                 pass
         returncode = self._popen.wait()
+        self._finish(
+            returncode,
+            usage.ru_utime if usage else 0.0,
+            usage.ru_stime if usage else 0.0,
+            usage.ru_inblock if usage else 0,
+            usage.ru_oublock if usage else 0,
+        )
+
+    def _on_helper_exit(self, fut: asyncio.Future[Exit]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._finish(-signal.SIGKILL, 0.0, 0.0, 0, 0)
+            return
+        ex = fut.result()
+        self._finish(ex.returncode, ex.user_cpu, ex.kernel_cpu, ex.read_ops, ex.write_ops)
+
+    def _finish(
+        self, returncode: int, user_cpu: float, kernel_cpu: float, read_ops: int, write_ops: int
+    ) -> None:
         ended_at = _now()
         for handle in (self._deadline, self._force):
             if handle is not None:
@@ -333,10 +454,10 @@ class TaskProcess:
                     failure,
                     self._timed_out,
                     self._killed,
-                    usage.ru_utime if usage else 0.0,
-                    usage.ru_stime if usage else 0.0,
-                    usage.ru_inblock if usage else 0,
-                    usage.ru_oublock if usage else 0,
+                    user_cpu,
+                    kernel_cpu,
+                    read_ops,
+                    write_ops,
                 )
             )
 

@@ -275,7 +275,20 @@ def _p(call: Call, name: str) -> str:
 # --- file responses ------------------------------------------------------------------------------------------
 
 
-def _file_response(call: Call, info: files.FileInfo, url_path: str) -> Response:
+def _file_response(call: Call, opened: files.OpenFile, url_path: str) -> Response:
+    """Headers from the checked file; the body is read from its descriptor in worker threads."""
+    try:
+        resp = _file_response_for(call, opened, url_path)
+    except BaseException:
+        opened.close()
+        raise
+    if not isinstance(resp, StreamingResponse):
+        opened.close()
+    return resp
+
+
+def _file_response_for(call: Call, opened: files.OpenFile, url_path: str) -> Response:
+    info = opened.info
     cond = call.cond()
     mod = info.modified.replace(microsecond=0)
     if cond.if_modified_since is not None and not mod > cond.if_modified_since:
@@ -297,19 +310,21 @@ def _file_response(call: Call, info: files.FileInfo, url_path: str) -> Response:
         start, end = _parse_range(rng, size)
     length = max(0, end - start + 1)
     headers["Content-Length"] = str(length)
-    if call.request.method == "HEAD" or info.is_dir:
+    if call.request.method == "HEAD" or info.is_dir or length == 0:
         return Response(b"", status_code=200, headers=headers)
 
     async def chunks() -> AsyncIterator[bytes]:
-        with open(info.path, "rb") as f:
-            f.seek(start)
-            left = length
+        try:
+            pos, left = start, length
             while left > 0:
-                data = f.read(min(65536, left))
+                data = await opened.read(pos, min(files.CHUNK, left))
                 if not data:
                     break
+                pos += len(data)
                 left -= len(data)
                 yield data
+        finally:
+            opened.close()
 
     return StreamingResponse(chunks(), status_code=200, headers=headers, media_type=info.content_type)
 
@@ -476,30 +491,30 @@ def create_app(
 
     async def list_task_files(c: Call) -> Response:
         q = c.list_query()
-        page = files.list_task_files(ctx, _p(c, "job_id"), _p(c, "task_id"), c.flag("recursive"), q)
+        page = await files.list_task_files(ctx, _p(c, "job_id"), _p(c, "task_id"), c.flag("recursive"), q)
         return _list(c, "files", None, page, q)
 
     async def task_file(c: Call) -> Response:
         job_id, task_id, path = _p(c, "job_id"), _p(c, "task_id"), _fpath(c)
-        info = files.task_file(ctx, job_id, task_id, path)
-        return _file_response(c, info, f"/jobs/{job_id}/tasks/{task_id}/files/{path}")
+        opened = await files.task_file(ctx, job_id, task_id, path)
+        return _file_response(c, opened, f"/jobs/{job_id}/tasks/{task_id}/files/{path}")
 
     async def delete_task_file(c: Call) -> Response:
-        files.delete_task_file(ctx, _p(c, "job_id"), _p(c, "task_id"), _fpath(c), c.flag("recursive"))
+        await files.delete_task_file(ctx, _p(c, "job_id"), _p(c, "task_id"), _fpath(c), c.flag("recursive"))
         return http.empty(200)
 
     async def list_node_files(c: Call) -> Response:
         q = c.list_query()
-        page = files.list_node_files(ctx, _p(c, "pool_id"), _p(c, "node_id"), c.flag("recursive"), q)
+        page = await files.list_node_files(ctx, _p(c, "pool_id"), _p(c, "node_id"), c.flag("recursive"), q)
         return _list(c, "files", None, page, q)
 
     async def node_file(c: Call) -> Response:
         pool_id, node_id, path = _p(c, "pool_id"), _p(c, "node_id"), _fpath(c)
-        info = files.node_file(ctx, pool_id, node_id, path)
-        return _file_response(c, info, f"/pools/{pool_id}/nodes/{node_id}/files/{path}")
+        opened = await files.node_file(ctx, pool_id, node_id, path)
+        return _file_response(c, opened, f"/pools/{pool_id}/nodes/{node_id}/files/{path}")
 
     async def delete_node_file(c: Call) -> Response:
-        files.delete_node_file(ctx, _p(c, "pool_id"), _p(c, "node_id"), _fpath(c), c.flag("recursive"))
+        await files.delete_node_file(ctx, _p(c, "pool_id"), _p(c, "node_id"), _fpath(c), c.flag("recursive"))
         return http.empty(200)
 
     # nodes and account

@@ -27,10 +27,14 @@ def _lower_enum(d: Body, key: str, allowed: set[str], prop: str) -> None:
         d[key] = v
 
 
-def _auto_user(identity: Body | None) -> Body:
+def _auto_user(identity: Body | None, prop: str = "userIdentity") -> Body:
     if not identity:
         return {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
     out = copy.deepcopy(identity)
+    if out.get("username") and out.get("autoUser"):
+        raise errors.invalid_property_value(
+            prop, "username and autoUser", "The userName and autoUser properties are mutually exclusive"
+        )
     if "autoUser" in out and "username" not in out:
         au = out["autoUser"]
         au.setdefault("scope", "pool")
@@ -38,6 +42,67 @@ def _auto_user(identity: Body | None) -> Body:
         _lower_enum(au, "scope", {"pool", "task"}, "userIdentity.autoUser.scope")
         _lower_enum(au, "elevationLevel", {"nonadmin", "admin"}, "userIdentity.autoUser.elevationLevel")
     return out
+
+
+#: The service's limit on user account names ("up to a maximum length of 20").
+MAX_USER_NAME = 20
+
+
+def check_user_accounts(body: Body) -> None:
+    """Validate a pool's ``userAccounts`` (in place: defaults added, passwords dropped); see decision 0010.
+
+    Refused: a second account with the same name (case-insensitively), names over 20 characters, more
+    accounts than a node has uids for, ``uid`` without ``gid`` (the spec: together or not at all), uid or gid
+    0 for a non-admin account, ``windowsUserConfiguration`` on a Linux pool (400); an admin account
+    with a pinned uid, and ``sshPrivateKey`` with inter-node communication (501: batchyard configures neither
+    sudo nor SSH).
+    """
+    from batchyard.models.identity import MAX_USER_ACCOUNTS
+
+    accounts = body.get("userAccounts") or []
+    if len(accounts) > MAX_USER_ACCOUNTS:
+        raise errors.invalid_property_value(
+            "userAccounts", len(accounts), f"A pool has at most {MAX_USER_ACCOUNTS} user accounts here"
+        )
+    seen: set[str] = set()
+    for i, ua in enumerate(accounts):
+        at = f"userAccounts[{i}]"
+        name = ua.get("name")
+        if not isinstance(name, str) or not name:
+            raise errors.missing_required_property(f"{at}.name")
+        if len(name) > MAX_USER_NAME or "/" in name or "\x00" in name:
+            raise errors.invalid_property_value(f"{at}.name", name)
+        if name.lower() in seen:
+            raise errors.invalid_property_value(f"{at}.name", name, "Another user account has this name")
+        seen.add(name.lower())
+        ua.setdefault("elevationLevel", "nonadmin")
+        _lower_enum(ua, "elevationLevel", {"nonadmin", "admin"}, f"{at}.elevationLevel")
+        ua.pop("password", None)
+        agent = str((body.get("virtualMachineConfiguration") or {}).get("nodeAgentSKUId", ""))
+        if ua.get("windowsUserConfiguration") and images.os_type_of(agent) != "windows":
+            raise errors.invalid_property_value(
+                f"{at}.windowsUserConfiguration",
+                "set",
+                "windowsUserConfiguration applies to Windows pools only",
+            )
+        linux = ua.get("linuxUserConfiguration") or {}
+        uid, gid = linux.get("uid"), linux.get("gid")
+        if (uid is None) != (gid is None):
+            raise errors.invalid_property_value(
+                f"{at}.linuxUserConfiguration", "uid/gid", "uid and gid must be specified together"
+            )
+        if uid is not None:
+            if ua["elevationLevel"] == "admin":
+                raise errors.not_implemented(
+                    "userAccounts with elevationLevel admin and a linuxUserConfiguration uid"
+                )
+            for k, v in (("uid", uid), ("gid", gid)):
+                if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v >= 2**31 - 1:
+                    raise errors.invalid_property_value(f"{at}.linuxUserConfiguration.{k}", v)
+        if linux.get("sshPrivateKey"):
+            if body.get("enableInterNodeCommunication"):
+                raise errors.not_implemented("userAccounts linuxUserConfiguration.sshPrivateKey")
+            del ua["linuxUserConfiguration"]["sshPrivateKey"]  # ignored without inter-node communication
 
 
 # Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
@@ -112,9 +177,7 @@ def new_pool(spec: Body, now: str) -> Body:
         st.setdefault("waitForSuccess", True)
     if body.get("networkConfiguration") is not None:
         body["networkConfiguration"] = network_configuration(body["networkConfiguration"])
-    for ua in body.get("userAccounts") or []:
-        ua.setdefault("elevationLevel", "nonadmin")
-        ua.pop("password", None)
+    check_user_accounts(body)
     if "vmSize" in body:
         body["vmSize"] = str(body["vmSize"]).lower()  # the service reports VM sizes in lower case
     body.update(

@@ -1,12 +1,133 @@
-"""The local node provider: each compute node is a `batchyard agent` process on this host."""
+"""The local node provider: each compute node is a `batchyard agent` process on this host.
+
+Agents get a minimal environment (their own node token, never the account key). When the server runs as
+root, each node gets its own block of task uids (decision 0010): the node root is created group-owned by
+the block's base, which is how the agent and the file routes find it, and the data dir is closed to
+everyone but root except for the path down to the node roots.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import psutil
+
+from batchyard.models import identity
+
+log = logging.getLogger("batchyard.pools")
+
+#: Variables an agent inherits from the server; everything else (account key, database URL…) stays behind.
+AGENT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "HOME")
+
+
+def agent_env(token: str, accounts: Iterable[dict[str, Any]] = ()) -> dict[str, str]:
+    env = {k: os.environ[k] for k in AGENT_ENV if k in os.environ}
+    env["BATCHYARD_NODE_TOKEN"] = token
+    public = [{k: v for k, v in a.items() if k != "password"} for a in accounts]
+    for a in public:
+        linux = a.get("linuxUserConfiguration")
+        if isinstance(linux, dict):
+            a["linuxUserConfiguration"] = {k: v for k, v in linux.items() if k != "sshPrivateKey"}
+    if public:
+        env["BATCHYARD_USER_ACCOUNTS"] = json.dumps(public)
+    return env
+
+
+def privileged() -> bool:
+    """Tasks run as separate users only when the server may switch users (it runs as root)."""
+    return os.geteuid() == 0
+
+
+def harden_data_dir(nodes_dir: Path) -> None:
+    """Only root reads the data dir; node users may only pass through it to their own node root."""
+    data_dir = nodes_dir.parent
+    os.umask(0o077)  # files the server creates later (WAL, locks) are its own
+    for entry in os.scandir(data_dir):
+        if entry.name == nodes_dir.name:
+            continue
+        try:
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if not entry.is_symlink():
+                os.chmod(entry.path, mode & 0o7700)
+        except OSError:
+            pass
+    os.chmod(data_dir, 0o711)
+    os.chmod(nodes_dir, 0o711)
+
+
+def unreachable_ancestor(data_dir: Path) -> Path | None:
+    """The first directory above ``data_dir`` that task users cannot pass through (no ``o+x``), if any.
+
+    Tasks are told absolute paths ($AZ_BATCH_NODE_SHARED_DIR…); under such a directory they can use only
+    their working directory (their current directory) and relative paths.
+    """
+    for parent in data_dir.resolve().parents:
+        try:
+            if not os.stat(parent).st_mode & 0o001:
+                return parent
+        except OSError:
+            return parent
+    return None
+
+
+_warned: set[Path] = set()
+
+
+_used_slots: dict[Path, set[int]] = {}
+
+
+def _free_slot(nodes_dir: Path) -> int:
+    """A node uid block no node root in ``nodes_dir`` has; the node roots are scanned once per process."""
+    used = _used_slots.get(nodes_dir)
+    if used is None:
+        used = set()
+        for entry in os.scandir(nodes_dir):
+            try:
+                slot = identity.slot_of_gid(entry.stat(follow_symlinks=False).st_gid)
+            except OSError:
+                continue
+            if slot is not None:
+                used.add(slot)
+        _used_slots[nodes_dir] = used
+    # Start from a point that depends on the data dir, so two servers on one host rarely meet.
+    start = zlib.crc32(str(nodes_dir.resolve()).encode()) % identity.MAX_SLOTS
+    for i in range(identity.MAX_SLOTS):
+        slot = (start + i) % identity.MAX_SLOTS
+        if slot not in used:
+            used.add(slot)
+            return slot
+    raise RuntimeError("no free node uid block")
+
+
+def prepare_root(root: Path) -> None:
+    """Create the node root; when privileged, give it its node group (kept across respawns)."""
+    root.mkdir(parents=True, exist_ok=True)
+    if not privileged():
+        return
+    harden_data_dir(root.parent)
+    data_dir = root.parent.parent
+    blocked = unreachable_ancestor(data_dir)
+    if blocked is not None and data_dir not in _warned:
+        _warned.add(data_dir)
+        log.warning(
+            "tasks run as other users but cannot pass through %s (not searchable by others): they will not "
+            "reach their node's directories by absolute path; use a --data-dir below world-searchable "
+            "directories, e.g. /var/lib/batchyard",
+            blocked,
+        )
+    st = os.stat(root, follow_symlinks=False)
+    if identity.slot_of_gid(st.st_gid) is None:
+        os.chown(root, 0, identity.base_of_slot(_free_slot(root.parent)))
+    os.chmod(root, 0o750)
 
 
 class LocalProvider:
@@ -17,9 +138,17 @@ class LocalProvider:
         self.account = account
         self.orphan_timeout = orphan_timeout  # an agent without its server stops after this many seconds
 
-    def spawn(self, node_id: str, token: str, pool_id: str, root: Path, dedicated: bool) -> int:
-        root.mkdir(parents=True, exist_ok=True)
-        log = open(root / ".agent.log", "ab")  # noqa: SIM115 - handed to the child
+    def spawn(
+        self,
+        node_id: str,
+        token: str,
+        pool_id: str,
+        root: Path,
+        dedicated: bool,
+        user_accounts: Iterable[dict[str, Any]] = (),
+    ) -> int:
+        prepare_root(root)
+        fd = os.open(root / ".agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             proc = subprocess.Popen(
                 [
@@ -41,14 +170,14 @@ class LocalProvider:
                     f"{self.orphan_timeout:g}",
                 ],
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "BATCHYARD_NODE_TOKEN": token},
+                env=agent_env(token, user_accounts),
                 close_fds=True,
             )
         finally:
-            log.close()
+            os.close(fd)
         return proc.pid
 
     @staticmethod
@@ -57,20 +186,21 @@ class LocalProvider:
         if not pid:
             return False
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, IndexError):
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                status = proc.status()
+                ppid = proc.ppid()
+                cmd = proc.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            _reap(pid)
             return False
-        if fields[0] == "Z":
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+        if status == psutil.STATUS_ZOMBIE:
+            _reap(pid)
             return False
         # A child of ours that has not exec'd the agent yet still shows our own command line.
-        if node_id.encode() in cmd:
+        if node_id in cmd:
             return True
-        return int(fields[1]) == os.getpid() and b"batchyard.agent.main" not in cmd
+        return ppid == os.getpid() and "batchyard.agent.main" not in cmd
 
     @staticmethod
     def stop(pid: int | None, node_id: str) -> None:
@@ -90,7 +220,11 @@ class LocalProvider:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from batchyard import __version__
 from batchyard.models.clock import monotonic
@@ -48,6 +49,7 @@ class Spawn:
     pool_key: str
     root: Path
     dedicated: bool
+    user_accounts: tuple[dict[str, Any], ...] = ()
 
 
 class PoolManager:
@@ -110,6 +112,7 @@ class PoolManager:
                 pool["id"],
                 node_root(self.ctx, n["id"]),
                 bool(body.get("isDedicated", True)),
+                pool["body"].get("userAccounts") or (),
             )
         except OSError as e:
             log.error("cannot start the agent of node %s: %s", n["id"], e)
@@ -296,7 +299,8 @@ class PoolManager:
                 "body": body,
             },
         )
-        return Spawn(nid, token, pool["id"], pool["key"], node_root(self.ctx, nid), dedicated)
+        accounts = tuple(pool["body"].get("userAccounts") or ())
+        return Spawn(nid, token, pool["id"], pool["key"], node_root(self.ctx, nid), dedicated, accounts)
 
     async def _spawn(self, spawns: list[Spawn]) -> None:
         """Start agents in a worker thread; even when the server stops meanwhile, their pids are recorded."""
@@ -313,7 +317,10 @@ class PoolManager:
         out: list[tuple[Spawn, int | OSError]] = []
         for sp in spawns:
             try:
-                out.append((sp, self.provider.spawn(sp.node_id, sp.token, sp.pool_id, sp.root, sp.dedicated)))
+                pid = self.provider.spawn(
+                    sp.node_id, sp.token, sp.pool_id, sp.root, sp.dedicated, sp.user_accounts
+                )
+                out.append((sp, pid))
             except OSError as e:
                 out.append((sp, e))
         return out

@@ -56,6 +56,7 @@ def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
         "commonEnvironment": common,
         "environment": env,
         "maxWallClockSeconds": secs,
+        "userIdentity": tb.get("userIdentity"),
         "slots": int(task["slots"]),
         "nodeSlots": node_slots,
     }

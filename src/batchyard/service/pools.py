@@ -8,6 +8,7 @@ from batchyard.models import errors, images, odata
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import (
     check_resize_timeout,
+    check_user_accounts,
     network_configuration,
     new_pool,
     pool_view,
@@ -168,6 +169,8 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 vm_configuration_defaults(v)
             if k in _PATCHABLE or k in _PATCHABLE_WHEN_EMPTY:
                 body[k] = v
+        if "userAccounts" in spec:
+            check_user_accounts(body)
         if "taskSchedulingPolicy" in spec:
             fill = str(body["taskSchedulingPolicy"].get("nodeFillType", "spread")).lower()
             body["taskSchedulingPolicy"]["nodeFillType"] = "Pack" if fill == "pack" else "Spread"
