@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,3 +59,18 @@ def uid() -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A fresh world-writable, sticky directory under /tmp instead of pytest's (root's, 0700) temp dirs.
+
+    Tests pass files between themselves and their tasks (pid files, markers, data dirs); run as root, tasks
+    run as their node's own user (decision 0010) and could not reach pytest's temp dirs.
+    """
+    d = Path(tempfile.mkdtemp(prefix="batchyard-test-", dir="/tmp"))
+    os.chmod(d, 0o1777)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -345,7 +345,8 @@ def test_lost_agent_reruns_are_counted_even_when_their_start_was_not_reported(tm
     dies too. The next server reruns them, and each must show one requeue per extra run."""
     data = tmp_path / "data"
     runs = tmp_path / "runs"
-    runs.mkdir()
+    runs.mkdir(mode=0o777)  # tasks run as their node's user when the suite runs as root
+    runs.chmod(0o777)
     srv = LiveServer(data).start()
     try:
         c = _client(srv)

@@ -20,7 +20,9 @@ class NoProcesses(LocalProvider):
         super().__init__("http://127.0.0.1:1", "acct")
         self.spawned: list[str] = []
 
-    def spawn(self, node_id: str, token: str, pool_id: str, root: Path, dedicated: bool) -> int:
+    def spawn(
+        self, node_id: str, token: str, pool_id: str, root: Path, dedicated: bool, user_accounts: object = ()
+    ) -> int:
         self.spawned.append(node_id)
         return 10_000_000 + len(self.spawned)  # never a real pid
 

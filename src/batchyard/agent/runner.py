@@ -47,6 +47,7 @@ import asyncio
 import errno
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -223,8 +224,12 @@ def _chown_tree(top: Path, uid: int, gid: int) -> None:
                 pass
 
 
-def _launch_failure(exc: BaseException, program: str) -> FailureInfo:
+def _launch_failure(exc: BaseException, program: str, path: str | None = None) -> FailureInfo:
     if isinstance(exc, (FileNotFoundError, NotADirectoryError)) and exc.filename in (None, program):
+        return COMMAND_PROGRAM_NOT_FOUND
+    # A PATH search remembers EACCES from a directory the task user may not search (e.g. the agent's own
+    # tool directories) and reports it even when the program exists nowhere on PATH: that is "not found".
+    if isinstance(exc, PermissionError) and "/" not in program and shutil.which(program, path=path) is None:
         return COMMAND_PROGRAM_NOT_FOUND
     return COMMAND_LAUNCH_FAILED
 
@@ -316,7 +321,7 @@ class TaskProcess:
                         TASK_UMASK,
                     )
                 except LaunchError as exc:
-                    self._finish_early(_launch_failure(exc.as_os_error(), argv[0]))
+                    self._finish_early(_launch_failure(exc.as_os_error(), argv[0], spec.env.get("PATH")))
                     return
                 except (RuntimeError, OSError):  # the helper is gone; the agent starts a new one next time
                     self._finish_early(COMMAND_LAUNCH_FAILED)
@@ -335,7 +340,7 @@ class TaskProcess:
                         umask=TASK_UMASK,
                     )
                 except (OSError, ValueError, subprocess.SubprocessError) as exc:
-                    self._finish_early(_launch_failure(exc, argv[0]))
+                    self._finish_early(_launch_failure(exc, argv[0], spec.env.get("PATH")))
                     return
                 self.pid = self._popen.pid
         finally:
