@@ -99,7 +99,7 @@ def delete(c: BatchClient, schedule_id: str | None) -> None:
 
 def wait_state(c: BatchClient, schedule_id: str, state: str) -> m.BatchJobSchedule:
     return wait_for(
-        lambda: (s if (s := c.get_job_schedule(schedule_id)).state == state else None),
+        lambda: s if (s := c.get_job_schedule(schedule_id)).state == state else None,
         15,
         0.05,
         f"schedule {schedule_id} to be {state}",
@@ -125,7 +125,10 @@ def test_recorded_flow(c: BatchClient) -> None:
     s = c.get_job_schedule(s_id)
     assert s.state == "active" and s.previous_state is None
     assert s.schedule is not None
-    assert (s.schedule.start_window, s.schedule.recurrence_interval) == (timedelta(hours=1), timedelta(days=1))
+    assert (s.schedule.start_window, s.schedule.recurrence_interval) == (
+        timedelta(hours=1),
+        timedelta(days=1),
+    )
     assert s.job_specification.priority == 0 and s.job_specification.max_parallel_tasks == -1
     assert s.job_specification.constraints is not None
     assert s.job_specification.constraints.max_wall_clock_time == timedelta(
@@ -183,7 +186,9 @@ def test_exists_of_a_missing_schedule_is_a_bare_404(c: BatchClient) -> None:
     assert ei.value.status_code == 404
 
 
-def test_recurrence_waits_for_the_active_job_and_skips_after_the_start_window(c: BatchClient, clock: Clock) -> None:
+def test_recurrence_waits_for_the_active_job_and_skips_after_the_start_window(
+    c: BatchClient, clock: Clock
+) -> None:
     s_id = sid()
     s = create(c, s_id, recurrence_interval=timedelta(hours=1), start_window=timedelta(minutes=10))
     assert s.execution_info is not None
@@ -299,7 +304,9 @@ def test_updates_affect_only_later_jobs_and_keep_the_etag_when_jobs_are_created(
     )
     after_update = c.get_job_schedule(s_id)
     assert after_update.etag != s.etag and after_update.job_specification.priority == 7
-    assert after_update.schedule is not None and after_update.schedule.recurrence_interval == timedelta(hours=1)
+    assert after_update.schedule is not None and after_update.schedule.recurrence_interval == timedelta(
+        hours=1
+    )
     assert [(i.name, i.value) for i in after_update.metadata or []] == [("k", "v")]
     assert c.get_job(f"{s_id}:job-1").priority == 0  # the running job keeps the old specification
     end_job(c, f"{s_id}:job-1")

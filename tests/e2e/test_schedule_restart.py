@@ -32,7 +32,9 @@ def _end(c: BatchClient, job_id: str) -> None:
 
 
 def _jobs(c: BatchClient, sid: str) -> list[str]:
-    return sorted((j.id for j in c.list_jobs_from_schedule(sid) if j.id), key=lambda i: int(i.rsplit("-", 1)[1]))
+    return sorted(
+        (j.id for j in c.list_jobs_from_schedule(sid) if j.id), key=lambda i: int(i.rsplit("-", 1)[1])
+    )
 
 
 def test_sigkill_neither_loses_nor_repeats_a_run(tmp_path: Path) -> None:
@@ -61,7 +63,7 @@ def test_sigkill_neither_loses_nor_repeats_a_run(tmp_path: Path) -> None:
             srv.kill()
             srv.start()
             c = _client(srv)
-            wait_for(lambda n=n: len(_jobs(c, "rs")) == n or None, 15, 0.05, f"job-{n}")  # type: ignore[misc]
+            wait_for(lambda c=c, n=n: len(_jobs(c, "rs")) == n or None, 15, 0.05, f"job-{n}")  # type: ignore[misc]
             assert _jobs(c, "rs") == [f"rs:job-{i}" for i in range(1, n + 1)]
             s = c.get_job_schedule("rs")
             assert s.execution_info is not None and s.execution_info.recent_job is not None
@@ -82,7 +84,11 @@ def test_a_failed_run_commits_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     ctx = Ctx(store=store, data_dir=tmp_path, account="a")
     jobschedules.create_schedule(
         ctx,
-        {"id": "s", "schedule": {"recurrenceInterval": "PT1H"}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
+        {
+            "id": "s",
+            "schedule": {"recurrenceInterval": "PT1H"},
+            "jobSpecification": {"poolInfo": {"poolId": "p"}},
+        },
     )
     from batchyard.service import jobs
 
