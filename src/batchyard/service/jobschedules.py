@@ -12,7 +12,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from batchyard.models import errors, odata
 from batchyard.models.clock import format_time, parse_time
@@ -446,9 +446,13 @@ def _due_rows(ctx: Ctx, now: datetime) -> list[str]:
     """Keys of the schedules whose decision would change something now (read-only first look)."""
     out = []
     with ctx.store.tx() as tx:
-        rows = tx.select(
-            T, T.c.state.in_([S.ACTIVE.value, S.DISABLED.value, S.TERMINATING.value, S.DELETING.value])
+        # an active schedule whose next run is ahead has nothing to do: its run is never after doNotRunAfter
+        # (decide drops such a run), so neither creating nor completing can happen before next_run
+        waiting = and_(
+            T.c.state == S.ACTIVE.value, or_(T.c.next_run.is_(None), T.c.next_run <= format_time(now))
         )
+        others = T.c.state.in_([S.DISABLED.value, S.TERMINATING.value, S.DELETING.value])
+        rows = tx.select(T, or_(waiting, others))
         for row in rows:
             if row["state"] == S.DELETING:
                 if not _jobs_of(tx, row):
