@@ -226,3 +226,17 @@ def test_success_codes_and_headers(raw: Raw, sched: str) -> None:
     assert raw.post(f"/jobschedules/{sched}/terminate").status_code == 202
     assert raw.delete(f"/jobschedules/{sched}").status_code == 202
     assert raw.delete(f"/jobschedules/{sched}").status_code in (202, 404)
+
+
+@pytest.mark.parametrize("version", ["2018-08-01.7.0", "2022-10-01.16.0", "2024-02-01.19.0"])
+def test_older_api_versions_see_their_own_shape(raw: Raw, version: str) -> None:
+    sid = new_id()
+    r = raw.request("POST", "/jobschedules", json_body=body(sid), api_version=version)
+    assert r.status_code == 201, r.text()
+    got = raw.json(f"/jobschedules/{sid}", api_version=version)
+    assert got["executionInfo"]["recentJob"]["id"] == f"{sid}:job-1"
+    # maxParallelTasks / allowTaskPreemption came with 2020-09-15.12.0: not in the oldest version's shape
+    assert ("maxParallelTasks" in got["jobSpecification"]) == (version >= "2020")
+    jobs = raw.json(f"/jobschedules/{sid}/jobs", api_version=version)["value"]
+    assert [j["id"] for j in jobs] == [f"{sid}:job-1"]
+    assert raw.delete(f"/jobschedules/{sid}", api_version=version).status_code == 202

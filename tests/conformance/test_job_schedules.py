@@ -405,3 +405,29 @@ def test_refused_job_specification_properties_are_501(c: BatchClient) -> None:
     assert ei.value.status_code == 501
     with pytest.raises(ResourceNotFoundError):
         c.get_job_schedule(s_id)
+
+
+def test_stats_sum_the_tasks_of_the_schedules_jobs(c: BatchClient) -> None:
+    """$expand=stats aggregates the schedule's jobs: a task that really ran on a node is counted."""
+    from tests.support.batch import wait_idle_nodes, wait_tasks_done
+
+    pool = "sched-stats-" + uuid.uuid4().hex[:6]
+    create_pool(c, pool, nodes=1)
+    wait_idle_nodes(c, pool, 1)
+    s_id = sid()
+    c.create_job_schedule(
+        m.BatchJobScheduleCreateOptions(
+            id=s_id,
+            schedule=m.BatchJobScheduleConfiguration(),
+            job_specification=m.BatchJobSpecification(pool_info=m.BatchPoolInfo(pool_id=pool)),
+        )
+    )
+    c.create_task(f"{s_id}:job-1", m.BatchTaskCreateOptions(id="ok", command_line="/bin/true"))
+    c.create_task(f"{s_id}:job-1", m.BatchTaskCreateOptions(id="bad", command_line="/bin/false"))
+    wait_tasks_done(c, f"{s_id}:job-1", 2)
+    st = c.get_job_schedule(s_id, expand=["stats"]).job_schedule_statistics
+    assert st is not None
+    assert (st.succeeded_tasks_count, st.failed_tasks_count) == (1, 1)
+    assert st.wall_clock_time > timedelta(0)
+    delete(c, s_id)
+    c.begin_delete_pool(pool, polling_interval=0.2).result()  # type: ignore[arg-type]
