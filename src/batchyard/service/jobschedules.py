@@ -78,7 +78,11 @@ def job_specification(spec: object) -> Body:
         "usesTaskDependencies": checked["usesTaskDependencies"],
         "onAllTasksComplete": checked["onAllTasksComplete"],
         "onTaskFailure": checked["onTaskFailure"],
-        "constraints": checked["constraints"],
+        # the service's key order (recorded)
+        "constraints": {
+            "maxWallClockTime": checked["constraints"]["maxWallClockTime"],
+            "maxTaskRetryCount": checked["constraints"]["maxTaskRetryCount"],
+        },
     }
     for k, v in spec.items():
         out.setdefault(k, copy.deepcopy(v))
@@ -144,6 +148,8 @@ def _shaper(tx: Tx, expand: list[str] | None, now_text: str) -> Any:
 
     def shape(row: Row) -> Body:
         body = item(row)
+        if not body.get("schedule"):
+            body.pop("schedule", None)  # an empty schedule is omitted (openapi example JobScheduleGet)
         if wanted:
             body["stats"] = _stats(tx, row, now_text)
         return body
