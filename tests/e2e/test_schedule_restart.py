@@ -14,7 +14,7 @@ from azure.batch import models as m
 from azure.batch.models import _models as private_models
 from azure.core.credentials import AzureNamedKeyCredential
 
-from batchyard.service import jobschedules
+from batchyard.service import jobschedule_runs, jobschedules
 from batchyard.service.context import Ctx
 from batchyard.store.sql import SqlStore
 from tests.support.live import LiveServer, wait_for
@@ -99,20 +99,20 @@ def test_a_failed_run_commits_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
         jobs.save(tx, ctx, row, row["body"])
     real_clock = ctx.clock
     ctx.clock = lambda: real_clock() + timedelta(hours=1, seconds=1)
-    real_save = jobschedules._save
+    real_save = jobschedule_runs.save
 
     def failing_save(*a: object, **kw: object) -> object:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(jobschedules, "_save", failing_save)
+    monkeypatch.setattr(jobschedule_runs, "save", failing_save)
     with pytest.raises(RuntimeError):
-        jobschedules.tick(ctx)
+        jobschedule_runs.tick(ctx)
     with store.tx() as tx:
         assert not tx.exists(jobs.schema.jobs, key="s:job-2")
         assert tx.get(jobs.schema.job_schedules, key="s")["job_seq"] == 1  # type: ignore[index]
-    monkeypatch.setattr(jobschedules, "_save", real_save)
-    assert jobschedules.tick(ctx) == 1
-    assert jobschedules.tick(ctx) == 0
+    monkeypatch.setattr(jobschedule_runs, "save", real_save)
+    assert jobschedule_runs.tick(ctx) == 1
+    assert jobschedule_runs.tick(ctx) == 0
     with store.tx() as tx:
         assert tx.exists(jobs.schema.jobs, key="s:job-2")
         assert not tx.exists(jobs.schema.jobs, key="s:job-3")

@@ -14,7 +14,7 @@ from sqlalchemy import and_
 
 from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
-from batchyard.service import account, completion, jobschedules
+from batchyard.service import account, completion, jobschedule_runs
 from batchyard.service import tasks as task_ops
 from batchyard.service.agents import node_info, requeue, work_for
 from batchyard.service.common import set_state, stamp_body
@@ -71,7 +71,7 @@ class Scheduler:
             except Exception:  # keep ticking
                 log.exception("timer pass failed")
             try:
-                jobschedules.tick(self.ctx)
+                jobschedule_runs.tick(self.ctx)
             except Exception:  # keep ticking
                 log.exception("job schedule pass failed")
 
