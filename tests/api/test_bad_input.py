@@ -588,13 +588,6 @@ def test_unsupported_verb_is_a_json_batch_error(raw: Raw) -> None:
 @pytest.mark.parametrize(
     "method,path,body",
     [
-        ("GET", "/jobschedules", None),
-        (
-            "POST",
-            "/jobschedules",
-            {"id": "s1", "schedule": {}, "jobSpecification": {"poolInfo": {"poolId": "p"}}},
-        ),
-        ("GET", "/jobschedules/s1", None),
         ("GET", "/applications", None),
         ("GET", "/poolusagemetrics", None),
         ("POST", "/pools/{pool}/enableautoscale", {"autoScaleFormula": "$TargetDedicatedNodes=1"}),

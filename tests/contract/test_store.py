@@ -192,6 +192,44 @@ def test_migrate_creates_every_table_and_is_idempotent(store: SqlStore) -> None:
             assert tx.count(table) == (1 if table is schema.pools else 0)
 
 
+def test_schedule_job_keys_of_80_characters_fit_every_job_key_column(store: SqlStore) -> None:
+    """A 64-character schedule id + ':job-<n>' (migration 0004_sched widens the columns on PostgreSQL)."""
+    job_id = "s" * 64 + ":job-12345678901"
+    assert len(job_id) == schema.JOB_KEY_LEN
+    key = key_of(job_id)
+    with store.tx() as tx:
+        tx.insert(schema.jobs, job_row(job_id))
+        tx.insert(schema.tasks, task_row(key, "t1"))
+        tx.insert(schema.task_counts, {"job_key": key})
+        tx.insert(schema.task_deps, {"job_key": key, "parent_key": "a", "child_key": "b"})
+        tx.insert(schema.dep_ranges, {"job_key": key, "child_key": "b", "start": 1, "end": 2})
+        tx.insert(schema.dep_satisfied, {"job_key": key, "num": 1})
+        tx.insert(
+            schema.job_schedules,
+            {
+                "key": "s" * 64,
+                "id": "S" * 64,
+                "state": "active",
+                "next_run": NOW,
+                "job_seq": 12345678901,
+                "etag": "0x1",
+                "last_modified": NOW,
+                "creation_time": NOW,
+                "body": {"id": "S" * 64, **BODY},
+            },
+        )
+    with store.tx() as tx:
+        assert tx.get(schema.jobs, key=key)["id"] == job_id  # type: ignore[index]
+        row = tx.get(schema.job_schedules, key="s" * 64)
+        assert (
+            row is not None
+            and row["body"]["displayName"] == BODY["displayName"]
+            and row["job_seq"] == 12345678901
+        )
+        prefix = tx.select(schema.jobs, schema.jobs.c.key.startswith("s" * 64 + ":job-", autoescape=True))
+        assert [r["id"] for r in prefix] == [job_id]
+
+
 # --- single-row operations ----------------------------------------------------------------------------------
 
 

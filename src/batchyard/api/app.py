@@ -642,9 +642,6 @@ def create_app(
         (P + "/disableautoscale", ["POST"], "disable pool autoscale"),
         (P + "/evaluateautoscale", ["POST"], "evaluate pool autoscale"),
         (P + "/removenodes", ["POST"], "remove nodes"),
-        ("/jobschedules", ["GET", "POST"], "job schedules"),
-        ("/jobschedules/{schedule_id}", ["GET", "HEAD", "PUT", "PATCH", "DELETE"], "job schedules"),
-        ("/jobschedules/{schedule_id}/{action}", ["GET", "POST"], "job schedules"),
         (J + "/jobpreparationandreleasetaskstatus", ["GET"], "job preparation and release task status"),
         (T + "/subtasksinfo", ["GET"], "list subtasks (multi-instance tasks)"),
         (N + "/users", ["POST"], "node users"),
@@ -658,6 +655,9 @@ def create_app(
     ]
     for path, methods, name in pending:
         routes.append(Route(path, o(not_implemented(name)), methods=methods))
+    from batchyard.api import jobschedules  # its handlers use this module's rendering helpers
+
+    routes += jobschedules.routes(o, ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -92,6 +92,13 @@ def _server_parser() -> argparse.ArgumentParser:
         "(env BATCHYARD_ORPHAN_TIMEOUT; default 600)",
     )
     p.add_argument(
+        "--fake-clock-file",
+        type=Path,
+        default=os.environ.get("BATCHYARD_FAKE_CLOCK_FILE") or None,
+        help="TESTING ONLY: shift the service clock by the number of seconds written in this file "
+        "(env BATCHYARD_FAKE_CLOCK_FILE; off by default)",
+    )
+    p.add_argument(
         "--stop-nodes",
         action="store_true",
         help="when the server stops, stop its nodes and their tasks too (default: they keep running "
@@ -155,6 +162,10 @@ def _serve(a: argparse.Namespace) -> None:
     from batchyard.service.context import Ctx
 
     ctx = Ctx(store=store, data_dir=data_dir, account=account)
+    if a.fake_clock_file is not None:
+        from batchyard.service.fakeclock import FileOffsetClock
+
+        ctx.clock = FileOffsetClock(Path(a.fake_clock_file).resolve())
     rebuild_assignments(ctx)
     ensure_epoch(ctx)
     provider = LocalProvider(local_url, account, orphan_timeout=a.orphan_timeout)
@@ -180,7 +191,12 @@ def _serve(a: argparse.Namespace) -> None:
         f"  quotas:   {a.dedicated_core_quota} dedicated cores, {a.low_priority_core_quota} low-priority cores\n"
         f"  nodes:    {'stopped with the server' if a.stop_nodes else 'keep running when the server stops'}; "
         f"an agent without its server stops after {a.orphan_timeout:g} s (--orphan-timeout)\n"
-        f"  az batch: export AZURE_BATCH_ENDPOINT={endpoint} AZURE_BATCH_ACCOUNT={account} "
+        + (
+            f"  clock:    FAKE, shifted by the seconds in {a.fake_clock_file} (testing only)\n"
+            if a.fake_clock_file
+            else ""
+        )
+        + f"  az batch: export AZURE_BATCH_ENDPOINT={endpoint} AZURE_BATCH_ACCOUNT={account} "
         f"AZURE_BATCH_ACCESS_KEY=<key>",
         flush=True,
     )

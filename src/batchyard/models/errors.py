@@ -374,3 +374,48 @@ def request_timeout(seconds: float) -> BatchError:
 
 def unparsable_request() -> BatchError:
     return _e(400, "InvalidInput", "The HTTP request could not be parsed (request line, URL or headers).")
+
+
+# --- job schedules --------------------------------------------------------------------------------------------
+
+
+def job_schedule_exists() -> BatchError:
+    return _e(409, "JobScheduleExists", "The specified job schedule already exists.")
+
+
+def job_with_same_id_exists() -> BatchError:
+    """Creating a schedule whose id a job already has (one namespace for both)."""
+    return _e(
+        409,
+        "JobWithSameIdExists",
+        "A job with the specified job schedule id exists. Job and job schedule cannot have the same id.",
+    )
+
+
+def job_schedule_with_same_id_exists() -> BatchError:
+    """Creating a job whose id a schedule already has (one namespace for both)."""
+    return _e(
+        409,
+        "JobScheduleWithSameIdExists",
+        "A job schedule with the specified job id exists. Job and job schedule cannot have the same id.",
+    )
+
+
+def job_schedule_being_deleted() -> BatchError:
+    return _e(
+        409,
+        "JobScheduleBeingDeleted",
+        "The specified job schedule has been marked for deletion and is being reclaimed.",
+    )
+
+
+def job_schedule_being_terminated() -> BatchError:
+    return _e(409, "JobScheduleBeingTerminated", "The specified job schedule is being terminated.")
+
+
+def job_schedule_disabled() -> BatchError:
+    return _e(409, "JobScheduleDisabled", "The specified job schedule is disabled.")
+
+
+def job_schedule_completed() -> BatchError:
+    return _e(409, "JobScheduleCompleted", "The specified job schedule is already in completed state.")

@@ -92,3 +92,40 @@ def check_job_transition(old: JobState, new: JobState) -> None:
 
 def node_accepts_tasks(state: NodeState) -> bool:
     return state in _NODE_SCHEDULABLE
+
+
+class JobScheduleState(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    TERMINATING = "terminating"
+    COMPLETED = "completed"
+    DELETING = "deleting"
+
+
+_JOB_SCHEDULE: dict[JobScheduleState, frozenset[JobScheduleState]] = {
+    # disable/enable; terminate; the end of the schedule (doNotRunAfter, one-shot job done); delete
+    JobScheduleState.ACTIVE: frozenset(
+        {
+            JobScheduleState.DISABLED,
+            JobScheduleState.TERMINATING,
+            JobScheduleState.COMPLETED,
+            JobScheduleState.DELETING,
+        }
+    ),
+    JobScheduleState.DISABLED: frozenset(
+        {
+            JobScheduleState.ACTIVE,
+            JobScheduleState.TERMINATING,
+            JobScheduleState.COMPLETED,
+            JobScheduleState.DELETING,
+        }
+    ),
+    JobScheduleState.TERMINATING: frozenset({JobScheduleState.COMPLETED, JobScheduleState.DELETING}),
+    JobScheduleState.COMPLETED: frozenset({JobScheduleState.DELETING}),
+    JobScheduleState.DELETING: frozenset(),
+}
+
+
+def check_job_schedule_transition(old: JobScheduleState, new: JobScheduleState) -> None:
+    if new not in _JOB_SCHEDULE[old]:
+        raise IllegalTransition(f"job schedule {old} -> {new}")

@@ -14,7 +14,7 @@ from sqlalchemy import and_
 
 from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
-from batchyard.service import account, completion
+from batchyard.service import account, completion, jobschedule_runs
 from batchyard.service import tasks as task_ops
 from batchyard.service.agents import node_info, requeue, work_for
 from batchyard.service.common import set_state, stamp_body
@@ -62,13 +62,18 @@ class Scheduler:
             await asyncio.sleep(0)
 
     async def timers_loop(self, interval: float = 1.0) -> None:
-        """Time-based rules: job maxWallClockTime and task retention. Everything else is event driven."""
+        """Time-based rules: job maxWallClockTime, task retention and job schedule runs (read from the
+        injectable `ctx.clock`). Everything else is event driven."""
         while True:
             await asyncio.sleep(interval)
             try:
                 self.timers()
             except Exception:  # keep ticking
                 log.exception("timer pass failed")
+            try:
+                jobschedule_runs.tick(self.ctx)
+            except Exception:  # keep ticking
+                log.exception("job schedule pass failed")
 
     def timers(self) -> None:
         _, now_text, _ = self.ctx.stamp()

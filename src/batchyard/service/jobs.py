@@ -91,40 +91,58 @@ def _check_unsupported(spec: Body) -> None:
             raise errors.not_implemented(k)
 
 
+def check_spec(spec: Body) -> str:
+    """Everything job creation refuses, without creating anything (job schedules check their jobSpecification
+    with it); returns the pool id."""
+    pool_id = _pool_id(spec)
+    _check_unsupported(spec)
+    new_job(spec, "", pool_id)
+    return pool_id
+
+
 def create_job(ctx: Ctx, spec: Body) -> Written:
     job_id = check_id(spec.get("id"))
+    check_spec(spec)
+    with ctx.store.tx() as tx:
+        if tx.exists(schema.job_schedules, key=key_of(job_id)):
+            raise errors.job_schedule_with_same_id_exists()
+        w = insert_job(ctx, tx, job_id, spec)
+    ctx.hub.wake_scheduler()
+    return w
+
+
+def insert_job(ctx: Ctx, tx: Tx, job_id: str, spec: Body) -> Written:
+    """Create one job inside the caller's transaction (a job schedule creates its runs this way)."""
     pool_id = _pool_id(spec)
     _check_unsupported(spec)
     _, now_text, etag = ctx.stamp()
-    body = new_job(spec, now_text, pool_id)
+    body = new_job({"id": job_id, **spec}, now_text, pool_id)
     stamp_body(body, etag, now_text)
-    with ctx.store.tx() as tx:
-        seq = tx.next_counter("job_seq")
-        try:
-            tx.insert(
-                schema.jobs,
-                {
-                    "key": key_of(job_id),
-                    "id": job_id,
-                    "pool_key": key_of(pool_id),
-                    "state": "active",
-                    "priority": body["priority"],
-                    "seq": seq,
-                    "task_seq": 0,
-                    "etag": etag,
-                    "last_modified": now_text,
-                    "creation_time": now_text,
-                    "body": body,
-                    "deadline": deadline(body),
-                },
-            )
-        except DuplicateKey:
-            raise errors.job_exists() from None
-        tx.insert(schema.task_counts, {"job_key": key_of(job_id)})
-        job = tx.get(schema.jobs, key=key_of(job_id))
-        if job is not None and completion.check_all_complete(ctx, tx, job):
-            etag, now_text = job["body"]["eTag"], job["body"]["lastModified"]
-    ctx.hub.wake_scheduler()
+    seq = tx.next_counter("job_seq")
+    try:
+        tx.insert(
+            schema.jobs,
+            {
+                "key": key_of(job_id),
+                "id": job_id,
+                "pool_key": key_of(pool_id),
+                "state": "active",
+                "priority": body["priority"],
+                "seq": seq,
+                "task_seq": 0,
+                "etag": etag,
+                "last_modified": now_text,
+                "creation_time": now_text,
+                "body": body,
+                "deadline": deadline(body),
+            },
+        )
+    except DuplicateKey:
+        raise errors.job_exists() from None
+    tx.insert(schema.task_counts, {"job_key": key_of(job_id)})
+    job = tx.get(schema.jobs, key=key_of(job_id))
+    if job is not None and completion.check_all_complete(ctx, tx, job):
+        etag, now_text = job["body"]["eTag"], job["body"]["lastModified"]
     return Written(etag, now_text, f"/jobs/{job_id}")
 
 
@@ -156,6 +174,19 @@ def get_job(ctx: Ctx, job_id: str, cond: Conditions = NO_CONDITIONS, expand: lis
 def list_jobs(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
     with ctx.store.tx() as tx:
         return page_rows(tx, schema.jobs, "key", None, q, odata.JOBS, _columns(), _shaper(tx, q.expand))
+
+
+def schedule_job_prefix(schedule_key: str) -> str:
+    """The key prefix of the jobs a schedule created (`<scheduleId>:job-<n>`; user job ids cannot hold ':')."""
+    return schedule_key + ":job-"
+
+
+def list_schedule_jobs(tx: Tx, schedule_key: str, q: ListQuery) -> tuple[list[Body], str | None]:
+    """One page of the jobs a schedule created, inside the caller's transaction."""
+    base = schema.jobs.c.key.startswith(schedule_job_prefix(schedule_key), autoescape=True)
+    return page_rows(
+        tx, schema.jobs, "key", base, q, odata.JOBS_FROM_SCHEDULE, _columns(), _shaper(tx, q.expand)
+    )
 
 
 def _require_updatable(body: Body) -> None:
@@ -230,6 +261,12 @@ def delete_job(ctx: Ctx, job_id: str, cond: Conditions) -> None:
         if row["state"] != "deleting":
             _transition(tx, ctx, row, JobState.DELETING)
     ctx.hub.wake_scheduler()
+
+
+def begin_delete(ctx: Ctx, tx: Tx, row: Row) -> None:
+    """Mark a job for deletion inside the caller's transaction (its schedule is being deleted)."""
+    if row["state"] != "deleting":
+        _transition(tx, ctx, row, JobState.DELETING)
 
 
 def terminate_job(ctx: Ctx, job_id: str, reason: str | None, cond: Conditions) -> Written:

@@ -33,11 +33,14 @@ nodes = Table(
     Column("body", Text, nullable=False),
 )
 
+# job keys are 80 characters: a schedule's jobs are `<scheduleId>:job-<n>` (migration 0004_sched)
+JOB_KEY_LEN = 80
+
 jobs = Table(
     "jobs",
     metadata,
-    Column("key", String(64), primary_key=True),
-    Column("id", String(64), nullable=False),
+    Column("key", String(JOB_KEY_LEN), primary_key=True),
+    Column("id", String(JOB_KEY_LEN), nullable=False),
     Column("pool_key", String(64), nullable=False, index=True),
     Column("state", String(16), nullable=False),
     Column("priority", Integer, nullable=False),
@@ -53,7 +56,7 @@ jobs = Table(
 tasks = Table(
     "tasks",
     metadata,
-    Column("job_key", String(64), primary_key=True),
+    Column("job_key", String(JOB_KEY_LEN), primary_key=True),
     Column("key", String(64), primary_key=True),
     Column("id", String(64), nullable=False),
     Column("seq", BigInteger, nullable=False),
@@ -85,7 +88,7 @@ tasks = Table(
 task_deps = Table(
     "task_deps",
     metadata,
-    Column("job_key", String(64), primary_key=True),
+    Column("job_key", String(JOB_KEY_LEN), primary_key=True),
     Column("parent_key", String(64), primary_key=True),
     Column("child_key", String(64), primary_key=True),
 )
@@ -93,7 +96,7 @@ task_deps = Table(
 dep_ranges = Table(
     "dep_ranges",
     metadata,
-    Column("job_key", String(64), primary_key=True),
+    Column("job_key", String(JOB_KEY_LEN), primary_key=True),
     Column("child_key", String(64), primary_key=True),
     Column("start", BigInteger, primary_key=True),
     Column("end", BigInteger, nullable=False),
@@ -103,14 +106,14 @@ dep_ranges = Table(
 dep_satisfied = Table(
     "dep_satisfied",
     metadata,
-    Column("job_key", String(64), primary_key=True),
+    Column("job_key", String(JOB_KEY_LEN), primary_key=True),
     Column("num", BigInteger, primary_key=True),
 )
 
 task_counts = Table(
     "task_counts",
     metadata,
-    Column("job_key", String(64), primary_key=True),
+    Column("job_key", String(JOB_KEY_LEN), primary_key=True),
     Column("active", BigInteger, nullable=False, default=0),
     Column("running", BigInteger, nullable=False, default=0),
     Column("completed", BigInteger, nullable=False, default=0),
@@ -136,4 +139,20 @@ counters = Table(
     metadata,
     Column("name", String(32), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+job_schedules = Table(
+    "job_schedules",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("id", String(64), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    # the pending run's due time (nextRunTime) while the schedule has one
+    Column("next_run", String(32), nullable=True),
+    # the number of jobs created so far: job n is `<id>:job-<n>`, never reused
+    Column("job_seq", BigInteger, nullable=False, server_default="0"),
+    Column("etag", String(24), nullable=False),
+    Column("last_modified", String(32), nullable=False),
+    Column("creation_time", String(32), nullable=False),
+    Column("body", Text, nullable=False),
 )
