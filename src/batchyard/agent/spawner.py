@@ -39,6 +39,10 @@ rd, wr = os.pipe()
 os.set_blocking(wr, False)
 signal.set_wakeup_fd(wr)
 signal.signal(signal.SIGCHLD, lambda *a: None)
+# A SIGTERM to the agent's process group must not end the helper before the agent has ended its tasks through
+# it (a handler, not SIG_IGN: handlers are reset in the tasks at exec, an ignored signal would stay ignored).
+signal.signal(signal.SIGTERM, lambda *a: None)
+signal.signal(signal.SIGINT, lambda *a: None)
 doomed = set()
 procs = {}
 null = os.open(os.devnull, os.O_RDONLY)
@@ -76,7 +80,12 @@ while True:
             continue
         fds = array.array("i")
         msg, anc, _, _ = sock.recvmsg(1 << 20, socket.CMSG_LEN(3 * fds.itemsize))
-        if not msg:
+        if not msg:  # the agent is gone: its node is gone, so are the tasks it started here
+            for pid in procs:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             raise SystemExit(0)
         for level, kind, data in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -162,6 +162,10 @@ class Api:
                 if version not in API_VERSIONS:
                     raise errors.unsupported_request_version(version)
                 self.authenticate(request)
+                h = request.headers
+                if "transfer-encoding" in h or h.get("content-length", "0") != "0":
+                    # read (bounded) before answering, so a streamed answer never races the request's body
+                    await request.body()
                 resp = await fn(Call(request, rid, base, version))
             except errors.BatchError as e:
                 resp = http.error_response(versions.error(version, e), base, rid, head)
