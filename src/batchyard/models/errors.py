@@ -374,3 +374,27 @@ def request_timeout(seconds: float) -> BatchError:
 
 def unparsable_request() -> BatchError:
     return _e(400, "InvalidInput", "The HTTP request could not be parsed (request line, URL or headers).")
+
+
+# --- autoscale ---------------------------------------------------------------------------------------------
+
+
+def autoscale_enabled() -> BatchError:
+    """Resize of a pool with automatic scaling (409 per the resize docs; the code is not on record)."""
+    return _e(409, "AutoScalingEnabled", "The pool has automatic scaling enabled.")
+
+
+def autoscale_not_enabled() -> BatchError:
+    """Evaluate on a pool without automatic scaling (409 per the docs' error map; code inferred)."""
+    return operation_invalid_for_current_state("Automatic scaling is not enabled on the pool")
+
+
+def invalid_autoscale_settings(reason: str) -> BatchError:
+    return _e(
+        400, "InvalidAutoScalingSettings", "The specified autoscale settings are invalid.", Reason=reason
+    )
+
+
+def autoscale_formula(code: str, message: str, values: Sequence[tuple[str, str]]) -> BatchError:
+    """A formula refused at enable/create/evaluate: the language's code, message and `Message` value."""
+    return BatchError(400, code, message, values)
