@@ -136,6 +136,19 @@ def test_formula_grows_the_pool_under_queued_work_and_shrinks_it_when_idle(
 
     wait_for(lambda: c.get_pool(pool_id).target_dedicated_nodes == 3, 30, 0.1, "target 3")
     wait_for(lambda: sum(1 for t in c.list_tasks(job_id) if t.state == "running") == 3, 60, 0.1, "3 running")
+    # resource metrics are sampled from the nodes' process trees (psutil, on the server)
+    probe = "$TargetDedicatedNodes=3;$mem=max($MemoryBytes.GetSample(1));$cpu=max($CPUPercent.GetSample(1));"
+
+    def sampled() -> m.AutoScaleRun | None:
+        run = c.evaluate_pool_auto_scale(
+            pool_id, m.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula=probe)
+        )
+        return run if run.error is None else None
+
+    results = dict(
+        kv.split("=", 1) for kv in (wait_for(sampled, 30, 0.2, "resource samples").results or "").split(";")
+    )
+    assert float(results["$mem"]) > 1_000_000 and float(results["$cpu"]) >= 0
     go.touch()
     wait_for(lambda: all(t.state == "completed" for t in c.list_tasks(job_id)), 60, 0.1, "tasks done")
     wait_for(lambda: c.get_pool(pool_id).target_dedicated_nodes == 0, 30, 0.1, "target 0")

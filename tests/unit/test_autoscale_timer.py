@@ -149,7 +149,8 @@ def test_the_interval_floor_is_the_services_unless_configured(tmp_path: Path) ->
 
 
 def test_enable_while_resizing_is_refused_and_disable_keeps_the_size(tmp_path: Path) -> None:
-    ctx = _ctx(tmp_path, Clock())
+    clock = Clock()
+    ctx = _ctx(tmp_path, clock)
     pools.create_pool(ctx, pool_body("m", 2))  # no manager runs: the pool stays resizing
     with pytest.raises(errors.BatchError) as e:
         autoscale.enable(ctx, "m", {"autoScaleFormula": "$TargetDedicatedNodes=1"}, NO_CONDITIONS)
@@ -157,6 +158,13 @@ def test_enable_while_resizing_is_refused_and_disable_keeps_the_size(tmp_path: P
     assert _body(ctx, "m")["enableAutoScale"] is False
 
     _pool(ctx, "a", formula="$TargetDedicatedNodes = 3;")
+    autoscale.enable(ctx, "a", {"autoScaleFormula": "$TargetDedicatedNodes = 3;"}, NO_CONDITIONS)
+    # the service takes one enable per pool every 30 s
+    clock.now += timedelta(seconds=29)
+    with pytest.raises(errors.BatchError) as e:
+        autoscale.enable(ctx, "a", {"autoScaleFormula": "$TargetDedicatedNodes = 4;"}, NO_CONDITIONS)
+    assert (e.value.status, e.value.code) == (503, "TooManyEnableAutoScaleRequests")
+    clock.now += timedelta(seconds=1)
     # a formula change while autoscale's own resize runs is allowed, and evaluated at once
     autoscale.enable(ctx, "a", {"autoScaleFormula": "$TargetDedicatedNodes = 4;"}, NO_CONDITIONS)
     assert _body(ctx, "a")["targetDedicatedNodes"] == 4

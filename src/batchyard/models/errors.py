@@ -398,3 +398,12 @@ def invalid_autoscale_settings(reason: str) -> BatchError:
 def autoscale_formula(code: str, message: str, values: Sequence[tuple[str, str]]) -> BatchError:
     """A formula refused at enable/create/evaluate: the language's code, message and `Message` value."""
     return BatchError(400, code, message, values)
+
+
+def too_many_enable_autoscale_requests() -> BatchError:
+    """Enable autoscale again within 30 s on one pool (503 in the service's error table)."""
+    return _e(
+        503,
+        "TooManyEnableAutoScaleRequests",
+        "The enable autoscale request was made too soon after the previous one for this pool.",
+    )

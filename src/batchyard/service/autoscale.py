@@ -9,7 +9,7 @@ transaction as the targets, so a killed server neither skips nor repeats a due e
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +30,9 @@ ResourceSampler = Callable[[Tx, str], Mapping[str, float]]
 
 _TASK_METRICS = ("$ActiveTasks", "$RunningTasks", "$PendingTasks", "$SucceededTasks", "$FailedTasks")
 _NEXT = "_autoscaleNext"
+_ENABLED_AT = "_autoscaleEnabledAt"
+#: The service takes one enableautoscale per pool every 30 s; a server with a shorter interval floor, that floor.
+ENABLE_SPACING = timedelta(seconds=30)
 
 
 # --- request checks -----------------------------------------------------------------------------------------
@@ -109,6 +112,11 @@ def enable(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
         program = compile_or_refuse(formula if formula is not None else body["autoScaleFormula"])
         if interval is not None or not was_on:
             body["autoScaleEvaluationInterval"] = check_interval(ctx, interval)
+        now = ctx.clock()
+        last = body.get(_ENABLED_AT)
+        if isinstance(last, str) and now - parse_time(last) < min(ENABLE_SPACING, ctx.autoscale.min_interval):
+            raise errors.too_many_enable_autoscale_requests()
+        body[_ENABLED_AT] = format_time(now)
         body["enableAutoScale"] = True
         body["autoScaleFormula"] = program.source or str(formula or body["autoScaleFormula"])
         run_now(ctx, tx, row, program)
@@ -124,7 +132,7 @@ def disable(ctx: Ctx, pool_id: str, cond: Conditions) -> Written:
         row = _load(tx, pool_id)
         cond.check(row, write=True)
         body = row["body"]
-        for k in ("autoScaleFormula", "autoScaleEvaluationInterval", "autoScaleRun", _NEXT):
+        for k in ("autoScaleFormula", "autoScaleEvaluationInterval", "autoScaleRun", _NEXT, _ENABLED_AT):
             body.pop(k, None)
         body["enableAutoScale"] = False
         _, now_text, etag = ctx.stamp()
