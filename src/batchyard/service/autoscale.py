@@ -305,7 +305,8 @@ def run_due(ctx: Ctx, resources: ResourceSampler | None = None) -> int:
     """Evaluate every autoscale pool whose interval has elapsed (after a restart: the overdue ones, once)."""
     ran = 0
     with ctx.store.tx() as tx:
-        keys = [r["key"] for r in tx.select(schema.pools, schema.pools.c.state == "active")]
+        rows = tx.select(schema.pools, schema.pools.c.state == "active")
+        keys = [r["key"] for r in rows if r["body"].get("enableAutoScale")]
     for key in keys:
         with ctx.store.tx() as tx:
             row = tx.get_for_update(schema.pools, key=key)
