@@ -310,3 +310,24 @@ def test_create_refuses_bad_autoscale_settings(
         body.pop("targetDedicatedNodes", None)
     assert_error(raw.post("/pools", body), 400, code)
     assert raw.get(f"/pools/asc-{uid}").status_code == 404
+
+
+@pytest.mark.parametrize("version", ["2018-08-01.7.0", "2023-05-01.17.0", "2025-06-01"])
+def test_autoscale_in_other_api_versions(raw: Raw, uid: str, version: str) -> None:
+    pool_id = f"asv-{uid}"
+    body = pool_body(pool_id, enableAutoScale=True, autoScaleFormula="$TargetDedicatedNodes=0;")
+    body.pop("targetDedicatedNodes")
+    assert raw.request("POST", "/pools", json_body=body, api_version=version).status_code == 201
+    pool = raw.json(f"/pools/{pool_id}", api_version=version)
+    assert pool["enableAutoScale"] is True and pool["autoScaleEvaluationInterval"] == "PT15M"
+    assert pool["autoScaleRun"]["results"].startswith("$TargetDedicatedNodes=0;")
+    r = raw.request(
+        "POST",
+        f"/pools/{pool_id}/evaluateautoscale",
+        json_body={"autoScaleFormula": "$y=2;"},
+        api_version=version,
+    )
+    assert r.status_code == 200 and r.json()["results"].endswith("$y=2"), r.text()
+    r = raw.request("POST", f"/pools/{pool_id}/disableautoscale", api_version=version)
+    assert r.status_code == 200 and r.headers["ETag"] != pool["eTag"]
+    raw.request("DELETE", f"/pools/{pool_id}", api_version=version)
