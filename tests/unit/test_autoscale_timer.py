@@ -173,3 +173,28 @@ def test_enable_while_resizing_is_refused_and_disable_keeps_the_size(tmp_path: P
     assert off["enableAutoScale"] is False and off["targetDedicatedNodes"] == 4
     assert "autoScaleFormula" not in off and "_autoscaleNext" not in off
     assert autoscale.run_due(ctx) == 0
+
+
+def test_task_metrics_leave_out_blocked_tasks_and_slot_metrics_count_slots(tmp_path: Path) -> None:
+    clock = Clock()
+    ctx = _ctx(tmp_path, clock)
+    formula = (
+        "$a = max($ActiveTasks.GetSample(1)); $p = max($PendingTasks.GetSample(1));"
+        "$s = max($PendingTaskSlots.GetSample(1)); $TargetDedicatedNodes = ceil($s / $TaskSlotsPerNode);"
+    )
+    body = pool_body("p", taskSlotsPerNode=4, enableAutoScale=True, autoScaleFormula=formula)
+    body.pop("targetDedicatedNodes")
+    pools.create_pool(ctx, body)
+    jobs.create_job(ctx, {"id": "j", "poolInfo": {"poolId": "p"}, "usesTaskDependencies": True})
+    tasks.create_task(ctx, "j", {"id": "a", "commandLine": "true", "requiredSlots": 3})
+    tasks.create_task(
+        ctx, "j", {"id": "b", "commandLine": "true", "requiredSlots": 2, "dependsOn": {"taskIds": ["a"]}}
+    )
+    assert (
+        "$p=0" in autoscale.evaluate(ctx, "p", {"autoScaleFormula": formula})["results"]
+    )  # last sample: at create
+    clock.now += timedelta(seconds=30)  # the next sample, one sample period later
+    run = autoscale.evaluate(ctx, "p", {"autoScaleFormula": formula})
+    assert run["results"] == (
+        "$TargetDedicatedNodes=1;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue;$a=1;$p=1;$s=3"
+    ), run

@@ -198,22 +198,33 @@ def inputs_for(ctx: Ctx, tx: Tx, row: Row, resources: ResourceSampler | None = N
 
 
 def task_metrics(tx: Tx, pool_key: str) -> dict[str, float]:
-    """Task metrics over the pool's jobs; `$ActiveTasks` leaves out tasks still waiting on dependencies."""
+    """Task metrics over the pool's jobs; `$ActiveTasks` leaves out tasks still waiting on dependencies.
+
+    The `…TaskSlots` metrics (batchyard-only) count the slots those tasks take (`requiredSlots`)."""
     jobs = tx.select(schema.jobs, schema.jobs.c.pool_key == pool_key)
-    active = running = succeeded = failed = 0
+    active = running = succeeded = failed = active_slots = running_slots = 0
     for j in jobs:
         c = tx.get(schema.task_counts, job_key=j["key"]) or {}
         active += int(c.get("active", 0))
         running += int(c.get("running", 0))
         succeeded += int(c.get("succeeded", 0))
         failed += int(c.get("failed", 0))
-        t = schema.tasks.c
-        blocked = (t.job_key == j["key"]) & (t.state == "active") & (t.deps_remaining > 0)
-        active -= tx.count(schema.tasks, blocked) if j["body"].get("usesTaskDependencies") else 0
+        active_slots += int(c.get("slots_active", 0))
+        running_slots += int(c.get("slots_running", 0))
+        if j["body"].get("usesTaskDependencies"):
+            t = schema.tasks.c
+            waiting = (t.job_key == j["key"]) & (t.state == "active") & (t.deps_remaining > 0)
+            for r in tx.select(schema.tasks, waiting):
+                active -= 1
+                active_slots -= int(r["slots"])
+    active, active_slots = max(active, 0), max(active_slots, 0)
     return {
-        "$ActiveTasks": float(max(active, 0)),
+        "$ActiveTaskSlots": float(active_slots),
+        "$RunningTaskSlots": float(running_slots),
+        "$PendingTaskSlots": float(active_slots + running_slots),
+        "$ActiveTasks": float(active),
         "$RunningTasks": float(running),
-        "$PendingTasks": float(max(active, 0) + running),
+        "$PendingTasks": float(active + running),
         "$SucceededTasks": float(succeeded),
         "$FailedTasks": float(failed),
     }
