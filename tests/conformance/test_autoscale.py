@@ -331,3 +331,16 @@ def test_autoscale_in_other_api_versions(raw: Raw, uid: str, version: str) -> No
     r = raw.request("POST", f"/pools/{pool_id}/disableautoscale", api_version=version)
     assert r.status_code == 200 and r.headers["ETag"] != pool["eTag"]
     raw.request("DELETE", f"/pools/{pool_id}", api_version=version)
+
+
+def test_list_pools_filters_on_enable_autoscale(c: BatchClient, raw: Raw, uid: str) -> None:
+    auto, fixed = f"asf-{uid}", f"asn-{uid}"
+    body = pool_body(auto, enableAutoScale=True, autoScaleFormula="$TargetDedicatedNodes=0;")
+    body.pop("targetDedicatedNodes")
+    assert raw.post("/pools", body).status_code == 201
+    assert raw.post("/pools", pool_body(fixed, 0)).status_code == 201
+    on = {p.id for p in c.list_pools(filter="enableAutoScale eq true")}
+    off = {p.id for p in c.list_pools(filter="enableAutoScale eq false")}
+    assert auto in on and auto not in off and fixed in off and fixed not in on
+    for p in (auto, fixed):
+        raw.delete(f"/pools/{p}")
