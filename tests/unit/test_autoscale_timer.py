@@ -198,3 +198,25 @@ def test_task_metrics_leave_out_blocked_tasks_and_slot_metrics_count_slots(tmp_p
     assert run["results"] == (
         "$TargetDedicatedNodes=1;$TargetLowPriorityNodes=0;$NodeDeallocationOption=requeue;$a=1;$p=1;$s=3"
     ), run
+
+
+def test_the_next_run_resumes_a_stopped_resize(tmp_path: Path) -> None:
+    clock = Clock()
+    ctx = _ctx(tmp_path, clock)
+    _pool(ctx, "p", formula="$TargetDedicatedNodes = 2;")
+    pools.stop_resize(ctx, "p", NO_CONDITIONS)
+    manager = PoolManager(ctx, NoProcesses(), quotas=Quotas(500, 10))
+    manager.reconcile()
+    body = _body(ctx, "p")
+    assert (body["allocationState"], body["currentDedicatedNodes"], body["targetDedicatedNodes"]) == (
+        "steady",
+        0,
+        2,
+    )
+    clock.now += timedelta(minutes=10)
+    assert autoscale.run_due(ctx) == 1
+    assert _body(ctx, "p")["allocationState"] == "resizing"
+    for _ in range(3):
+        manager._record_spawns(manager._spawn_all(manager.reconcile()))
+    body = _body(ctx, "p")
+    assert (body["allocationState"], body["currentDedicatedNodes"]) == ("steady", 2)

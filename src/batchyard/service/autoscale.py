@@ -278,12 +278,15 @@ def run_now(
 
 def _apply(ctx: Ctx, body: Body, dedicated: int, low: int, option: str) -> None:
     changed = (dedicated, low) != (body.get("targetDedicatedNodes", 0), body.get("targetLowPriorityNodes", 0))
-    if not changed:
+    # the same targets resize again a steady pool short of them (after a stop-resize or a node lost)
+    short = (dedicated, low) != (body.get("currentDedicatedNodes", 0), body.get("currentLowPriorityNodes", 0))
+    if not changed and not (short and body["allocationState"] == "steady"):
         return
     body["targetDedicatedNodes"] = dedicated
     body["targetLowPriorityNodes"] = low
     body["_deallocation"] = option
-    body.pop("resizeErrors", None)  # a new resize replaces the errors of the last one
+    if changed:
+        body.pop("resizeErrors", None)  # a new target replaces the errors of the last resize
     if body["allocationState"] == "steady":
         body["allocationState"] = "resizing"
         body["allocationStateTransitionTime"] = format_time(ctx.clock())
