@@ -135,6 +135,7 @@ def disable(ctx: Ctx, pool_id: str, cond: Conditions) -> Written:
         for k in ("autoScaleFormula", "autoScaleEvaluationInterval", "autoScaleRun", _NEXT, _ENABLED_AT):
             body.pop(k, None)
         body["enableAutoScale"] = False
+        ctx.autoscale.track(row["key"], False)
         _, now_text, etag = ctx.stamp()
         stamp_body(body, etag, now_text)
         tx.update(
@@ -257,6 +258,7 @@ def run_now(
     ctx: Ctx, tx: Tx, row: Row, program: Program, resources: ResourceSampler | None = None
 ) -> Evaluation:
     """Evaluate the pool's formula, apply its targets, store the run and the next due time (one transaction)."""
+    ctx.autoscale.track(row["key"], True)
     inputs = inputs_for(ctx, tx, row, resources)
     ev = program.evaluate(inputs)
     body = row["body"]
@@ -318,13 +320,16 @@ def due(body: Body, now: datetime) -> bool:
 def run_due(ctx: Ctx, resources: ResourceSampler | None = None) -> int:
     """Evaluate every autoscale pool whose interval has elapsed (after a restart: the overdue ones, once)."""
     ran = 0
-    with ctx.store.tx() as tx:
-        rows = tx.select(schema.pools, schema.pools.c.state == "active")
-        keys = [r["key"] for r in rows if r["body"].get("enableAutoScale")]
-    for key in keys:
+    state = ctx.autoscale
+    if state.enabled is None:  # the first pass (or a restart): which pools autoscale, from the store
+        with ctx.store.tx() as tx:
+            rows = tx.select(schema.pools, schema.pools.c.state == "active")
+            state.enabled = {r["key"] for r in rows if r["body"].get("enableAutoScale")}
+    for key in sorted(state.enabled):
         with ctx.store.tx() as tx:
             row = tx.get_for_update(schema.pools, key=key)
             if row is None or row["state"] != "active" or not row["body"].get("enableAutoScale"):
+                state.track(key, False)
                 continue
             now = ctx.clock()
             if due(row["body"], now):

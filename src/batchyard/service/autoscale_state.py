@@ -34,6 +34,8 @@ class AutoscaleState:
     samples: dict[str, dict[str, deque[tuple[datetime, float]]]] = field(default_factory=dict)
     last_sample: dict[str, datetime] = field(default_factory=dict)
     runs: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
+    # keys of the pools with autoscale on; None until the first timer pass has read them from the store
+    enabled: set[str] | None = None
 
     @property
     def sample_period(self) -> timedelta:
@@ -53,7 +55,15 @@ class AutoscaleState:
     def remember(self, pool_key: str, run: dict[str, Any]) -> None:
         self.runs.setdefault(pool_key, deque(maxlen=RUN_HISTORY)).append(run)
 
+    def track(self, pool_key: str, on: bool) -> None:
+        if self.enabled is not None:
+            if on:
+                self.enabled.add(pool_key)
+            else:
+                self.enabled.discard(pool_key)
+
     def forget(self, pool_key: str) -> None:
+        self.track(pool_key, False)
         self.samples.pop(pool_key, None)
         self.last_sample.pop(pool_key, None)
         self.runs.pop(pool_key, None)
