@@ -33,8 +33,8 @@ class ResourceProbe:
 
     def __init__(self, ctx: Ctx) -> None:
         self.ctx = ctx
-        # node id -> (monotonic time, cpu seconds, read bytes, write bytes, read ops, write ops)
-        self._last: dict[str, tuple[float, float, int, int, int, int]] = {}
+        # pool key -> node id -> (monotonic time, cpu seconds, read bytes, write bytes, read ops, write ops)
+        self._last: dict[str, dict[str, tuple[float, float, int, int, int, int]]] = {}
 
     def __call__(self, tx: Tx, pool_key: str) -> Mapping[str, float]:
         pool = tx.get(schema.pools, key=pool_key)
@@ -43,14 +43,16 @@ class ResourceProbe:
         mem: list[float] = []
         disk: list[float] = []
         io = [0, 0, 0, 0]
+        last = self._last.get(pool_key, {})
+        seen: dict[str, tuple[float, float, int, int, int, int]] = {}
         for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool_key):
             reading = _read_tree(n["pid"])
             if reading is None:
                 continue
             cpu_s, rss, counters = reading
             now = time.monotonic()
-            prev = self._last.get(n["id"])
-            self._last[n["id"]] = (now, cpu_s, *counters)
+            prev = last.get(n["id"])
+            seen[n["id"]] = (now, cpu_s, *counters)
             mem.append(float(rss))
             with contextlib.suppress(OSError):
                 disk.append(float(shutil.disk_usage(self.ctx.node_root(n["id"])).used))
@@ -58,6 +60,7 @@ class ResourceProbe:
                 cpu.append(max(0.0, (cpu_s - prev[1]) / (now - prev[0]) / cores * 100.0))
                 for i in range(4):
                     io[i] += max(0, counters[i] - int(prev[2 + i]))
+        self._last[pool_key] = seen  # nodes gone from the pool are forgotten
         out: dict[str, float] = {}
         if cpu:
             out["$CPUPercent"] = sum(cpu) / len(cpu)
