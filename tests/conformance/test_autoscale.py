@@ -344,3 +344,34 @@ def test_list_pools_filters_on_enable_autoscale(c: BatchClient, raw: Raw, uid: s
     assert auto in on and auto not in off and fixed in off and fixed not in on
     for p in (auto, fixed):
         raw.delete(f"/pools/{p}")
+
+
+def test_conditional_and_malformed_requests(raw: Raw, plain: str) -> None:
+    enable = {"autoScaleFormula": "$TargetDedicatedNodes=0"}
+    stale = {"If-Match": '"0x8D0000000000000"'}
+    assert_error(
+        raw.request("POST", f"/pools/{plain}/enableautoscale", json_body=enable, headers=stale),
+        412,
+        "ConditionNotMet",
+    )
+    assert raw.json(f"/pools/{plain}")["enableAutoScale"] is False
+    assert_error(raw.post(f"/pools/{plain}/enableautoscale", content="{not json"), 400, "InvalidRequestBody")
+    assert_error(
+        raw.post(f"/pools/{plain}/evaluateautoscale", {"autoScaleFormula": "$a=1;" * 2000}),
+        400,
+        "AutoScalingFormulaTooLong",
+    )
+    assert_error(
+        raw.post(f"/pools/{plain}/evaluateautoscale", {"autoScaleFormula": ["$a=1"]}),
+        400,
+        "InvalidPropertyValue",
+        PropertyName="autoScaleFormula",
+    )
+    assert_error(
+        raw.get(f"/batchyard/pools/{plain}/autoscalehistory", api_version=None),
+        400,
+        "MissingRequiredQueryParameter",
+    )
+    r = raw.get(f"/batchyard/pools/{plain}/autoscalehistory", key="d3Jvbmc=")
+    assert r.status_code == 403
+    assert_error(raw.post(f"/batchyard/pools/{plain}/autoscalehistory"), 405, "UnsupportedHttpVerb")
