@@ -323,6 +323,14 @@ def test_autoscale_in_other_api_versions(raw: Raw, uid: str, version: str) -> No
     assert pool["autoScaleRun"]["results"].startswith("$TargetDedicatedNodes=0;")
     r = raw.request(
         "POST",
+        f"/pools/{pool_id}/enableautoscale",
+        json_body={"autoScaleFormula": "$y=1;"},
+        api_version=version,
+    )
+    assert r.status_code == 200 and r.headers["ETag"] == pool["eTag"] and not r.content
+    assert r.headers["DataServiceId"] == f"{raw.endpoint}/pools/{pool_id}/enableautoscale"
+    r = raw.request(
+        "POST",
         f"/pools/{pool_id}/evaluateautoscale",
         json_body={"autoScaleFormula": "$y=2;"},
         api_version=version,
@@ -330,6 +338,7 @@ def test_autoscale_in_other_api_versions(raw: Raw, uid: str, version: str) -> No
     assert r.status_code == 200 and r.json()["results"].endswith("$y=2"), r.text()
     r = raw.request("POST", f"/pools/{pool_id}/disableautoscale", api_version=version)
     assert r.status_code == 200 and r.headers["ETag"] != pool["eTag"]
+    assert r.headers["DataServiceId"] == f"{raw.endpoint}/pools/{pool_id}/disableautoscale"
     raw.request("DELETE", f"/pools/{pool_id}", api_version=version)
 
 

@@ -120,8 +120,9 @@ def enable(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
         body["enableAutoScale"] = True
         body["autoScaleFormula"] = program.source or str(formula or body["autoScaleFormula"])
         run_now(ctx, tx, row, program)
-        # recorded: enableautoscale answers with the pool's ETag unchanged (the GET after shows the same one)
-        w = Written(row["etag"], row["last_modified"], f"/pools/{body['id']}")
+        # recorded: enableautoscale answers with the pool's ETag unchanged (the GET after shows the same one);
+        # DataServiceId is the operation's URL
+        w = Written(row["etag"], row["last_modified"], f"/pools/{body['id']}/enableautoscale")
     ctx.hub.wake_pools()
     return w
 
@@ -143,7 +144,7 @@ def disable(ctx: Ctx, pool_id: str, cond: Conditions) -> Written:
             {"body": body, "etag": etag, "last_modified": now_text, "alloc_state": body["allocationState"]},
             key=row["key"],
         )
-        return Written(etag, now_text, f"/pools/{body['id']}")
+        return Written(etag, now_text, f"/pools/{body['id']}/disableautoscale")
 
 
 def evaluate(ctx: Ctx, pool_id: str, spec: Body) -> Body:
