@@ -267,6 +267,7 @@ def run_now(
     body["autoScaleRun"] = run
     interval = parse_duration(str(body.get("autoScaleEvaluationInterval", "PT15M")))
     body[_NEXT] = format_time(ev.timestamp + interval)
+    ctx.autoscale.next_due[row["key"]] = ev.timestamp + interval
     if ev.error is None and ev.target_dedicated is not None and ev.target_low_priority is not None:
         _apply(
             ctx, body, ev.target_dedicated, ev.target_low_priority, ev.node_deallocation_option or "requeue"
@@ -327,19 +328,22 @@ def run_due(ctx: Ctx, resources: ResourceSampler | None = None) -> int:
             rows = tx.select(schema.pools, schema.pools.c.state == "active")
             state.enabled = {r["key"] for r in rows if r["body"].get("enableAutoScale")}
     for key in sorted(state.enabled):
+        now = ctx.clock()
+        next_due, last = state.next_due.get(key), state.last_sample.get(key)
+        if next_due is not None and next_due > now and last is not None and now - last < state.sample_period:
+            continue  # nothing to do for this pool now: no store access
         with ctx.store.tx() as tx:
             row = tx.get_for_update(schema.pools, key=key)
             if row is None or row["state"] != "active" or not row["body"].get("enableAutoScale"):
                 state.track(key, False)
                 continue
-            now = ctx.clock()
             if due(row["body"], now):
                 run_now(ctx, tx, row, _compiled(row["body"]["autoScaleFormula"]), resources)
                 ran += 1
-            elif ctx.autoscale.last_sample.get(key) is None or (
-                now - ctx.autoscale.last_sample[key] >= ctx.autoscale.sample_period
-            ):
-                sample(ctx, tx, row, now, resources)
+            else:
+                state.next_due[key] = parse_time(row["body"][_NEXT])
+                if last is None or now - last >= state.sample_period:
+                    sample(ctx, tx, row, now, resources)
     if ran:
         ctx.hub.wake_pools()
     return ran

@@ -36,6 +36,8 @@ class AutoscaleState:
     runs: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
     # keys of the pools with autoscale on; None until the first timer pass has read them from the store
     enabled: set[str] | None = None
+    # pool key -> its next evaluation (a copy of the body's, so an idle timer pass reads no pool)
+    next_due: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def sample_period(self) -> timedelta:
@@ -61,6 +63,8 @@ class AutoscaleState:
                 self.enabled.add(pool_key)
             else:
                 self.enabled.discard(pool_key)
+        if not on:
+            self.next_due.pop(pool_key, None)
 
     def forget(self, pool_key: str) -> None:
         self.track(pool_key, False)
