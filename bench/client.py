@@ -121,6 +121,7 @@ class Server:
     account: str = DEV_ACCOUNT
     key: str = DEV_KEY
     sql_dump: Path | None = None  # run under bench/sqlcount.py, which counts SQL statements
+    extra_args: list[str] = field(default_factory=list)  # more `batchyard server` options
 
     @property
     def endpoint(self) -> str:
@@ -136,7 +137,7 @@ class Server:
         cmd = server_command()
         if self.sql_dump is not None:
             cmd = [sys.executable, str(Path(__file__).with_name("sqlcount.py")), str(self.sql_dump)]
-        args = [*cmd, "server", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        args = [*cmd, "server", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

@@ -30,7 +30,7 @@ from batchyard.api.shared_key import SignedRequest, verify_shared_key
 from batchyard.models import errors, wire
 from batchyard.models.clock import format_http_date, parse_http_date, utcnow
 from batchyard.models.decode import decode_body, normalise_enums, to_wire, validate_durations
-from batchyard.service import account, files, jobs, nodes, pools, tasks
+from batchyard.service import account, autoscale, files, jobs, nodes, pools, tasks
 from batchyard.service.common import Body
 from batchyard.service.context import Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery
@@ -400,6 +400,25 @@ def create_app(
         await c.body()
         return _written(c, pools.stop_resize(ctx, _p(c, "pool_id"), c.cond()), 202)
 
+    # autoscale (service.autoscale)
+    async def enable_autoscale(c: Call) -> Response:
+        spec = await c.body(wire.BatchPoolEnableAutoScaleOptions)
+        return _written(c, autoscale.enable(ctx, _p(c, "pool_id"), spec, c.cond()), 200)
+
+    async def disable_autoscale(c: Call) -> Response:
+        await c.body()
+        return _written(c, autoscale.disable(ctx, _p(c, "pool_id"), c.cond()), 200)
+
+    async def evaluate_autoscale(c: Call) -> Response:
+        run = autoscale.evaluate(ctx, _p(c, "pool_id"), await c.body(wire.BatchPoolEvaluateAutoScaleOptions))
+        meta = f"{c.base_url}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.AutoScaleRun"
+        return http.json_response(
+            {"odata.metadata": meta, **run}, headers={"DataServiceId": c.base_url + c.request.url.path}
+        )
+
+    async def autoscale_history(c: Call) -> Response:  # batchyard-only
+        return http.json_response(autoscale.history(ctx, _p(c, "pool_id")))
+
     # jobs
     async def create_job(c: Call) -> Response:
         return _written(c, jobs.create_job(ctx, await c.body(wire.BatchJobCreateOptions)), 201, location=True)
@@ -603,6 +622,10 @@ def create_app(
         Route(P + "/updateproperties", o(update_properties), methods=["POST"]),
         Route(P + "/resize", o(resize), methods=["POST"]),
         Route(P + "/stopresize", o(stop_resize), methods=["POST"]),
+        Route(P + "/enableautoscale", o(enable_autoscale), methods=["POST"]),
+        Route(P + "/disableautoscale", o(disable_autoscale), methods=["POST"]),
+        Route(P + "/evaluateautoscale", o(evaluate_autoscale), methods=["POST"]),
+        Route("/batchyard" + P + "/autoscalehistory", o(autoscale_history), methods=["GET"]),
         Route(P + "/nodes", o(list_nodes), methods=["GET"]),
         Route(N, o(get_node), methods=["GET"]),
         Route(N + "/files", o(list_node_files), methods=["GET"]),
@@ -642,9 +665,6 @@ def create_app(
         ("/applications", ["GET"], "list applications"),
         ("/applications/{application_id}", ["GET"], "get application"),
         ("/poolusagemetrics", ["GET"], "list pool usage metrics"),
-        (P + "/enableautoscale", ["POST"], "enable pool autoscale"),
-        (P + "/disableautoscale", ["POST"], "disable pool autoscale"),
-        (P + "/evaluateautoscale", ["POST"], "evaluate pool autoscale"),
         (P + "/removenodes", ["POST"], "remove nodes"),
         (J + "/jobpreparationandreleasetaskstatus", ["GET"], "job preparation and release task status"),
         (T + "/subtasksinfo", ["GET"], "list subtasks (multi-instance tasks)"),

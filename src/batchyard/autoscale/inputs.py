@@ -43,6 +43,10 @@ SAMPLE_SETS = (
     "$PendingTasks",
     "$SucceededTasks",
     "$FailedTasks",
+    # batchyard-only (decision 0090): task slots, for pools whose tasks take more than one slot
+    "$ActiveTaskSlots",
+    "$RunningTaskSlots",
+    "$PendingTaskSlots",
 )
 # Older names still seen in formulas in the wild (doAzureParallel's MAX_CPU formula reads `$CurrentDedicated`).
 READ_ONLY_ALIASES = {"$CurrentDedicated": "$CurrentDedicatedNodes"}

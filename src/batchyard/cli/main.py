@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from batchyard.cli.startup import (
     ConfigError,
+    autoscale_min_interval,
     bind,
     check_data_dir,
     check_port,
@@ -104,6 +105,12 @@ def _server_parser() -> argparse.ArgumentParser:
         help="when the server stops, stop its nodes and their tasks too (default: they keep running "
         "and the next server re-adopts them)",
     )
+    p.add_argument(
+        "--autoscale-min-interval",
+        default=os.environ.get("BATCHYARD_AUTOSCALE_MIN_INTERVAL", "PT5M"),
+        help="batchyard extension: the shortest autoScaleEvaluationInterval a pool may ask for, an ISO-8601 "
+        "duration of at least PT1S (env BATCHYARD_AUTOSCALE_MIN_INTERVAL; default PT5M, the service's)",
+    )
     from batchyard.api import server as http_server
 
     http_server.add_arguments(p)  # --log-format, read timeouts, connection limit; env vars in --help
@@ -136,6 +143,7 @@ def _serve(a: argparse.Namespace) -> None:
     level = logging.getLevelName(a.log_level.upper())
     if not isinstance(level, int):
         raise ConfigError(f"--log-level {a.log_level} is not one of debug, info, warning, error")
+    min_interval = autoscale_min_interval(a.autoscale_min_interval)
     try:
         limits = http_server.from_args(a)
     except ValueError as e:
@@ -153,6 +161,7 @@ def _serve(a: argparse.Namespace) -> None:
     configure_logging(a.log_level, a.log_format)
 
     from batchyard.api.app import Settings, create_app
+    from batchyard.pools.autoscaler import Autoscaler
     from batchyard.pools.local import LocalProvider
     from batchyard.pools.manager import PoolManager
     from batchyard.pools.quota import Quotas
@@ -166,6 +175,7 @@ def _serve(a: argparse.Namespace) -> None:
         from batchyard.service.fakeclock import FileOffsetClock
 
         ctx.clock = FileOffsetClock(Path(a.fake_clock_file).resolve())
+    ctx.autoscale.min_interval = min_interval
     rebuild_assignments(ctx)
     ensure_epoch(ctx)
     provider = LocalProvider(local_url, account, orphan_timeout=a.orphan_timeout)
@@ -178,7 +188,7 @@ def _serve(a: argparse.Namespace) -> None:
         manager.adopt()
         ctx.hub.wake_scheduler()
         ctx.hub.wake_pools()
-        await asyncio.gather(scheduler.run(), scheduler.timers_loop(), manager.run())
+        await asyncio.gather(scheduler.run(), scheduler.timers_loop(), manager.run(), Autoscaler(ctx).run())
 
     app = create_app(ctx, Settings(account=account, key=key, public_url=a.public_url), [start_loops])
     endpoint = a.public_url or local_url

@@ -7,6 +7,7 @@ before the store is migrated or an agent is adopted, so a server that cannot ser
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
 import fcntl
 import ipaddress
@@ -39,6 +40,21 @@ def check_positive(name: str, value: float) -> float:
     if not value > 0:
         raise ConfigError(f"{name} {value:g} must be greater than 0")
     return value
+
+
+def autoscale_min_interval(text: str) -> datetime.timedelta:
+    """`--autoscale-min-interval`: an ISO-8601 duration between 1 s and the service's 5 minutes."""
+    from batchyard.models.decode import parse_duration
+
+    try:
+        td = parse_duration(text)
+    except ValueError:
+        raise ConfigError(
+            f"--autoscale-min-interval {text} is not an ISO-8601 duration (e.g. PT5S)"
+        ) from None
+    if not datetime.timedelta(seconds=1) <= td <= datetime.timedelta(minutes=5):
+        raise ConfigError(f"--autoscale-min-interval {text} must be between PT1S and PT5M")
+    return td
 
 
 def check_data_dir(data_dir: Path) -> Path:

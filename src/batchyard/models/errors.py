@@ -419,3 +419,36 @@ def job_schedule_disabled() -> BatchError:
 
 def job_schedule_completed() -> BatchError:
     return _e(409, "JobScheduleCompleted", "The specified job schedule is already in completed state.")
+
+
+# --- autoscale ---------------------------------------------------------------------------------------------
+
+
+def autoscale_enabled() -> BatchError:
+    """Resize of a pool with automatic scaling (409 per the resize docs; the code is not on record)."""
+    return _e(409, "AutoScalingEnabled", "The pool has automatic scaling enabled.")
+
+
+def autoscale_not_enabled() -> BatchError:
+    """Evaluate on a pool without automatic scaling (409 per the docs' error map; code inferred)."""
+    return operation_invalid_for_current_state("Automatic scaling is not enabled on the pool")
+
+
+def invalid_autoscale_settings(reason: str) -> BatchError:
+    return _e(
+        400, "InvalidAutoScalingSettings", "The specified autoscale settings are invalid.", Reason=reason
+    )
+
+
+def autoscale_formula(code: str, message: str, values: Sequence[tuple[str, str]]) -> BatchError:
+    """A formula refused at enable/create/evaluate: the language's code, message and `Message` value."""
+    return BatchError(400, code, message, values)
+
+
+def too_many_enable_autoscale_requests() -> BatchError:
+    """Enable autoscale again within 30 s on one pool (503 in the service's error table)."""
+    return _e(
+        503,
+        "TooManyEnableAutoScaleRequests",
+        "The enable autoscale request was made too soon after the previous one for this pool.",
+    )

@@ -143,9 +143,7 @@ def new_pool(spec: Body, now: str) -> Body:
     if not body.get("virtualMachineConfiguration"):
         raise errors.missing_required_property("virtualMachineConfiguration")
     images.check_image(body["virtualMachineConfiguration"])
-    auto = bool(body.get("enableAutoScale", False))
-    if auto:
-        raise errors.not_implemented("enableAutoScale on pools")
+    auto = bool(body.get("enableAutoScale", False))  # formula and interval checked by service.autoscale
     check_resize_timeout(body.get("resizeTimeout"))
     # neither target given (and no autoscale): the service creates an empty pool (both targets 0)
     tdn = int(body.get("targetDedicatedNodes", 0) or 0)
@@ -192,7 +190,7 @@ def new_pool(spec: Body, now: str) -> Body:
             "currentLowPriorityNodes": 0,
             "targetDedicatedNodes": tdn,
             "targetLowPriorityNodes": tln,
-            "enableAutoScale": False,
+            "enableAutoScale": auto,
             "enableInterNodeCommunication": bool(body.get("enableInterNodeCommunication", False)),
             "taskSlotsPerNode": slots,
             "taskSchedulingPolicy": policy,

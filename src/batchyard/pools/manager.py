@@ -159,6 +159,7 @@ class PoolManager:
         for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"]):
             self._remove_node(tx, n, "requeue")
         tx.delete(schema.pools, key=pool["key"])
+        self.ctx.autoscale.forget(pool["key"])
         self.ctx.hub.wake_scheduler()
 
     def _remove_node(self, tx: Tx, n: Row, option: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from batchyard.models import errors
 from batchyard.models.clock import EtagSource, format_time, parse_time, utcnow
+from batchyard.service.autoscale_state import AutoscaleState
 from batchyard.store.sql import Row, SqlStore, Tx
 
 
@@ -80,6 +81,8 @@ class Ctx:
     node_totals: dict[str, list[int]] = field(default_factory=dict)
     # node id -> [job key, task key] of the tasks completed there since the node row was last written
     recent_tasks: dict[str, list[list[str]]] = field(default_factory=dict)
+    # autoscale: the interval floor, per-pool metric samples and recent runs (service.autoscale)
+    autoscale: AutoscaleState = field(default_factory=AutoscaleState)
 
     def node_root(self, node_id: str) -> Path:
         """A local node's directory (its agent's root)."""

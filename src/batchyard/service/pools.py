@@ -15,6 +15,7 @@ from batchyard.models.resources import (
     refuse_unsupported,
     vm_configuration_defaults,
 )
+from batchyard.service import autoscale
 from batchyard.service.common import Body, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -65,6 +66,7 @@ def _save(tx: Tx, row: Row, body: Body, ctx: Ctx) -> Written:
 
 def create_pool(ctx: Ctx, spec: Body) -> Written:
     pool_id = check_id(spec.get("id"))
+    program = autoscale.check_create(ctx, spec)
     _, now_text, etag = ctx.stamp()
     body = new_pool(spec, now_text)
     stamp_body(body, etag, now_text)
@@ -85,6 +87,10 @@ def create_pool(ctx: Ctx, spec: Body) -> Written:
             )
         except DuplicateKey:
             raise errors.pool_exists() from None
+        if program is not None:
+            row = tx.get_for_update(schema.pools, key=key_of(pool_id))
+            assert row is not None
+            autoscale.run_now(ctx, tx, row, program)
     ctx.hub.wake_pools()
     return Written(etag, now_text, f"/pools/{pool_id}")
 
@@ -201,7 +207,7 @@ def resize_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written
         cond.check(row, write=True)
         body = _writable(row)
         if body.get("enableAutoScale"):
-            raise errors.BatchError(409, "AutoScalingEnabled", "The pool has automatic scaling enabled.")
+            raise errors.autoscale_enabled()
         if body["allocationState"] != "steady":
             raise errors.pool_being_resized()
         _, now_text, _ = ctx.stamp()
