@@ -43,6 +43,8 @@ ENVIRONMENT_HELP = """environment variables:
   BATCHYARD_DEDICATED_CORE_QUOTA     default for --dedicated-core-quota
   BATCHYARD_LOW_PRIORITY_CORE_QUOTA  default for --low-priority-core-quota
   BATCHYARD_ORPHAN_TIMEOUT           default for --orphan-timeout
+  BATCHYARD_AUTOSCALE_MIN_INTERVAL   default for --autoscale-min-interval
+  BATCHYARD_FAKE_CLOCK_FILE          default for --fake-clock-file (tests only)
 """
 
 
