@@ -351,3 +351,32 @@ def test_quickstart_flow(client: BatchClient, pool: str, azurite: Azurite, uid: 
     assert all(t.execution_info.result == "success" for t in ts.values())
     for i, name in enumerate(inputs):
         assert azurite.read_blob(f"output-{uid}", f"{name}.count").split()[0] == str(i + 1).encode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tasks run as other users only under a root server")
+def test_outputs_are_only_what_the_task_user_may_read(
+    client: BatchClient, pool: str, azurite: Azurite, uid: str, tmp_path: Path
+) -> None:
+    """The agent uploads as root: a symlink to a root-only file is skipped, and a symlink planted under the
+    upload log's name is replaced, not written through."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root only\n")
+    os.chmod(secret, 0o600)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"intact\n")
+    azurite.create_container(f"leak-{uid}")
+    job_id = f"stage-l-{uid}"
+    new_job(client, job_id, pool)
+    client.create_task(
+        job_id,
+        task(
+            "t",
+            f"ln -s {secret} s.txt; echo mine > m.txt; ln -sf {victim} ../fileuploadout.txt",
+            output_files=[to_container(azurite.container_sas_url(f"leak-{uid}", "w"), "*.txt")],
+        ),
+    )
+    t = wait_tasks_completed(client, job_id, ["t"])["t"]
+    assert t.execution_info.exit_code == 0
+    assert azurite.blob_names(f"leak-{uid}") == ["m.txt"]
+    assert victim.read_bytes() == b"intact\n"
+    assert "s.txt" in b"".join(client.download_task_file(job_id, "t", "fileuploaderr.txt")).decode()

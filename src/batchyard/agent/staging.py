@@ -10,7 +10,7 @@ as are ``fileuploadout.txt`` / ``fileuploaderr.txt``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,31 @@ def spec_failure(e: SpecError) -> FailureInfo:
         "ResourceFileCreateFailed" if "resource" in e.prop else "FileUploadMiscError",
         f"{e.prop}: {e.reason}",
     )
+
+
+def _allows(st: os.stat_result, uid: int, gids: frozenset[int], bit: int) -> bool:
+    if st.st_uid == uid:
+        return bool(st.st_mode & (bit << 6))
+    if st.st_gid in gids:
+        return bool(st.st_mode & (bit << 3))
+    return bool(st.st_mode & bit)
+
+
+def user_can_read(path: Path, uid: int, gids: frozenset[int], node_root: Path) -> bool:
+    """Could ``uid`` (with ``gids``) open ``path`` for reading? Symlinks resolved, every directory searched —
+    below the node root only for files inside it (the task reaches those from its working directory, even when
+    the directories above the node root are closed to it)."""
+    try:
+        real = Path(os.path.realpath(path))
+        if not _allows(os.stat(real), uid, gids, 4):
+            return False
+        root = Path(os.path.realpath(node_root))
+        parents = (
+            [d for d in real.parents if root in d.parents] if root in real.parents else list(real.parents)
+        )
+        return all(_allows(os.stat(d), uid, gids, 1) for d in parents)
+    except OSError:
+        return False
 
 
 def needs_staging(work: dict[str, Any]) -> bool:
@@ -102,13 +127,18 @@ class NodeStaging:
             return spec_failure(e)
         if not outputs:
             return None
+        opts = self.options()
+        if spec.uid not in (None, 0):
+            assert spec.uid is not None
+            uid, gids = spec.uid, frozenset({spec.gid if spec.gid is not None else spec.uid, *spec.groups})
+            opts = replace(opts, readable=lambda p: user_can_read(p, uid, gids, self.root))
         up = await upload_output_files(
             outputs,
             task_dir=spec.task_dir,
             working_dir=spec.working_dir,
             env=spec.env,
             exit_code=exit_code,
-            options=self.options(),
+            options=opts,
         )
         for name in (UPLOAD_LOG, UPLOAD_ERROR_LOG):
             if (spec.task_dir / name).exists():
