@@ -300,6 +300,7 @@ class Agent:
             except asyncio.CancelledError:
                 failure = TASK_ENDED_BY_USER
                 self.staged.pop(ref, None)  # ended by the server: nothing to upload, retried as usual
+            self.staging.pop(ref, None)  # a kill from here on ends the process, not the download
             if failure is not None:
                 proc = TaskProcess.failed(spec, failure)
             else:
