@@ -66,6 +66,7 @@ def test_az_task_with_resource_and_output_files(
     assert shown["id"] == "t1"
     assert shown["resourceFiles"][0]["filePath"] == "input.txt"
     assert shown["outputFiles"][0]["destination"]["container"]["path"] == "t1/count.txt"
+    assert shown["outputFiles"][0]["uploadOptions"]["uploadCondition"] == "tasksuccess"
     t = wait_tasks_completed(client, job_id, ["t1"])["t1"]
     assert t.execution_info.result == "success", t.execution_info.failure_info
     assert azurite.read_blob(f"out-{uid}", "t1/count.txt").strip() == b"3"

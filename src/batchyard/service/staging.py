@@ -29,13 +29,17 @@ def _value_at(body: Any, prop: str) -> object:
 
 
 def check_staging(body: dict[str, Any]) -> None:
-    """400/501 for a task's invalid or unsupported resource/output files; nothing else changes."""
+    """400/501 for a task's invalid or unsupported resource/output files. The only change to a valid body:
+    `uploadCondition` is stored in the wire enum's spelling (``taskSuccess`` -> ``tasksuccess``), as the
+    service returns its enums."""
     try:
         parse_resource_files(body.get("resourceFiles"))
-        parse_output_files(body.get("outputFiles"))
+        outputs = parse_output_files(body.get("outputFiles"))
     except SpecError as e:
         if e.unsupported:
             raise errors.not_implemented(e.prop) from None
         value = _value_at(body, e.prop)
         shown = value if isinstance(value, (str, int, float)) else ""
         raise errors.invalid_property_value(e.prop, shown, e.reason) from None
+    for raw, parsed in zip(body.get("outputFiles") or [], outputs, strict=True):
+        raw.setdefault("uploadOptions", {})["uploadCondition"] = parsed.upload_condition.value
