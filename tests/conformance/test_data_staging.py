@@ -380,3 +380,33 @@ def test_outputs_are_only_what_the_task_user_may_read(
     assert azurite.blob_names(f"leak-{uid}") == ["m.txt"]
     assert victim.read_bytes() == b"intact\n"
     assert "s.txt" in b"".join(client.download_task_file(job_id, "t", "fileuploaderr.txt")).decode()
+
+
+def test_terminate_during_a_download_leaves_no_partial_file(
+    client: BatchClient, pool: str, files: FileServer, uid: str
+) -> None:
+    files.files[f"big-{uid}"] = os.urandom(1 << 20)
+    files.stalled.clear()
+    job_id = f"stage-k-{uid}"
+    new_job(client, job_id, pool)
+    client.create_task(
+        job_id,
+        task(
+            "t",
+            "echo ran",
+            resource_files=[m.ResourceFile(http_url=f"{files.url}/stall/big-{uid}", file_path="big.bin")],
+        ),
+    )
+    wait_for(files.stalled.is_set, 30, what="the download to stall half way")
+    assert client.get_task(job_id, "t").state == "running"  # downloads happen while running
+    client.terminate_task(job_id, "t")
+    t = wait_tasks_completed(client, job_id, ["t"])["t"]
+    assert t.execution_info.result == "failure"
+    assert t.execution_info.exit_code is None
+
+    def no_partials() -> list[str] | None:
+        names = [f.name for f in client.list_task_files(job_id, "t", recursive=True)]
+        return names if not any("big" in n for n in names) else None
+
+    names = wait_for(no_partials, 10, what="the partial download to be removed")
+    assert not any(n.endswith("stdout.txt") for n in names), names  # the command line never started
