@@ -166,3 +166,32 @@ def test_server_refuses_a_file_url_root_that_is_not_a_directory(tmp_path: Path) 
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "--file-url-root" in out.stderr and "not a directory" in out.stderr
+
+
+def test_the_node_cache_is_bounded(tmp_path: Path) -> None:
+    from tests.support.httpserver import FileServer
+
+    fs = FileServer().start()
+    try:
+        url = fs.put("in.bin", b"x" * 1000)
+        spec = _spec(tmp_path)
+        spec.task_dir.parent.mkdir(parents=True)
+        work = {"resourceFiles": [{"httpUrl": url, "filePath": "in.bin"}]}
+
+        async def fetch(staging: NodeStaging) -> object:
+            try:
+                return await staging.download(spec, work)
+            finally:
+                await staging.aclose()
+
+        assert asyncio.run(fetch(NodeStaging(tmp_path / "node"))) is None
+    finally:
+        fs.stop()
+    cache = tmp_path / "node" / CACHE_DIR
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+
+    assert size() >= 1000
+    NodeStaging(tmp_path / "node", cache_max_bytes=0)  # pruned when the agent starts
+    assert size() < 1000

@@ -31,6 +31,9 @@ from batchyard.storage import (
 )
 
 CACHE_DIR = ".batchyard-cache"
+#: The node cache is pruned (least recently used first) to this size at start and every `PRUNE_EVERY` downloads.
+CACHE_MAX_BYTES = 8 << 30
+PRUNE_EVERY = 256
 #: Environment variable carrying the server's ``--auto-storage`` connection string to its agents only.
 AUTO_STORAGE_ENV = "BATCHYARD_AUTO_STORAGE"
 
@@ -85,13 +88,16 @@ class NodeStaging:
     auto_storage: str | None = None
     #: Directories ``file://`` URLs may name; empty: ``file://`` is refused.
     file_roots: tuple[Path, ...] = ()
+    cache_max_bytes: int = CACHE_MAX_BYTES
     _opts: StagingOptions | None = field(default=None, repr=False)
+    _since_prune: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         cache_dir = self.root / CACHE_DIR
         cache_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(cache_dir, 0o700)
         self.cache = DownloadCache(cache_dir)
+        self.cache.prune(self.cache_max_bytes)
 
     def options(self) -> StagingOptions:
         if self._opts is None:
@@ -116,6 +122,10 @@ class NodeStaging:
         if not files:
             return None
         res = await download_resource_files(files, spec.working_dir, self.options())
+        self._since_prune += 1
+        if self._since_prune >= PRUNE_EVERY:
+            self._since_prune = 0
+            self.cache.prune(self.cache_max_bytes)
         give_to_task_user(spec, spec.working_dir)
         return failure_info(res.failure) if res.failure is not None else None
 
