@@ -43,6 +43,8 @@ ENVIRONMENT_HELP = """environment variables:
   BATCHYARD_DEDICATED_CORE_QUOTA     default for --dedicated-core-quota
   BATCHYARD_LOW_PRIORITY_CORE_QUOTA  default for --low-priority-core-quota
   BATCHYARD_ORPHAN_TIMEOUT           default for --orphan-timeout
+  BATCHYARD_AUTO_STORAGE             default for --auto-storage (a storage connection string)
+  BATCHYARD_FILE_URL_ROOTS           default for --file-url-root (directories separated by ':')
 """
 
 
