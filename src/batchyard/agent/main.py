@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,16 @@ from typing import Any
 import httpx
 
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
-from batchyard.agent.runner import USER_ERROR, FailureInfo, RunResult, RunSpec, TaskProcess
+from batchyard.agent.runner import (
+    TASK_ENDED_BY_USER,
+    USER_ERROR,
+    FailureInfo,
+    RunResult,
+    RunSpec,
+    TaskProcess,
+)
 from batchyard.agent.spawner import Spawner
+from batchyard.agent.staging import AUTO_STORAGE_ENV, NodeStaging, needs_staging
 from batchyard.models import identity
 from batchyard.models.startlog import StartLog
 
@@ -40,6 +48,10 @@ def user_not_found(name: str) -> FailureInfo:
 
 
 SYNC_PATH = "/batchyard/agent/v1/sync"
+
+
+def _parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text[:26] + "+00:00")
 
 
 def _iso(dt: datetime) -> str:
@@ -62,6 +74,9 @@ class AgentConfig:
     coalesce: float = 0.01
     # the pool's userAccounts (without secrets), for tasks that name one
     user_accounts: tuple[dict[str, Any], ...] = ()
+    # data staging: the account's linked storage (connection string) and the dirs file:// URLs may name
+    auto_storage: str | None = None
+    file_roots: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -84,11 +99,15 @@ class Agent:
     spawners: dict[tuple[int | None, int | None, tuple[int, ...]], Spawner] = field(default_factory=dict)
     task_serial: int = 0
     starting: set[str] = field(default_factory=set)  # being started through the launcher helper
+    # attempts downloading resource files (cancelled by a kill) and their run specs/work for the uploads
+    staging: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    staged: dict[str, tuple[RunSpec, dict[str, Any], str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.layout = NodeLayout(self.cfg.root)
         self.layout.ensure()
         self.start_log = StartLog(self.cfg.root)  # survives this process: see models.startlog
+        self.files = NodeStaging(self.cfg.root, self.cfg.auto_storage, self.cfg.file_roots)
         # A privileged server gives each node a uid block, recorded as the node root's group (decision 0010).
         self.base = self.layout.secure() if os.geteuid() == 0 else None
         if self.base is not None:
@@ -141,6 +160,9 @@ class Agent:
         if kill:
             self.queue = [w for w in self.queue if w["ref"] not in kill]
         for ref in kill:
+            downloading = self.staging.get(ref)
+            if downloading is not None:
+                downloading.cancel()
             proc = self.running.get(ref)
             if proc is not None:
                 asyncio.ensure_future(proc.kill("the server no longer assigns this task"))
@@ -175,7 +197,9 @@ class Agent:
             self.used_slots += slots
             self.starting.add(ref)
             spec, user = self._prepare(work)
-            if user is not None and user.uid not in (None, 0):
+            if user is not None and needs_staging(work):
+                self.staging[ref] = asyncio.ensure_future(self._start_staged(ref, spec, user, work))
+            elif user is not None and user.uid not in (None, 0):
                 asyncio.ensure_future(self._start(ref, spec, user))  # pipelined through the helper
             else:  # nothing is awaited inside: starts at once
                 missing = str((work.get("userIdentity") or {}).get("username"))
@@ -262,8 +286,46 @@ class Agent:
         self._event(type="started", ref=ref, time=_iso(datetime.now(UTC)))
         asyncio.ensure_future(self._watch(ref, proc))
 
-    async def _watch(self, ref: str, proc: TaskProcess) -> None:
+    async def _start_staged(
+        self, ref: str, spec: RunSpec, user: identity.TaskUser, work: dict[str, Any]
+    ) -> None:
+        """An attempt with resource or output files: running (started sent) while its files download."""
+        started = _iso(datetime.now(UTC))
+        self.staged[ref] = (spec, work, started)
+        try:
+            self.start_log.add(ref)
+            self._event(type="started", ref=ref, time=started)
+            try:
+                failure = await self.files.download(spec, work)
+            except asyncio.CancelledError:
+                failure = TASK_ENDED_BY_USER
+                self.staged.pop(ref, None)  # ended by the server: nothing to upload, retried as usual
+            self.staging.pop(ref, None)  # a kill from here on ends the process, not the download
+            if failure is not None:
+                proc = TaskProcess.failed(spec, failure)
+            else:
+                proc = await TaskProcess.start(spec, self._spawner_for(user))
+        except BaseException:
+            self.staging.pop(ref, None)
+            self.staged.pop(ref, None)
+            self._release(ref)
+            raise
+        self.staging.pop(ref, None)
+        self.starting.discard(ref)
+        self.running[ref] = proc
+        asyncio.ensure_future(self._watch(ref, proc, no_retry=failure is not None and ref in self.staged))
+
+    async def _watch(self, ref: str, proc: TaskProcess, no_retry: bool = False) -> None:
         result: RunResult = await proc.wait()
+        staged = self.staged.pop(ref, None)
+        failure = result.failure
+        if staged is not None:
+            spec, work, started = staged
+            if not no_retry:
+                up = await self.files.upload(spec, work, result.exit_code)
+                if up is not None:
+                    failure, no_retry = up, True
+            result = replace(result, started_at=_parse_iso(started), failure=failure)
         self.running.pop(ref, None)
         self.used_slots -= self.task_slots.pop(ref, 1)
         now = time.monotonic()
@@ -290,6 +352,10 @@ class Agent:
                 "code": result.failure.code,
                 "message": result.failure.message,
             }
+            if result.failure.details:
+                ev["failureInfo"]["details"] = [{"name": n, "value": v} for n, v in result.failure.details]
+        if no_retry:
+            ev["noRetry"] = True
         self._event(**ev)
         await self._pump()
 
@@ -325,6 +391,7 @@ class Agent:
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")
         await self.client.aclose()
+        await self.files.aclose()
         for sp in self.spawners.values():
             sp.close()
 
@@ -356,7 +423,16 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--low-priority", dest="dedicated", action="store_false")
     p.add_argument("--poll-wait", type=float, default=20.0)
     p.add_argument("--orphan-timeout", type=float, default=600.0)
+    p.add_argument(
+        "--file-url-root",
+        action="append",
+        type=Path,
+        default=[],
+        help="a directory file:// resource files and output destinations may name (repeatable; none: refused)",
+    )
     a = p.parse_args(argv)
+    # the linked storage's connection string: kept from launcher helpers and tasks (they never inherit it)
+    auto_storage = os.environ.pop(AUTO_STORAGE_ENV, None) or None
     accounts = json.loads(os.environ.get("BATCHYARD_USER_ACCOUNTS") or "[]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = AgentConfig(
@@ -371,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
         poll_wait=a.poll_wait,
         orphan_timeout=a.orphan_timeout,
         user_accounts=tuple(accounts),
+        auto_storage=auto_storage,
+        file_roots=tuple(r.resolve() for r in a.file_url_root),
     )
     try:
         import uvloop

@@ -479,3 +479,25 @@ class TaskProcess:
             self.kill_reason = reason
         self._terminate()
         await self.wait()
+
+
+def make_dirs(spec: RunSpec) -> FailureInfo | None:
+    """Create the attempt's directories before its resource files land there; the failure if that fails."""
+    try:
+        _make_dirs(spec)
+    except OSError as exc:
+        return DISK_FULL if exc.errno == errno.ENOSPC else RESOURCE_DIRECTORY_CREATE_FAILED
+    return None
+
+
+def give_to_task_user(spec: RunSpec, top: Path) -> None:
+    """Files the agent placed for a task (resource files, upload logs) become the task user's."""
+    if spec.uid is None or spec.uid == 0 or spec.dir_gid is None:
+        return
+    if top.is_dir() and not top.is_symlink():
+        _chown_tree(top, spec.uid, spec.dir_gid)
+    else:
+        try:
+            os.chown(top, spec.uid, spec.dir_gid, follow_symlinks=False)
+        except OSError:
+            pass

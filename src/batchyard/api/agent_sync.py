@@ -40,10 +40,16 @@ class Usage(_Strict):
     writeOps: int = 0
 
 
+class NameValue(_Strict):
+    name: str = ""
+    value: str = ""
+
+
 class FailureInfo(_Strict):
     category: str = ""
     code: str = ""
     message: str = ""
+    details: list[NameValue] | None = None
 
 
 class Event(_Strict):
@@ -57,6 +63,7 @@ class Event(_Strict):
     timedOut: bool = False
     usage: Usage | None = None
     failureInfo: FailureInfo | None = None
+    noRetry: bool = False  # a data-staging failure: completed without a retry
 
 
 class SyncBody(_Strict):

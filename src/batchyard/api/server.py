@@ -45,6 +45,8 @@ ENVIRONMENT_HELP = """environment variables:
   BATCHYARD_ORPHAN_TIMEOUT           default for --orphan-timeout
   BATCHYARD_AUTOSCALE_MIN_INTERVAL   default for --autoscale-min-interval
   BATCHYARD_FAKE_CLOCK_FILE          default for --fake-clock-file (tests only)
+  BATCHYARD_AUTO_STORAGE             default for --auto-storage (a storage connection string)
+  BATCHYARD_FILE_URL_ROOTS           default for --file-url-root (directories separated by ':')
 """
 
 

@@ -111,6 +111,22 @@ def _server_parser() -> argparse.ArgumentParser:
         help="batchyard extension: the shortest autoScaleEvaluationInterval a pool may ask for, an ISO-8601 "
         "duration of at least PT1S (env BATCHYARD_AUTOSCALE_MIN_INTERVAL; default PT5M, the service's)",
     )
+    p.add_argument(
+        "--auto-storage",
+        default=os.environ.get("BATCHYARD_AUTO_STORAGE") or None,
+        metavar="CONNECTION_STRING",
+        help="the account's linked storage for autoStorageContainerName resource files, as an Azure Storage "
+        "connection string (env BATCHYARD_AUTO_STORAGE; default: none, such resource files fail)",
+    )
+    p.add_argument(
+        "--file-url-root",
+        action="append",
+        type=Path,
+        default=[Path(d) for d in os.environ.get("BATCHYARD_FILE_URL_ROOTS", "").split(os.pathsep) if d],
+        metavar="DIR",
+        help="a directory file:// resource files and output destinations may name, batchyard only "
+        "(repeatable; env BATCHYARD_FILE_URL_ROOTS, separated by ':'; default: none, file:// URLs fail)",
+    )
     from batchyard.api import server as http_server
 
     http_server.add_arguments(p)  # --log-format, read timeouts, connection limit; env vars in --help
@@ -178,7 +194,13 @@ def _serve(a: argparse.Namespace) -> None:
     ctx.autoscale.min_interval = min_interval
     rebuild_assignments(ctx)
     ensure_epoch(ctx)
-    provider = LocalProvider(local_url, account, orphan_timeout=a.orphan_timeout)
+    roots = tuple(r.resolve() for r in a.file_url_root)
+    for r in roots:
+        if not r.is_dir():
+            raise ConfigError(f"--file-url-root {r} is not a directory")
+    provider = LocalProvider(
+        local_url, account, orphan_timeout=a.orphan_timeout, auto_storage=a.auto_storage, file_url_roots=roots
+    )
     quotas = Quotas(dedicated_cores=a.dedicated_core_quota, low_priority_cores=a.low_priority_core_quota)
     manager = PoolManager(ctx, provider, lease_seconds=a.lease_seconds, quotas=quotas)
     scheduler = Scheduler(ctx)

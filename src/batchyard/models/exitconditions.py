@@ -102,6 +102,11 @@ PRE_PROCESSING_CODES = frozenset(
         "BlobAccessDenied",
         "BlobDownloadTimedOut",
         "BlobDownloadMiscError",
+        "ResourceContainerNotFound",
+        "ResourceContainerAccessDenied",
+        "ResourceContainerListTimedOut",
+        "ResourceContainerListMiscError",
+        "ResourceDownloadTimedOut",
         "DiskFull",
     }
 )

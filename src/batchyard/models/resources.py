@@ -109,8 +109,6 @@ def check_user_accounts(body: Body) -> None:
 _NOT_YET = {
     "pool": ("startTask", "mountConfiguration", "applicationPackageReferences", "certificateReferences"),
     "task": (
-        "resourceFiles",
-        "outputFiles",
         "multiInstanceSettings",
         "applicationPackageReferences",
         "containerSettings",

@@ -29,9 +29,13 @@ log = logging.getLogger("batchyard.pools")
 AGENT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "HOME")
 
 
-def agent_env(token: str, accounts: Iterable[dict[str, Any]] = ()) -> dict[str, str]:
+def agent_env(
+    token: str, accounts: Iterable[dict[str, Any]] = (), auto_storage: str | None = None
+) -> dict[str, str]:
     env = {k: os.environ[k] for k in AGENT_ENV if k in os.environ}
     env["BATCHYARD_NODE_TOKEN"] = token
+    if auto_storage:
+        env["BATCHYARD_AUTO_STORAGE"] = auto_storage
     public = [{k: v for k, v in a.items() if k != "password"} for a in accounts]
     for a in public:
         linux = a.get("linuxUserConfiguration")
@@ -133,9 +137,20 @@ def prepare_root(root: Path) -> None:
 class LocalProvider:
     """Spawns and stops agent processes; each runs in its own session so the server can die without them."""
 
-    def __init__(self, server_url: str, account: str, orphan_timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        server_url: str,
+        account: str,
+        orphan_timeout: float = 600.0,
+        auto_storage: str | None = None,
+        file_url_roots: tuple[Path, ...] = (),
+    ) -> None:
         self.server_url = server_url
         self.account = account
+        # data staging: the linked storage's connection string goes to agents in their environment (never on
+        # their command line, which every local user can read); tasks never see it (see agent.staging)
+        self.auto_storage = auto_storage
+        self.file_url_roots = file_url_roots
         self.orphan_timeout = orphan_timeout  # an agent without its server stops after this many seconds
 
     def spawn(
@@ -168,12 +183,13 @@ class LocalProvider:
                     "--dedicated" if dedicated else "--low-priority",
                     "--orphan-timeout",
                     f"{self.orphan_timeout:g}",
+                    *(arg for r in self.file_url_roots for arg in ("--file-url-root", str(r))),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=agent_env(token, user_accounts),
+                env=agent_env(token, user_accounts, self.auto_storage),
                 close_fds=True,
             )
         finally:

@@ -57,6 +57,8 @@ def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
         "environment": env,
         "maxWallClockSeconds": secs,
         "userIdentity": tb.get("userIdentity"),
+        "resourceFiles": tb.get("resourceFiles") or [],
+        "outputFiles": tb.get("outputFiles") or [],
         "slots": int(task["slots"]),
         "nodeSlots": node_slots,
     }
@@ -273,6 +275,8 @@ def _completed(
     else:
         ei.pop("exitCode", None)
     failure = ev.get("failureInfo")
+    if failure is not None and not failure.get("details"):
+        failure = {k: v for k, v in failure.items() if k != "details"}
     ok = failure is None and exit_code == 0
     _account(body, ev, counts.setdefault(row["job_key"], {}))
     base = ref.rpartition("#")[0]
@@ -295,7 +299,8 @@ def _completed(
         return True
     max_retry = int(body["constraints"].get("maxTaskRetryCount", 0))
     retries = int(ei.get("retryCount", 0))
-    if max_retry == -1 or retries < max_retry:
+    # a resource-file or output-file failure is final: the service does not retry it
+    if not ev.get("noRetry") and (max_retry == -1 or retries < max_retry):
         ei["retryCount"] = retries + 1
         acc = counts.setdefault(row["job_key"], {})
         acc["st_retries"] = acc.get("st_retries", 0) + 1

@@ -16,6 +16,7 @@ from batchyard.service import completion, jobs
 from batchyard.service.common import Body, item, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written, task_ref
 from batchyard.service.listing import ListQuery, page_rows
+from batchyard.service.staging import check_staging
 from batchyard.service.taskstate import move, result_of
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
@@ -55,6 +56,7 @@ def _job_accepting(tx: Tx, job_id: str) -> Row:
 def _new_row(job: Row, spec: Body, seq: int, now_text: str, etag: str) -> Row:
     task_id = check_id(spec.get("id"))
     body = new_task(spec, now_text, job["body"])
+    check_staging(body)
     exitconditions.check(body.get("exitConditions"), str(job["body"].get("onTaskFailure", "noaction")))
     parsed = deps_model.parse(body.get("dependsOn"), task_id)
     stamp_body(body, etag, now_text)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +60,9 @@ class StagingOptions:
     deadline: float | None = None
     #: Shared connection pools (one per agent); ``None`` = connections per call.
     connections: Connections | None = None
+    #: Output files pass this check (the task's own user could read them) or are skipped: the agent reads as
+    #: root, and a task must not upload what only root may read (a symlink to ``/etc/shadow``).
+    readable: Callable[[Path], bool] | None = None
 
 
 @dataclass(frozen=True)

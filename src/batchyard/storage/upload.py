@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,11 +78,24 @@ class UploadResult:
         return self.failure is None
 
 
+_FRESH = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _fresh(path: Path) -> TextIO:
+    """A new log file: whatever the task left under the name (a symlink, a hard link) is replaced, not followed."""
+    try:
+        fd = os.open(path, _FRESH, 0o644)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, _FRESH, 0o644)
+    return open(fd, "w", encoding="utf-8")  # noqa: SIM115
+
+
 class Logs:
     def __init__(self, task_dir: Path) -> None:
         task_dir.mkdir(parents=True, exist_ok=True)
-        self.out: TextIO = open(task_dir / UPLOAD_LOG, "w", encoding="utf-8")  # noqa: SIM115
-        self.err: TextIO = open(task_dir / UPLOAD_ERROR_LOG, "w", encoding="utf-8")  # noqa: SIM115
+        self.out: TextIO = _fresh(task_dir / UPLOAD_LOG)
+        self.err: TextIO = _fresh(task_dir / UPLOAD_ERROR_LOG)
 
     @staticmethod
     def _line(stream: TextIO, text: str) -> None:
@@ -181,6 +195,12 @@ async def upload_output_files(
     try:
         for output in selected:
             files = await asyncio.to_thread(find_files, output.file_pattern, working_dir, env)
+            check = up.options.readable
+            if check is not None:
+                refused = [m for m in files if not check(m.path)]
+                for m in refused:
+                    logs.error(f"Skipped {m.path}: the task's user may not read it")
+                files = [m for m in files if m not in refused]
             if not files:
                 logs.info(f"No files matched the pattern {output.file_pattern!r}")
                 continue

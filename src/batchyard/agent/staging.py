@@ -1,0 +1,160 @@
+"""The node's side of data staging: resource files before a task's command line, output files after it.
+
+Thin shell over `batchyard.storage`: one `DownloadCache` per node under ``<node root>/.batchyard-cache`` (an
+internal name: the file routes never serve it, and when tasks run as other users it is root's, 0700), one set
+of connections per agent, and the conversions from `StagingFailure` to the runner's `FailureInfo`. Downloads
+run as the agent; what they place in the working directory is then given to the task user (decision 0010),
+as are ``fileuploadout.txt`` / ``fileuploaderr.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from batchyard.agent.runner import FailureInfo, RunSpec, give_to_task_user, make_dirs
+from batchyard.storage import (
+    UPLOAD_ERROR_LOG,
+    UPLOAD_LOG,
+    Connections,
+    DownloadCache,
+    SpecError,
+    StagingFailure,
+    StagingOptions,
+    download_resource_files,
+    parse_output_files,
+    parse_resource_files,
+    sweep_partials,
+    upload_output_files,
+)
+
+CACHE_DIR = ".batchyard-cache"
+#: The node cache is pruned (least recently used first) to this size at start and every `PRUNE_EVERY` downloads.
+CACHE_MAX_BYTES = 8 << 30
+PRUNE_EVERY = 256
+#: Environment variable carrying the server's ``--auto-storage`` connection string to its agents only.
+AUTO_STORAGE_ENV = "BATCHYARD_AUTO_STORAGE"
+
+
+def failure_info(f: StagingFailure) -> FailureInfo:
+    return FailureInfo(f.category, f.code, f.message, f.details)
+
+
+def spec_failure(e: SpecError) -> FailureInfo:
+    """A spec the API should have refused (stored before the check existed): the task fails, never runs."""
+    return FailureInfo(
+        "usererror",
+        "ResourceFileCreateFailed" if "resource" in e.prop else "FileUploadMiscError",
+        f"{e.prop}: {e.reason}",
+    )
+
+
+def _allows(st: os.stat_result, uid: int, gids: frozenset[int], bit: int) -> bool:
+    if st.st_uid == uid:
+        return bool(st.st_mode & (bit << 6))
+    if st.st_gid in gids:
+        return bool(st.st_mode & (bit << 3))
+    return bool(st.st_mode & bit)
+
+
+def user_can_read(path: Path, uid: int, gids: frozenset[int], node_root: Path) -> bool:
+    """Could ``uid`` (with ``gids``) open ``path`` for reading? Symlinks resolved, every directory searched —
+    below the node root only for files inside it (the task reaches those from its working directory, even when
+    the directories above the node root are closed to it)."""
+    try:
+        real = Path(os.path.realpath(path))
+        if not _allows(os.stat(real), uid, gids, 4):
+            return False
+        root = Path(os.path.realpath(node_root))
+        parents = (
+            [d for d in real.parents if root in d.parents] if root in real.parents else list(real.parents)
+        )
+        return all(_allows(os.stat(d), uid, gids, 1) for d in parents)
+    except OSError:
+        return False
+
+
+def needs_staging(work: dict[str, Any]) -> bool:
+    return bool(work.get("resourceFiles") or work.get("outputFiles"))
+
+
+@dataclass
+class NodeStaging:
+    """Options and cache of one node; `StagingOptions` (with its connections) is made inside the loop."""
+
+    root: Path
+    auto_storage: str | None = None
+    #: Directories ``file://`` URLs may name; empty: ``file://`` is refused.
+    file_roots: tuple[Path, ...] = ()
+    cache_max_bytes: int = CACHE_MAX_BYTES
+    _opts: StagingOptions | None = field(default=None, repr=False)
+    _since_prune: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        cache_dir = self.root / CACHE_DIR
+        cache_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(cache_dir, 0o700)
+        self.cache = DownloadCache(cache_dir)
+        self.cache.prune(self.cache_max_bytes)
+
+    def options(self) -> StagingOptions:
+        if self._opts is None:
+            self._opts = StagingOptions(
+                auto_storage_connection_string=self.auto_storage,
+                cache=self.cache,
+                local_roots=self.file_roots,
+                connections=Connections(),
+            )
+        return self._opts
+
+    async def download(self, spec: RunSpec, work: dict[str, Any]) -> FailureInfo | None:
+        """Place the attempt's resource files in its working directory; the failure, if any."""
+        try:
+            files = parse_resource_files(work.get("resourceFiles"))
+        except SpecError as e:
+            return spec_failure(e)
+        bad = make_dirs(spec)
+        if bad is not None:
+            return bad
+        sweep_partials(spec.task_dir)  # a killed earlier attempt may have left hidden temporaries
+        if not files:
+            return None
+        res = await download_resource_files(files, spec.working_dir, self.options())
+        self._since_prune += 1
+        if self._since_prune >= PRUNE_EVERY:
+            self._since_prune = 0
+            self.cache.prune(self.cache_max_bytes)
+        give_to_task_user(spec, spec.working_dir)
+        return failure_info(res.failure) if res.failure is not None else None
+
+    async def upload(self, spec: RunSpec, work: dict[str, Any], exit_code: int | None) -> FailureInfo | None:
+        """Upload the output files whose condition holds; the failure, if any."""
+        try:
+            outputs = parse_output_files(work.get("outputFiles"))
+        except SpecError as e:
+            return spec_failure(e)
+        if not outputs:
+            return None
+        opts = self.options()
+        if spec.uid not in (None, 0):
+            assert spec.uid is not None
+            uid, gids = spec.uid, frozenset({spec.gid if spec.gid is not None else spec.uid, *spec.groups})
+            opts = replace(opts, readable=lambda p: user_can_read(p, uid, gids, self.root))
+        up = await upload_output_files(
+            outputs,
+            task_dir=spec.task_dir,
+            working_dir=spec.working_dir,
+            env=spec.env,
+            exit_code=exit_code,
+            options=opts,
+        )
+        for name in (UPLOAD_LOG, UPLOAD_ERROR_LOG):
+            if (spec.task_dir / name).exists():
+                give_to_task_user(spec, spec.task_dir / name)
+        return failure_info(up.failure) if up.failure is not None else None
+
+    async def aclose(self) -> None:
+        if self._opts is not None and self._opts.connections is not None:
+            await self._opts.connections.aclose()
