@@ -175,12 +175,7 @@ class Api:
             except Exception:
                 log.exception("unhandled error in %s %s", request.method, request.url.path)
                 resp = http.error_response(errors.internal_error(), base, rid, head)
-            resp.headers["request-id"] = rid
-            resp.headers["DataServiceVersion"] = "3.0"
-            crid = request.headers.get("client-request-id")
-            if crid and request.headers.get("return-client-request-id", "").lower() == "true":
-                resp.headers["client-request-id"] = crid
-            return resp
+            return _service_headers(resp, request, rid)
 
         return endpoint
 
@@ -189,12 +184,7 @@ class Api:
         request = Request(scope)
         rid = str(uuid.uuid4())
         resp = http.error_response(err, self.base_url(request), rid, request.method == "HEAD")
-        resp.headers["request-id"] = rid
-        resp.headers["DataServiceVersion"] = "3.0"
-        crid = request.headers.get("client-request-id")
-        if crid and request.headers.get("return-client-request-id", "").lower() == "true":
-            resp.headers["client-request-id"] = crid
-        return resp
+        return _service_headers(resp, request, rid)
 
     def authenticate(self, request: Request) -> None:
         scope = request.scope
@@ -206,6 +196,16 @@ class Api:
             headers={k.lower(): v for k, v in request.headers.items()},
         )
         verify_shared_key(sreq, self.accounts, utcnow(), self.settings.max_skew)
+
+
+def _service_headers(resp: Response, request: Request, rid: str) -> Response:
+    """The headers every Batch answer carries: request-id, DataServiceVersion, the client's request id if asked."""
+    resp.headers["request-id"] = rid
+    resp.headers["DataServiceVersion"] = "3.0"
+    crid = request.headers.get("client-request-id")
+    if crid and request.headers.get("return-client-request-id", "").lower() == "true":
+        resp.headers["client-request-id"] = crid
+    return resp
 
 
 # --- rendering helpers --------------------------------------------------------------------------------------
