@@ -47,9 +47,13 @@ def test_az_job_schedule_create(az: Az, uid: str) -> None:  # noqa: F811
     az.silent("batch", "job-schedule", "disable", "--job-schedule-id", sid)
     assert az.json("batch", "job-schedule", "show", "--job-schedule-id", sid)["state"] == "disabled"
     az.silent("batch", "job-schedule", "delete", "--job-schedule-id", sid, "--yes")
-    wait_for(
-        lambda: az.run("batch", "job-schedule", "show", "--job-schedule-id", sid, rc=3) is not None,
-        30,
-        0.5,
-        "the schedule to be gone",
-    )
+
+    def gone() -> bool:
+        # deleting is asynchronous (the schedule shows `deleting` first); az exits 3 once it is not found
+        try:
+            az.run("batch", "job-schedule", "show", "--job-schedule-id", sid, rc=3)
+        except AssertionError:
+            return False
+        return True
+
+    wait_for(gone, 30, 0.5, "the schedule to be gone")
