@@ -1,6 +1,6 @@
 """The seed tutorial (section 10, steps 6-10 + cleanup) run with the real azure-cli 2.91.0 against a live server.
 
-Source: /work/shared/reference/seeds/azure-batch-tutorial-devopsschool.txt. Every command is the tutorial's, with
+Source: ../shared/reference/seeds/azure-batch-tutorial-devopsschool.txt. Every command is the tutorial's, with
 `-o json` instead of `-o table` so the output can be checked. Shared-key auth comes from the environment
 (AZURE_BATCH_ENDPOINT/ACCOUNT/ACCESS_KEY), as a self-hosted user would set it instead of `az batch account login`.
 
