@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.live import LiveServer, wait_for
-from tests.support.raw import Raw, assert_error, pool_body
+from tests.support.raw import Raw, assert_error, pool_body, raw_deleting_pools
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,7 @@ def live() -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def raw(live: LiveServer) -> Iterator[Raw]:
-    r = Raw(live)
-    yield r
-    for p in r.json("/pools")["value"]:
-        r.delete(f"/pools/{p['id']}")
-    wait_for(lambda: not r.json("/pools")["value"], 30, 0.1, "pools to be deleted")
+    yield from raw_deleting_pools(live)
 
 
 SCRIPT = (

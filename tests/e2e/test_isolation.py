@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.live import DEV_KEY, LiveServer, wait_for
-from tests.support.raw import Raw, assert_error, pool_body
+from tests.support.raw import Raw, assert_error, pool_body, raw_deleting_pools
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="separate task users need a server running as root")
@@ -48,11 +48,7 @@ def live() -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def raw(live: LiveServer) -> Iterator[Raw]:
-    r = Raw(live)
-    yield r
-    for p in r.json("/pools")["value"]:
-        r.delete(f"/pools/{p['id']}")
-    wait_for(lambda: not r.json("/pools")["value"], 30, 0.1, "pools to be deleted")
+    yield from raw_deleting_pools(live)
 
 
 def _id(prefix: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -18,7 +19,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.pipeline.policies import HeadersPolicy
 from azure.core.rest import HttpRequest, HttpResponse
 
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, wait_for
 
 API_VERSION = "2025-06-01"
 JSON_CT = "application/json; odata=minimalmetadata"
@@ -138,3 +139,12 @@ def assert_error(resp: HttpResponse, status: int, code: str, **values: str) -> d
 
 def error_values(body: dict[str, Any]) -> dict[str, str]:
     return {d["key"]: d["value"] for d in body.get("values") or []}
+
+
+def raw_deleting_pools(live: LiveServer) -> Iterator[Raw]:
+    """A `Raw` for a module's tests; afterwards every pool is deleted and gone (body of a module fixture)."""
+    r = Raw(live)
+    yield r
+    for p in r.json("/pools")["value"]:
+        r.delete(f"/pools/{p['id']}")
+    wait_for(lambda: not r.json("/pools")["value"], 30, 0.1, "pools to be deleted")
