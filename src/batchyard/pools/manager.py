@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from batchyard import __version__
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
-from batchyard.pools.local import LocalProvider
+from batchyard.pools.provider import NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
 from batchyard.service.common import set_state
@@ -51,12 +50,28 @@ class Spawn:
     dedicated: bool
     user_accounts: tuple[dict[str, Any], ...] = ()
 
+    @property
+    def spec(self) -> NodeSpec:
+        return NodeSpec(self.node_id, self.token, self.pool_id, self.root, self.dedicated, self.user_accounts)
+
+
+def node_spec(ctx: Ctx, n: Row, pool: Row) -> NodeSpec:
+    """How to start an existing node's agent again."""
+    return NodeSpec(
+        n["id"],
+        n["token"],
+        pool["id"],
+        node_root(ctx, n["id"]),
+        bool(n["body"].get("isDedicated", True)),
+        tuple(pool["body"].get("userAccounts") or ()),
+    )
+
 
 class PoolManager:
     def __init__(
         self,
         ctx: Ctx,
-        provider: LocalProvider,
+        provider: NodeProvider,
         lease_seconds: float = 30.0,
         quotas: Quotas | None = None,
         spawn_batch: int = SPAWN_BATCH,
@@ -106,14 +121,7 @@ class PoolManager:
             return
         body = n["body"]
         try:
-            pid = self.provider.spawn(
-                n["id"],
-                n["token"],
-                pool["id"],
-                node_root(self.ctx, n["id"]),
-                bool(body.get("isDedicated", True)),
-                pool["body"].get("userAccounts") or (),
-            )
+            pid = self.provider.start(node_spec(self.ctx, n, pool))
         except OSError as e:
             log.error("cannot start the agent of node %s: %s", n["id"], e)
             self._unusable(tx, n, e, now_text)
@@ -187,7 +195,9 @@ class PoolManager:
         def finish() -> None:
             """After the grace period: whatever is left of the node goes, then its directory."""
             self.provider.kill(pid, node_id)
-            shutil.rmtree(root, ignore_errors=True)
+            self.provider.wipe(node_id, root)
+            with contextlib.suppress(OSError):
+                root.rmdir()
 
         asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
@@ -315,16 +325,7 @@ class PoolManager:
 
     def _spawn_all(self, spawns: list[Spawn]) -> list[tuple[Spawn, int | OSError]]:
         """Start the agents (in a worker thread: no store access here)."""
-        out: list[tuple[Spawn, int | OSError]] = []
-        for sp in spawns:
-            try:
-                pid = self.provider.spawn(
-                    sp.node_id, sp.token, sp.pool_id, sp.root, sp.dedicated, sp.user_accounts
-                )
-                out.append((sp, pid))
-            except OSError as e:
-                out.append((sp, e))
-        return out
+        return list(zip(spawns, self.provider.create([sp.spec for sp in spawns]), strict=True))
 
     def _record_spawns(self, started: list[tuple[Spawn, int | OSError]]) -> None:
         """Record the agents' pids; a node whose agent could not start leaves, and its pool says why."""
