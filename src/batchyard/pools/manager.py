@@ -21,6 +21,7 @@ from batchyard import __version__
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
+from batchyard.pools.nodeops import NodeOps
 from batchyard.pools.provider import NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
@@ -81,6 +82,7 @@ class PoolManager:
         self.lease = lease_seconds
         self.quotas = quotas or Quotas()
         self.spawn_batch = spawn_batch
+        self.ops = NodeOps(ctx, provider, lambda tx, n: self._remove_node(tx, n, "requeue"), self._spawn_of)
 
     async def run(self) -> None:
         hub = self.ctx.hub
@@ -90,6 +92,9 @@ class PoolManager:
             hub.pools.clear()
             try:
                 spawns = self.reconcile()
+                spawns += self.ops.step()
+                if self.ctx.node_ops:  # operations in progress are followed closely
+                    asyncio.get_running_loop().call_later(SPAWN_PAUSE, hub.wake_pools)
                 if spawns:
                     await self._spawn(spawns)
                     # the pool may want more nodes: the next pass follows shortly (a bounded rate)
@@ -105,8 +110,12 @@ class PoolManager:
         """After a restart: keep agents that are still alive, respawn the others (their tasks requeued)."""
         now = monotonic()
         with self.ctx.store.tx() as tx:
-            for n in tx.select(schema.nodes):
+            rows = tx.select(schema.nodes)
+            self.ops.adopt(rows)
+            for n in rows:
                 self.ctx.last_seen[n["id"]] = now
+                if n["id"] in self.ctx.node_ops or n["state"] == "deallocated":
+                    continue  # an operation in progress resumes at its stored step; a deallocated node has no agent
                 if self.provider.alive(n["pid"], n["id"]) and n["server_url"] == self.provider.server_url:
                     continue
                 self.provider.kill(n["pid"], n["id"])
@@ -211,9 +220,13 @@ class PoolManager:
         nodes = tx.select(
             schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal]
         )
+        # nodes being removed (removenodes) no longer count toward the target; the pool stays resizing until
+        # they are gone
+        leaving = {n["id"] for n in nodes if (n["body"].get("_op") or {}).get("kind") == "remove"}
+        nodes = [n for n in nodes if n["id"] not in leaving]
         option = str(body.get("_deallocation", "requeue"))
         stopped = body["allocationState"] == "stopping"
-        done = True
+        done = not leaving
         spawns: list[Spawn] = []
         resize_errors: list[dict[str, object]] = []
         if body["allocationState"] == "resizing":
@@ -235,7 +248,11 @@ class PoolManager:
                         done = False
                     else:
                         resize_errors.append(quota_error(dedicated, quota, in_use, cores))
-                    nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                    nodes = [
+                        n
+                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                        if n["id"] not in leaving
+                    ]
                 elif len(mine) > target:
                     excess = len(mine) - target
                     busy = {n["id"]: self.ctx.assignments.used_slots(n["id"]) for n in mine}
@@ -245,7 +262,11 @@ class PoolManager:
                             done = False
                             continue
                         self._remove_node(tx, n, option)
-                    nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                    nodes = [
+                        n
+                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                        if n["id"] not in leaving
+                    ]
         _, now_text, _ = self.ctx.stamp()
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
@@ -271,6 +292,11 @@ class PoolManager:
             for n in tx.select(schema.nodes)
             if bool(n["body"].get("isDedicated", True)) == dedicated
         )
+
+    def _spawn_of(self, n: Row, pool: Row) -> Spawn:
+        """Start an existing node's agent again (the end of a reboot, reimage, deallocation or preemption)."""
+        sp = node_spec(self.ctx, n, pool)
+        return Spawn(sp.node_id, sp.token, sp.pool_id, pool["key"], sp.root, sp.dedicated, sp.user_accounts)
 
     def _add_node(self, tx: Tx, pool: Row, ordinal: int, dedicated: bool) -> Spawn:
         """Write the node row (`creating`, no agent yet); `run` starts its agent off the event loop."""
@@ -333,6 +359,15 @@ class PoolManager:
         with self.ctx.store.tx() as tx:
             for sp, result in started:
                 row = tx.get(schema.nodes, id=sp.node_id)
+                if (
+                    isinstance(result, OSError)
+                    and row is not None
+                    and isinstance(row["body"].get("_op"), dict)
+                ):
+                    row["body"].pop("_op", None)
+                    self.ctx.node_ops.discard(sp.node_id)
+                    self._unusable(tx, row, result, self.ctx.stamp()[1])
+                    continue
                 if isinstance(result, OSError):
                     failed.setdefault(sp.pool_key, result)
                     if row is not None:
@@ -343,7 +378,20 @@ class PoolManager:
                     self.provider.stop(result, sp.node_id)
                     continue
                 values: dict[str, object] = {"pid": result}
-                if row["state"] == "creating":  # its first sync may already have made it idle
+                op = row["body"].get("_op")
+                if isinstance(op, dict):
+                    if op.get("phase") != "spawn":  # taken over by another operation meanwhile
+                        self.provider.stop(result, sp.node_id)
+                        continue
+                    # back from reboot, reimage, deallocation or preemption: the agent's first sync makes it idle
+                    _, now_text, _ = self.ctx.stamp()
+                    body = row["body"]
+                    body.pop("_op", None)
+                    set_state(body, "starting", now_text)
+                    values.update(state="starting", body=body, state_transition_time=now_text)
+                    self.ctx.node_ops.discard(sp.node_id)
+                    self.ctx.hub.wake_node(sp.node_id)
+                elif row["state"] == "creating":  # its first sync may already have made it idle
                     _, now_text, _ = self.ctx.stamp()
                     body = row["body"]
                     set_state(body, "starting", now_text)
@@ -422,8 +470,10 @@ class PoolManager:
         now = monotonic()
         with self.ctx.store.tx() as tx:
             for n in tx.select(
-                schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown"])
+                schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown", "offline"])
             ):
+                if n["id"] in self.ctx.node_ops:
+                    continue  # an operation in progress stops and starts this agent itself
                 seen = self.ctx.last_seen.get(n["id"], now)
                 self.ctx.last_seen.setdefault(n["id"], now)
                 dead = not self.provider.alive(n["pid"], n["id"])
