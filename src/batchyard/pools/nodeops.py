@@ -4,7 +4,7 @@ Steps (decision 0101), each written to the node row before the provider is calle
 between two steps resumes at the stored one:
 
     drain  -> the option waits for running tasks (taskcompletion): no new ones are placed meanwhile
-    stop   -> the agent is asked to stop (preemption kills it at once)
+    stop   -> the agent is asked to stop (it kills its task trees; its disk stays)
     stopping (in memory) -> the agent has exited, or is killed after a grace period; then by kind:
               reboot: spawn; reimage: wipe, spawn; deallocate: `deallocated`; remove: the node leaves;
               preempt: wipe, `down` until `returnAt`, then `creating` and spawn (the same node id)
@@ -103,10 +103,8 @@ class NodeOps:
                 self.remove(tx, row)
                 self.ctx.node_ops.discard(node_id)
                 return None
-            if kind == "preempt":
-                self.provider.kill(row["pid"], node_id)  # an eviction gives no grace
-            else:
-                self.provider.stop(row["pid"], node_id)
+            # even an eviction goes through the agent: it kills its task trees (they run in their own sessions)
+            self.provider.stop(row["pid"], node_id)
             self.stopping[node_id] = monotonic()
             op["phase"] = "stopping"
             self._save(tx, row)
