@@ -5,6 +5,10 @@ pool brings the node back with the same id.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +165,48 @@ def test_preempt_bad_input(raw: Raw, client: BatchClient, uid: str) -> None:
     assert resp.status_code == 200 and resp.json()["preempted"] == []
     assert client.get_node(pool_id, node.id).state == "idle"
     client.begin_delete_pool(pool_id, polling_interval=0.2).result()
+
+
+def _cli(live: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(
+        os.environ,
+        AZURE_BATCH_ENDPOINT=live.endpoint,
+        AZURE_BATCH_ACCOUNT=live.account,
+        AZURE_BATCH_ACCESS_KEY=live.key,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "batchyard.cli.main", "preempt", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_preempt_command(live: LiveServer, client: BatchClient, spot: str) -> None:
+    nodes = sorted(n.id for n in client.list_nodes(spot))
+    out = _cli(live, spot, nodes[0], "--return-after", "PT1S")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["preempted"] == [nodes[0]]
+    assert client.get_node(spot, nodes[0]).state == "preempted"
+    wait_ready(client, spot, 2)
+    out = _cli(live, spot, "--fraction", "1", "--return-after", "PT0S")
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["preempted"]) == nodes
+    wait_ready(client, spot, 2)
+    out = _cli(live, spot, "--rate", "0")
+    assert out.returncode == 0 and json.loads(out.stdout)["preemptionsPerNodeHour"] == 0
+    # errors are the server's, on stderr, with a non-zero exit
+    out = _cli(live, spot, "--fraction", "3")
+    assert out.returncode != 0 and "InvalidPropertyValue" in out.stderr and "fraction" in out.stderr
+    out = _cli(live, spot)
+    assert out.returncode != 0 and "give node ids" in out.stderr
+    bad = dict(os.environ, AZURE_BATCH_ENDPOINT=live.endpoint, AZURE_BATCH_ACCESS_KEY="d3Jvbmc=")
+    out = subprocess.run(
+        [sys.executable, "-m", "batchyard.cli.main", "preempt", spot, "--count", "1"],
+        env=bad,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and ("403" in out.stderr or "401" in out.stderr), out.stderr
