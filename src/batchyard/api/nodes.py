@@ -17,6 +17,7 @@ from starlette.routing import Route
 from batchyard.api import http
 from batchyard.api.app import Call, _p, _written
 from batchyard.models import errors, wire
+from batchyard.models.decode import decode_body
 from batchyard.service import nodeops
 from batchyard.service.common import Body
 from batchyard.service.context import Ctx
@@ -32,18 +33,29 @@ async def _options(c: Call, model: type[Any]) -> Body:
     return await c.body(model)
 
 
-async def _extension_body(c: Call) -> Body:
-    """A small JSON object (extension routes have no wire model)."""
+class _PreemptNode(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    returnAfter: str | None = None
+
+
+class _PreemptPool(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    fraction: float | None = None
+    count: int | None = None
+    returnAfter: str | None = None
+
+
+class _Chaos(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    preemptionsPerNodeHour: float
+    returnAfter: str | None = None
+
+
+async def _extension_body(c: Call, model: type[msgspec.Struct]) -> Body:
+    """An extension route's body: the same decoding, limits and errors as the Batch routes' bodies."""
     data = await c.request.body()
-    if not data.strip():
-        return {}
     try:
-        body = msgspec.json.decode(data)
-    except msgspec.DecodeError as e:
-        raise errors.invalid_request_body(str(e)) from None
-    if not isinstance(body, dict):
-        raise errors.invalid_request_body("A JSON object is required.")
-    return body
+        obj = decode_body(data, model, required=False)
+    except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a JSON string
+        raise errors.invalid_request_body(f"The body is not valid UTF-8 (byte {exc.start})") from None
+    return {k: v for k, v in msgspec.structs.asdict(obj).items() if v is not None}
 
 
 def routes(o: Op, ctx: Ctx) -> list[Route]:
@@ -80,20 +92,18 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
 
     # --- batchyard extensions ---
     async def preempt_node(c: Call) -> Response:
-        spec = await _extension_body(c)
-        _only(spec, {"returnAfter"})
+        spec = await _extension_body(c, _PreemptNode)
         return http.json_response(nodeops.preempt_node(ctx, *ids(c), spec))
 
     async def preempt_pool(c: Call) -> Response:
-        spec = await _extension_body(c)
-        _only(spec, {"fraction", "count", "returnAfter"})
+        spec = await _extension_body(c, _PreemptPool)
         return http.json_response(nodeops.preempt_pool(ctx, _p(c, "pool_id"), spec))
 
     async def get_chaos(c: Call) -> Response:
         return http.json_response(nodeops.get_chaos(ctx, _p(c, "pool_id")))
 
     async def put_chaos(c: Call) -> Response:
-        return http.json_response(nodeops.set_chaos(ctx, _p(c, "pool_id"), await _extension_body(c)))
+        return http.json_response(nodeops.set_chaos(ctx, _p(c, "pool_id"), await _extension_body(c, _Chaos)))
 
     P = "/pools/{pool_id}"
     N = P + "/nodes/{node_id}"
@@ -112,9 +122,3 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         (X + "/chaos", put_chaos, ["PUT"]),
     ]
     return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
-
-
-def _only(spec: Body, allowed: set[str]) -> None:
-    for k in sorted(spec):
-        if k not in allowed:
-            raise errors.unsupported_property(k)
