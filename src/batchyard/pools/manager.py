@@ -37,6 +37,8 @@ log = logging.getLogger("batchyard.pools")
 SPAWN_BATCH = 8
 #: Seconds between two passes that add nodes: at most SPAWN_BATCH / SPAWN_PAUSE agents started per second.
 SPAWN_PAUSE = 0.1
+#: Node states whose agent must be alive and syncing (a dead one is started again: a node failure).
+_LEASED = ["idle", "running", "starting", "unknown", "waitingforstarttask", "starttaskfailed"]
 
 
 @dataclass(frozen=True)
@@ -420,9 +422,7 @@ class PoolManager:
     def check_leases(self) -> None:
         now = monotonic()
         with self.ctx.store.tx() as tx:
-            for n in tx.select(
-                schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown"])
-            ):
+            for n in tx.select(schema.nodes, schema.nodes.c.state.in_(_LEASED)):
                 seen = self.ctx.last_seen.get(n["id"], now)
                 self.ctx.last_seen.setdefault(n["id"], now)
                 dead = not self.provider.alive(n["pid"], n["id"])
