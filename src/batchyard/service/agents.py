@@ -83,8 +83,8 @@ def authenticate(tx: Tx, node_id: str, token: str, pid: int | None = None) -> Ro
 
 
 # states the agent's own reports decide (a start task may hold a node in starting/waiting/failed)
-_BOOTED = ("creating", "starting", "unknown", "idle", "running", "offline")
-_BOOTED += ("waitingforstarttask", "starttaskfailed")
+_BOOTED = {"creating", "starting", "unknown", "idle", "running", "offline"}
+_BOOTED |= {"waitingforstarttask", "starttaskfailed"}
 
 
 def _node_state_after(ctx: Ctx, node_id: str, current: str, body: Body) -> str:
