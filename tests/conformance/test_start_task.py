@@ -515,3 +515,27 @@ def test_az_pool_create_with_a_start_task(az: Az, client: BatchClient, uid: str)
         assert node_file(client, pool_id, node["id"], "startup/stdout.txt") == "from az\nyes\n"
     finally:
         client.begin_delete_pool(pool_id, polling_interval=0.2).result()
+
+
+def test_a_server_killed_during_a_start_task_loses_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    go, done = tmp_path / "go", "done.txt"
+    srv = LiveServer(data).start()
+    try:
+        c = BatchClient(endpoint=srv.endpoint, credential=AzureNamedKeyCredential(srv.account, srv.key))
+        script = f"echo ran >> runs.txt; while [ ! -e {go} ]; do sleep 0.05; done; echo ok > {done}"
+        create_pool(c, "rst", nodes=1, start_task=m.BatchStartTask(command_line=sh(script)))
+        (node,) = wait_nodes(c, "rst", lambda n: n.state == "waitingforstarttask", what="waiting")
+        srv.kill()
+        # the start task completes while the server is down: its report waits in the agent
+        go.touch()
+        wd = data / "nodes" / node.id / "startup" / "wd"
+        wait_for(lambda: (wd / done).exists(), 30, 0.05, "the start task to finish")
+        srv = LiveServer(data, port=srv.port).start()
+        c = BatchClient(endpoint=srv.endpoint, credential=AzureNamedKeyCredential(srv.account, srv.key))
+        (node,) = wait_nodes(c, "rst", lambda n: n.state == "idle", what="idle after the restart")
+        info = node.start_task_info
+        assert info is not None and info.result == "success" and info.retry_count == 0
+        assert node_file(c, "rst", node.id, "startup/wd/runs.txt") == "ran\n"  # ran once, not again
+    finally:
+        srv.stop()
