@@ -28,6 +28,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from tests.conformance.test_az_tutorial import Az, az  # noqa: F401 - the az fixture
 from tests.support.batch import IMAGE, SKU, create_pool
+from tests.support.httpserver import FileServer
 from tests.support.live import LiveServer, wait_for
 from tests.support.semantics import expect_error, new_job, wait_pid_gone, wait_tasks_completed
 
@@ -248,10 +249,36 @@ def test_failure_after_retries_makes_the_node_starttaskfailed(client: BatchClien
     )
 
 
-def test_a_failure_before_the_command_runs_is_not_retried(client: BatchClient, pools: list[str]) -> None:
+@pytest.fixture(scope="module")
+def files() -> Iterator[FileServer]:
+    fs = FileServer().start()
+    try:
+        yield fs
+    finally:
+        fs.stop()
+
+
+def test_resource_files_are_staged_into_the_working_directory(
+    client: BatchClient, pools: list[str], files: FileServer
+) -> None:
+    url = files.put(f"setup-{uuid.uuid4().hex[:6]}.sh", b"echo installed from $(pwd)\n")
+    st = m.BatchStartTask(
+        command_line="/bin/sh tools/setup.sh",
+        resource_files=[m.ResourceFile(http_url=url, file_path="tools/setup.sh")],
+    )
+    pool_id = start_pool(client, pools, st)
+    (node,) = wait_nodes(client, pool_id, lambda n: n.state == "idle", what="idle")
+    out = node_file(client, pool_id, node.id, "startup/stdout.txt")
+    assert out.startswith("installed from /") and out.rstrip().endswith("/startup/wd"), out
+    assert node_file(client, pool_id, node.id, "startup/wd/tools/setup.sh").startswith("echo installed")
+
+
+def test_a_failure_before_the_command_runs_is_not_retried(
+    client: BatchClient, pools: list[str], files: FileServer
+) -> None:
     st = m.BatchStartTask(
         command_line="/bin/true",
-        resource_files=[m.ResourceFile(http_url="http://127.0.0.1:9/missing.bin", file_path="missing.bin")],
+        resource_files=[m.ResourceFile(http_url=f"{files.url}/status/404", file_path="missing.bin")],
         max_task_retry_count=3,
     )
     pool_id = start_pool(client, pools, st)
@@ -259,7 +286,8 @@ def test_a_failure_before_the_command_runs_is_not_retried(client: BatchClient, p
     info = node.start_task_info
     assert info is not None and info.result == "failure" and info.retry_count == 0
     assert info.exit_code is None  # the command never ran
-    assert info.failure_info is not None and info.failure_info.code, info
+    assert info.failure_info is not None and info.failure_info.category == "usererror", info
+    assert files.count("/status/404") == 1  # not retried
 
 
 def test_no_start_task_and_missing_program(client: BatchClient, pools: list[str]) -> None:
