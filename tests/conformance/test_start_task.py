@@ -541,6 +541,40 @@ def test_az_pool_create_with_a_start_task(az: Az, client: BatchClient, uid: str)
         info = shown["startTaskInfo"]
         assert info["state"] == "completed" and info["result"] == "success" and info["exitCode"] == 0
         assert node_file(client, pool_id, node["id"], "startup/stdout.txt") == "from az\nyes\n"
+
+        # az batch pool set (PATCH) changes it; az batch pool reset (updateproperties) replaces it
+        az.run(
+            "batch",
+            "pool",
+            "set",
+            "--pool-id",
+            pool_id,
+            "--start-task-command-line",
+            "/bin/echo set",
+            "-o",
+            "json",
+        )
+        st = az.json("batch", "pool", "show", "--pool-id", pool_id)["startTask"]
+        assert (
+            st["commandLine"] == "/bin/echo set"
+            and st["waitForSuccess"] is True
+            and "environmentSettings" not in st
+        )
+        az.run(
+            "batch",
+            "pool",
+            "reset",
+            "--pool-id",
+            pool_id,
+            "--start-task-command-line",
+            "/bin/echo reset",
+            "-o",
+            "json",
+        )
+        st = az.json("batch", "pool", "show", "--pool-id", pool_id)["startTask"]
+        assert st["commandLine"] == "/bin/echo reset" and st["maxTaskRetryCount"] == 0
+        # the node keeps the start task it booted with
+        assert node_file(client, pool_id, node["id"], "startup/stdout.txt") == "from az\nyes\n"
     finally:
         client.begin_delete_pool(pool_id, polling_interval=0.2).result()
 
