@@ -117,7 +117,7 @@ def sync(
         st_events = [e for e in events if e.get("type") in starttask.KINDS]
         if st_events:
             events = [e for e in events if e.get("type") not in starttask.KINDS]
-        node_dirty = starttask.apply(tx, node, boot[0], st_events)
+        node_dirty, booted = starttask.apply(tx, node, boot[0], st_events)
         rows = _load_rows(tx, events)
         _, now_text, etag = ctx.stamp()
         max_seq = max((int(e.get("seq", 0)) for e in st_events), default=0)
@@ -142,10 +142,11 @@ def sync(
             tx.add_counts(jk, d)
         for job in jobs.values():
             completion.check_all_complete(ctx, tx, job)
-        new_state = _node_state_after(ctx, node_id, node["state"], nbody)
+        current = "starting" if booted and node["state"] in starttask.BOOTING else node["state"]
+        new_state = _node_state_after(ctx, node_id, current, nbody)
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
-            if node["state"] in ("creating", "starting"):
+            if current in ("creating", "starting"):
                 nbody["lastBootTime"] = now_text
             node_dirty = True
         if node_dirty:

@@ -6,7 +6,9 @@ reimage, an agent respawned after a crash): the pool's start task *as it is now*
 and retries it and reports each attempt's start and the final end; `models.starttask.gate` turns that into
 the node's state. A pool start task changed later reaches a node only at its next boot, as on Azure
 (decision 0110). An agent that dies during its start task is a node failure: the node's agent is started
-again, with a new boot id, and the start task runs from the beginning with `retryCount` 0.
+again, with a new boot id, and the start task runs from the beginning with `retryCount` 0. A node in
+`rebooting`/`reimaging`/`unusable` whose new agent process syncs has booted: it goes back to `starting`, and on
+through its start task (a node provider only restarts the agent).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ Body = dict[str, Any]
 STARTED = "startTaskStarted"
 COMPLETED = "startTaskCompleted"
 KINDS = (STARTED, COMPLETED)
+#: States a node leaves for `starting` when a new agent process of it syncs (its restart is done).
+BOOTING = ("rebooting", "reimaging", "unusable", "starting", "creating")
 
 
 def check(pool: Body) -> None:
@@ -62,17 +66,19 @@ def work(st: Body) -> Body:
     }
 
 
-def apply(tx: Tx, node: Row, boot: str | None, events: list[Body]) -> bool:
-    """A new boot and the start-task events of this sync, applied to the node body; True if it changed.
+def apply(tx: Tx, node: Row, boot: str | None, events: list[Body]) -> tuple[bool, bool]:
+    """A new boot and the start-task events of this sync, applied to the node body: whether the body changed,
+    and whether this sync is the first of a new agent process (a node that was rebooting has booted).
 
     Events of another boot (a previous agent process of the node) are ignored, and so are events already
     applied (each sync's events are applied in `seq` order; the agent may resend after a lost answer).
     """
     if boot is None:
-        return False
+        return False, False
     body = node["body"]
-    dirty = False
+    dirty = booted = False
     if body.get("_boot") != boot:
+        booted = True
         pool = tx.get(schema.pools, key=node["pool_key"])
         st = (pool["body"] if pool is not None else {}).get("startTask")
         body["_boot"] = boot
@@ -102,7 +108,7 @@ def apply(tx: Tx, node: Row, boot: str | None, events: list[Body]) -> bool:
                 info, str(start), str(ev.get("endTime")), retries, ev.get("exitCode"), failure
             )
         dirty = True
-    return dirty
+    return dirty, booted
 
 
 def reply(node_body: Body, boot: str | None, need: bool) -> Body:
