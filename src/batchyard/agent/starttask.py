@@ -165,7 +165,8 @@ class StartTaskRunner:
         limit = int(work.get("maxTaskRetryCount", 0))
         retries = 0
         while not self.stopping:
-            self.emit(type=STARTED, ref=self.ref, time=iso(datetime.now(UTC)), retryCount=retries)
+            began = iso(datetime.now(UTC))  # the attempt starts with its downloads, as a task's does
+            self.emit(type=STARTED, ref=self.ref, time=began, retryCount=retries)
             try:
                 result, retriable = await self._attempt(work)
             except Exception:  # never leave the node waiting on a start task that cannot run
@@ -183,7 +184,7 @@ class StartTaskRunner:
                 "type": COMPLETED,
                 "ref": self.ref,
                 "exitCode": result.exit_code,
-                "startTime": iso(result.started_at),
+                "startTime": began,
                 "endTime": iso(result.ended_at),
                 "retryCount": retries,
             }

@@ -47,8 +47,10 @@ def normalise(spec: Body, accounts: Iterable[Body] = ()) -> Body:
         name = env.get("name") if isinstance(env, dict) else None
         if not isinstance(name, str) or not name:
             raise errors.missing_required_property(f"startTask.environmentSettings[{i}].name")
-        if "=" in name or "\x00" in name or "\x00" in str(env.get("value") or ""):
+        if "=" in name or "\x00" in name:
             raise errors.invalid_property_value(f"startTask.environmentSettings[{i}].name", name)
+        if "\x00" in str(env.get("value") or ""):
+            raise errors.invalid_property_value(f"startTask.environmentSettings[{i}].value", "")
         if name in seen:
             raise errors.invalid_property_value(
                 f"startTask.environmentSettings[{i}].name", name, "The name is given twice"
