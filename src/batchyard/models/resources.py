@@ -10,7 +10,7 @@ import copy
 import datetime
 from typing import Any
 
-from batchyard.models import errors, images
+from batchyard.models import errors, images, starttask
 from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
@@ -43,6 +43,8 @@ def _auto_user(identity: Body | None, prop: str = "userIdentity") -> Body:
         _lower_enum(au, "elevationLevel", {"nonadmin", "admin"}, "userIdentity.autoUser.elevationLevel")
     return out
 
+
+auto_user = _auto_user  # also the start task's defaults (models.starttask)
 
 #: The service's limit on user account names ("up to a maximum length of 20").
 MAX_USER_NAME = 20
@@ -107,7 +109,7 @@ def check_user_accounts(body: Body) -> None:
 
 # Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
 _NOT_YET = {
-    "pool": ("startTask", "mountConfiguration", "applicationPackageReferences", "certificateReferences"),
+    "pool": ("mountConfiguration", "applicationPackageReferences", "certificateReferences"),
     "task": (
         "multiInstanceSettings",
         "applicationPackageReferences",
@@ -166,11 +168,8 @@ def new_pool(spec: Body, now: str) -> Body:
         )
     policy["jobDefaultOrder"] = order
     vm_configuration_defaults(body["virtualMachineConfiguration"])
-    if "startTask" in body:
-        st = body["startTask"]
-        st["userIdentity"] = _auto_user(st.get("userIdentity"))
-        st.setdefault("maxTaskRetryCount", 0)
-        st.setdefault("waitForSuccess", True)
+    if body.get("startTask") is not None:
+        body["startTask"] = starttask.normalise(body["startTask"], body.get("userAccounts") or ())
     if body.get("networkConfiguration") is not None:
         body["networkConfiguration"] = network_configuration(body["networkConfiguration"])
     check_user_accounts(body)
