@@ -89,7 +89,13 @@ _BOOTED |= {"waitingforstarttask", "starttaskfailed"}
 
 def _node_state_after(ctx: Ctx, node_id: str, current: str, body: Body) -> str:
     if current in _BOOTED:
-        return starttask.gate(body) or ("running" if ctx.assignments.running_on(node_id) else "idle")
+        held = starttask.gate(body)
+        if held is not None:
+            return held
+        if ctx.assignments.running_on(node_id):
+            return "running"
+        # scheduling disabled: `offline` once its tasks are gone (decision 0101)
+        return "offline" if body.get("schedulingState") == "disabled" else "idle"
     return current
 
 
