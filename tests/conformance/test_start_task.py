@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from azure.batch import BatchClient
 from azure.batch import models as m
+from azure.batch.models._models import BatchNodeRebootOptions, BatchNodeReimageOptions
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -449,6 +450,44 @@ def test_a_changed_start_task_reaches_nodes_at_their_next_boot(client: BatchClie
     )
     st = client.get_pool(pool_id).start_task
     assert st is not None and st.wait_for_success is False and st.max_task_retry_count == 0
+
+
+def test_reboot_and_reimage_run_the_start_task_again(
+    client: BatchClient, pools: list[str], tmp_path: Path
+) -> None:
+    fail = tmp_path / "fail"
+    fail.touch()
+    script = f"echo run >> runs.txt; if [ -e {fail} ]; then exit 1; fi; echo ok"
+    pool_id = start_pool(client, pools, m.BatchStartTask(command_line=sh(script)))
+    (node,) = wait_nodes(client, pool_id, lambda n: n.state == "starttaskfailed", what="starttaskfailed")
+    first = node.start_task_info
+    assert first is not None and first.start_time is not None
+    fail.unlink()
+    # a reboot is the remedy for starttaskfailed: the start task runs again, on the same disk
+    client.begin_reboot_node(
+        pool_id, node.id, BatchNodeRebootOptions(node_reboot_kind="requeue"), polling_interval=0.5
+    ).result()
+    (node,) = wait_nodes(client, pool_id, lambda n: n.state == "idle", what="idle after the reboot")
+    info = node.start_task_info
+    assert info is not None and info.result == "success" and info.retry_count == 0
+    assert info.start_time is not None and info.start_time > first.start_time
+    assert node_file(client, pool_id, node.id, "startup/wd/runs.txt") == "run\nrun\n"
+
+    # a changed start task reaches the node at its next reimage, which also wipes its directories
+    new = m.BatchStartTask(command_line=sh("echo new >> runs.txt"))
+    client.update_pool(pool_id, m.BatchPoolUpdateOptions(start_task=new))
+    client.begin_reimage_node(
+        pool_id, node.id, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=0.5
+    ).result()
+    (node,) = wait_nodes(
+        client,
+        pool_id,
+        lambda n: (
+            n.state == "idle" and n.start_task_info is not None and n.start_task_info.state == "completed"
+        ),
+        what="idle after the reimage",
+    )
+    assert node_file(client, pool_id, node.id, "startup/wd/runs.txt") == "new\n"
 
 
 def _agent_pid(node_id: str) -> int:

@@ -89,9 +89,9 @@ _BOOTED |= {"waitingforstarttask", "starttaskfailed"}
 
 def _node_state_after(ctx: Ctx, node_id: str, current: str, body: Body) -> str:
     if current in _BOOTED:
-        gated = starttask.gate(body)
-        if gated:
-            return gated
+        held = starttask.gate(body)
+        if held is not None:
+            return held
         if ctx.assignments.running_on(node_id):
             return "running"
         # scheduling disabled: `offline` once its tasks are gone (decision 0101)
