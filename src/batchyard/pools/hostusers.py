@@ -1,7 +1,7 @@
 """Node users as real accounts of this host (decision 0131): local nodes share the host, so a node user is a
 host account made with the shadow tools (`useradd`, `usermod`, `chpasswd`, `userdel`).
 
-Each account carries a marker in its GECOS field (`batchyard:<data dir tag>:<node id>`): an account of the same
+Each account carries a marker in its GECOS field (`batchyard <data dir tag> <node id>`): an account of the same
 name that is not this node's is a clash (409), and accounts of removed nodes (or left by a crash between
 creating the account and recording it) are found again and deleted. Only root can do any of this; otherwise
 the operations are refused with the reason. Calls block (subprocesses): run them in a worker thread.
@@ -39,7 +39,7 @@ class HostAccounts:
         self.tag = f"{zlib.crc32(str(data_dir.resolve()).encode()):08x}"
 
     def marker(self, node_id: str) -> str:
-        return f"batchyard:{self.tag}:{node_id}"
+        return f"batchyard {self.tag} {node_id}"
 
     @staticmethod
     def unavailable() -> str | None:
@@ -132,7 +132,7 @@ class HostAccounts:
         """After a start: delete this data dir's accounts that no node records (node gone, or a crash)."""
         if self.unavailable() is not None:
             return 0
-        prefix = f"batchyard:{self.tag}:"
+        prefix = f"batchyard {self.tag} "
         with _lock:
             stale = [
                 p.pw_name
