@@ -263,3 +263,29 @@ class _UnprivilegedServer(LiveServer):
 
         wait_for(up, 30, what="server to listen")
         return self
+
+
+def test_concurrent_creates_of_one_name(node: tuple[str, str, str], raw: Raw, uid: str) -> None:
+    """Two creates of one name at once: one account, one 201 and one 409 (never two successes)."""
+    import threading
+
+    pool_id, node_id, _ = node
+    name = f"bc{uid}"
+    statuses: list[int] = []
+
+    def create() -> None:
+        statuses.append(
+            raw.post(f"/pools/{pool_id}/nodes/{node_id}/users", {"name": name, "password": "pw"}).status_code
+        )
+
+    threads = [threading.Thread(target=create) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert sorted(statuses) == [201, 409, 409]
+        assert account(name) is not None
+    finally:
+        raw.delete(f"/pools/{pool_id}/nodes/{node_id}/users/{name}")
+    assert account(name) is None

@@ -28,6 +28,9 @@ Op = Callable[[Callable[[Call], Awaitable[Response]]], Callable[[Request], Await
 
 def routes(o: Op, ctx: Ctx) -> list[Route]:
     accounts = HostAccounts(ctx.data_dir)
+    # one node-user change at a time: the check against the node's record, the host change and the new record
+    # must not interleave with another request for the same name (the host tools serialize anyway)
+    users_lock = asyncio.Lock()
 
     def _where(c: Call) -> tuple[str, str]:
         return _p(c, "pool_id"), _p(c, "node_id")
@@ -37,20 +40,21 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         t = nu.target(ctx, *_where(c))
         name = nu.check_name(spec.get("name"), t.os_type)
         user = nu.check_spec(ctx, t, name, spec, bool(spec.get("isAdmin", False)))
-        if name in nu.users_of(ctx, t.node_id):
-            raise errors.node_user_exists()
-        await asyncio.to_thread(
-            accounts.create,
-            t.node_id,
-            name,
-            is_admin=user.is_admin,
-            expiry=user.expiry,
-            password=user.password,
-            ssh_key=user.ssh_public_key,
-        )
-        if not nu.record(ctx, t.node_id, name, user.record()):  # the node left meanwhile
-            await asyncio.to_thread(accounts.delete, t.node_id, name)
-            raise errors.node_not_found()
+        async with users_lock:
+            if name in nu.users_of(ctx, t.node_id):
+                raise errors.node_user_exists()
+            await asyncio.to_thread(
+                accounts.create,
+                t.node_id,
+                name,
+                is_admin=user.is_admin,
+                expiry=user.expiry,
+                password=user.password,
+                ssh_key=user.ssh_public_key,
+            )
+            if not nu.record(ctx, t.node_id, name, user.record()):  # the node left meanwhile
+                await asyncio.to_thread(accounts.delete, t.node_id, name)
+                raise errors.node_not_found()
         path = f"{c.base_url}/pools/{t.pool_id}/nodes/{t.node_id}/users/{name}"
         return http.empty(201, {"DataServiceId": path, "Location": path})
 
@@ -58,19 +62,20 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         spec = await c.body(wire.BatchNodeUserReplaceOptions)
         t = nu.target(ctx, *_where(c))
         name = _p(c, "user_name")
-        users = nu.users_of(ctx, t.node_id)
-        if name not in users:
-            raise errors.node_user_not_found()
-        user = nu.check_spec(ctx, t, name, spec, bool(users[name].get("isAdmin", False)))
-        await asyncio.to_thread(
-            accounts.replace,
-            t.node_id,
-            name,
-            expiry=user.expiry,
-            password=user.password,
-            ssh_key=user.ssh_public_key,
-        )
-        nu.record(ctx, t.node_id, name, user.record())
+        async with users_lock:
+            users = nu.users_of(ctx, t.node_id)
+            if name not in users:
+                raise errors.node_user_not_found()
+            user = nu.check_spec(ctx, t, name, spec, bool(users[name].get("isAdmin", False)))
+            await asyncio.to_thread(
+                accounts.replace,
+                t.node_id,
+                name,
+                expiry=user.expiry,
+                password=user.password,
+                ssh_key=user.ssh_public_key,
+            )
+            nu.record(ctx, t.node_id, name, user.record())
         return http.empty(
             200, {"DataServiceId": f"{c.base_url}/pools/{t.pool_id}/nodes/{t.node_id}/users/{name}"}
         )
@@ -79,10 +84,11 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         await c.body()
         t = nu.target(ctx, *_where(c))
         name = _p(c, "user_name")
-        if name not in nu.users_of(ctx, t.node_id):
-            raise errors.node_user_not_found()
-        await asyncio.to_thread(accounts.delete, t.node_id, name)
-        nu.record(ctx, t.node_id, name, None)
+        async with users_lock:
+            if name not in nu.users_of(ctx, t.node_id):
+                raise errors.node_user_not_found()
+            await asyncio.to_thread(accounts.delete, t.node_id, name)
+            nu.record(ctx, t.node_id, name, None)
         return http.empty(200)
 
     async def remote_login(c: Call) -> Response:
