@@ -289,3 +289,39 @@ def test_concurrent_creates_of_one_name(node: tuple[str, str, str], raw: Raw, ui
     finally:
         raw.delete(f"/pools/{pool_id}/nodes/{node_id}/users/{name}")
     assert account(name) is None
+
+
+def test_windows_node_users(client: BatchClient, raw: Raw, uid: str) -> None:
+    """Windows pools (decision 0060): a password is required, SSH keys are refused, names have 20 characters."""
+    pool_id = f"uw-{uid}"
+    client.create_pool(
+        m.BatchPoolCreateOptions(
+            id=pool_id,
+            vm_size="STANDARD_D1_v2",
+            virtual_machine_configuration=m.VirtualMachineConfiguration(
+                image_reference=m.BatchVmImageReference(
+                    publisher="MicrosoftWindowsServer", offer="WindowsServer", sku="2019-datacenter-smalldisk"
+                ),
+                node_agent_sku_id="batch.node.windows amd64",
+            ),
+            target_dedicated_nodes=1,
+        )
+    )
+    try:
+        (n,) = wait_idle_nodes(client, pool_id, 1)
+        users = f"/pools/{pool_id}/nodes/{n.id}/users"
+        name = f"w{uid}"
+        assert_error(raw.post(users, {"name": name}), 400, "MissingRequiredProperty", PropertyName="password")
+        r = raw.post(users, {"name": name, "password": "pw", "sshPublicKey": KEY})
+        assert_error(r, 400, "InvalidPropertyValue", PropertyName="sshPublicKey")
+        r = raw.post(users, {"name": "w" * 21, "password": "pw"})
+        assert_error(r, 400, "InvalidPropertyValue", PropertyName="name")
+        assert raw.post(users, {"name": name, "password": "pw"}).status_code == 201
+        assert account(name) is not None
+        rl = client.get_node_remote_login_settings(pool_id, n.id)
+        (ep,) = client.get_node(pool_id, n.id).endpoint_configuration.inbound_endpoints
+        assert (ep.backend_port, rl.remote_login_port) == (3389, ep.frontend_port)
+        assert raw.delete(f"{users}/{name}").status_code == 200
+        assert account(name) is None
+    finally:
+        client.begin_delete_pool(pool_id)

@@ -352,3 +352,16 @@ def test_upload_service_logs_failures(linux_node: tuple[str, str], azurite: Azur
         404,
         "NodeNotFound",
     )
+
+
+def test_legacy_rdp_file(raw: Raw, linux_node: tuple[str, str]) -> None:
+    """`GET …/rdp` exists up to 2024-02-01.19.0 for cloud service pools only (all retired); gone afterwards."""
+    pool_id, node_id = linux_node
+    old = "2024-02-01.19.0"
+    r = raw.get(f"/pools/{pool_id}/nodes/{node_id}/rdp", api_version=old)
+    assert_error(r, 409, "OperationNotValidOnPool")
+    assert_error(raw.get(f"/pools/{pool_id}/nodes/nosuch/rdp", api_version=old), 404, "NodeNotFound")
+    assert_error(
+        raw.get(f"/pools/{pool_id}/nodes/{node_id}/rdp", api_version="2024-07-01.20.0"), 400, "InvalidUri"
+    )
+    assert_error(raw.get(f"/pools/{pool_id}/nodes/{node_id}/rdp"), 400, "InvalidUri")

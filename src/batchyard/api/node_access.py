@@ -23,6 +23,9 @@ from batchyard.service import node_users as nu
 from batchyard.service.common import Body
 from batchyard.service.context import Ctx
 
+#: `GET …/rdp` is gone from this api-version on (the 2024-07-01.20.0 spec dropped it).
+RDP_REMOVED_IN = "2024-07-01"
+
 Op = Callable[[Callable[[Call], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]
 
 
@@ -99,6 +102,13 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         }
         return http.json_response(out, 200, {"DataServiceId": f"{c.base_url}{c.request.url.path}"})
 
+    async def remote_desktop(c: Call) -> Response:
+        """The legacy RDP file (removed in 2024-07-01.20.0): cloud service pools only, and none exist any more."""
+        if c.api_version >= RDP_REMOVED_IN:
+            raise errors.invalid_uri()
+        nu.target(ctx, *_where(c), need_up=False)  # 404 for an unknown pool or node first
+        raise errors.remote_desktop_needs_cloud_service()
+
     async def upload_logs(c: Call) -> Response:
         spec = await c.body(wire.UploadBatchServiceLogsOptions)
         body = await node_access.upload_logs(ctx, *_where(c), spec, c.request_id)
@@ -123,6 +133,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         (n + "/users/{user_name}", replace_user, ["PUT"]),
         (n + "/users/{user_name}", delete_user, ["DELETE"]),
         (n + "/remoteloginsettings", remote_login, ["GET"]),
+        (n + "/rdp", remote_desktop, ["GET"]),
         (n + "/uploadbatchservicelogs", upload_logs, ["POST"]),
         (n + "/extensions", list_extensions, ["GET"]),
         (n + "/extensions/{extension_name}", get_extension, ["GET"]),

@@ -520,3 +520,14 @@ def node_access_unavailable(reason: str) -> BatchError:
 
 def extension_not_found() -> BatchError:
     return _e(404, "ResourceNotFound", "The specified extension does not exist.")
+
+
+def remote_desktop_needs_cloud_service() -> BatchError:
+    """`GET …/rdp` (api-versions before 2024-07-01) works only on the retired cloud service pools."""
+    return _e(
+        409,
+        "OperationNotValidOnPool",
+        "The operation is not valid on the pool.",
+        Reason="The RDP file is available only for pools with a cloud service configuration, retired on 29 "
+        "February 2024; use GetRemoteLoginSettings for virtual machine configuration pools",
+    )
