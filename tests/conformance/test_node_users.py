@@ -325,3 +325,58 @@ def test_windows_node_users(client: BatchClient, raw: Raw, uid: str) -> None:
         assert account(name) is None
     finally:
         client.begin_delete_pool(pool_id)
+
+
+LEGACY_FLOW = r"""
+import json, sys
+import azure.batch.models as m
+from azure.batch import BatchServiceClient
+from azure.batch.batch_auth import SharedKeyCredentials
+from azure.batch.models import BatchErrorException
+
+endpoint, account, key, pool_id, node_id, name = sys.argv[1:7]
+client = BatchServiceClient(SharedKeyCredentials(account, key), batch_url=endpoint)
+client.compute_node.add_user(pool_id, node_id, m.ComputeNodeUser(name=name, password="pw", is_admin=False))
+try:
+    client.compute_node.add_user(pool_id, node_id, m.ComputeNodeUser(name=name, password="pw"))
+    dup = "ok"
+except BatchErrorException as e:
+    dup = e.error.code
+client.compute_node.update_user(pool_id, node_id, name, m.NodeUpdateUserParameter(password="other"))
+rl = client.compute_node.get_remote_login_settings(pool_id, node_id)
+client.compute_node.delete_user(pool_id, node_id, name)
+try:
+    client.compute_node.delete_user(pool_id, node_id, name)
+    gone = "ok"
+except BatchErrorException as e:
+    gone = e.error.code
+print(json.dumps({"dup": dup, "gone": gone, "port": rl.remote_login_port, "ip": rl.remote_login_ip_address}))
+"""
+
+
+def test_legacy_sdk_node_users(
+    client: BatchClient, live: LiveServer, node: tuple[str, str, str], uid: str
+) -> None:
+    """azure-batch 14.2.0 (api-version 2024-02-01.19.0): the same operations under their legacy names."""
+    import json
+
+    venv = Path(os.environ.get("BATCHYARD_SDK_VENVS", Path(__file__).resolve().parents[2] / ".venv-sdk"))
+    py = venv / "14.2.0" / "bin" / "python"
+    if not py.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no venv for azure-batch 14.2.0 at {py}: run scripts/sdk-venvs")
+        pytest.skip("no azure-batch 14.2.0 venv")
+    pool_id, node_id, _ = node
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    args = [str(py), "-c", LEGACY_FLOW, live.endpoint, live.account, live.key, pool_id, node_id, f"bl{uid}"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    rl = client.get_node_remote_login_settings(pool_id, node_id)
+    assert got == {
+        "dup": "NodeUserExists",
+        "gone": "NodeUserNotFound",
+        "port": rl.remote_login_port,
+        "ip": rl.remote_login_ip_address,
+    }
+    assert account(f"bl{uid}") is None
