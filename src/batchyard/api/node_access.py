@@ -125,7 +125,6 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
 
     async def get_extension(c: Call) -> Response:
         node_access.get_extension(ctx, *_where(c), _p(c, "extension_name"))
-        raise errors.extension_not_found()  # get_extension raises for every name: pools have no extensions
 
     n = "/pools/{pool_id}/nodes/{node_id}"
     table: list[tuple[str, Any, list[str]]] = [

@@ -6,7 +6,7 @@ import datetime
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from batchyard.models import errors, odata
@@ -116,6 +116,7 @@ def list_extensions(ctx: Ctx, pool_id: str, node_id: str, q: ListQuery) -> tuple
     return page_items([], q, odata.FilterSpec("List node extensions", {}))
 
 
-def get_extension(ctx: Ctx, pool_id: str, node_id: str, name: str) -> None:
+def get_extension(ctx: Ctx, pool_id: str, node_id: str, name: str) -> NoReturn:
+    """No node has extensions here: 404 for every name (after the pool's and node's own 404s)."""
     get_node(ctx, pool_id, node_id)
     raise errors.extension_not_found()
