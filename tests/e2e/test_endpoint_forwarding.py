@@ -76,10 +76,12 @@ def refused(port: int) -> bool:
         return True
 
 
-def nat_pool(client: BatchClient, pool_id: str, backend: int, start: int, nodes: int = 1) -> None:
+def nat_pool(
+    client: BatchClient, pool_id: str, backend: int, start: int, nodes: int = 1, protocol: str = "tcp"
+) -> None:
     nat = m.BatchInboundNatPool(
         name="echo",
-        protocol="tcp",
+        protocol=protocol,
         backend_port=backend,
         frontend_port_range_start=start,
         frontend_port_range_end=start + 39,
@@ -127,6 +129,46 @@ def test_frontend_port_reaches_the_backend_and_closes_with_the_pool(client: Batc
         wait_for(lambda: refused(ep.frontend_port), 30, 0.2, "the frontend port to close with its node")
     finally:
         echo.stop()
+
+
+def test_udp_rule_is_forwarded(client: BatchClient) -> None:
+    """A udp NAT rule (the recorded network-configuration pool used one): datagrams reach the backend and the
+    replies come back to each client."""
+    backend = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    backend.bind(("127.0.0.1", 0))
+    backend.settimeout(0.2)
+    port = backend.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = backend.recvfrom(65536)
+            except TimeoutError:
+                continue
+            backend.sendto(b"echo:" + data, addr)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    pool_id = f"udp-{uuid.uuid4().hex[:8]}"
+    start = random.randrange(20000, 32000)
+    try:
+        nat_pool(client, pool_id, port, start, protocol="udp")
+        (n,) = wait_idle_nodes(client, pool_id, 1)
+        (ep,) = n.endpoint_configuration.inbound_endpoints
+        assert (ep.protocol, ep.backend_port) == ("udp", port)
+        assert start <= ep.frontend_port <= start + 39
+        for i in range(2):  # two clients, two flows
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                c.settimeout(5)
+                for j in range(3):
+                    c.sendto(b"%d-%d" % (i, j), ("127.0.0.1", ep.frontend_port))
+                    assert c.recvfrom(65536)[0] == b"echo:%d-%d" % (i, j)
+    finally:
+        client.begin_delete_pool(pool_id)
+        stop.set()
+        server.join(5)
+        backend.close()
 
 
 def test_forwarder_bounds_connections() -> None:
