@@ -140,6 +140,9 @@ def test_names_are_host_wide(client: BatchClient, node: tuple[str, str, str], ui
         "NodeUserExists",
     )
     assert account("root") is not None and account("daemon") is not None
+    r = raw.post(f"/pools/{pool_id}/nodes/{second}/users", {"name": "users", "password": "pw"})
+    assert_error(r, 409, "NodeUserExists")  # a group of that name: useradd would need it for the user's group
+    assert account("users") is None
 
 
 def test_bad_node_user_input(node: tuple[str, str, str], raw: Raw, uid: str) -> None:

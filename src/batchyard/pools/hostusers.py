@@ -91,6 +91,11 @@ class HostAccounts:
                     f"This host already has an account named {name} (another node's or the host's own): local "
                     "nodes share the host's accounts, so a node user name must be free on the host"
                 )
+            if gecos is None and _group_exists(name):
+                raise errors.node_user_exists(
+                    f"This host already has a group named {name}: a node user gets a group of its own name, so "
+                    "the name must be free on the host"
+                )
             if gecos is None:
                 args = ["useradd", "-m", "-s", "/bin/bash", "-c", self.marker(node_id), "-e", _day(expiry)]
                 if is_admin:
@@ -158,6 +163,14 @@ class HostAccounts:
             _write_authorized_keys(name, ssh_key)
         except OSError as e:
             raise errors.node_access_unavailable(f"cannot write ~{name}/.ssh/authorized_keys: {e}") from None
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
 
 
 def _day(expiry: datetime.datetime) -> str:
