@@ -15,7 +15,7 @@ from batchyard.models.resources import (
     refuse_unsupported,
     vm_configuration_defaults,
 )
-from batchyard.service import autoscale
+from batchyard.service import autoscale, certificates
 from batchyard.service import starttask as start_task
 from batchyard.service.common import Body, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
@@ -67,6 +67,7 @@ def _save(tx: Tx, row: Row, body: Body, ctx: Ctx) -> Written:
 
 def create_pool(ctx: Ctx, spec: Body) -> Written:
     pool_id = check_id(spec.get("id"))
+    certificates.check_references(ctx, spec.get("certificateReferences"))
     program = autoscale.check_create(ctx, spec)
     _, now_text, etag = ctx.stamp()
     body = new_pool(spec, now_text)
@@ -158,6 +159,7 @@ _PATCHABLE_WHEN_EMPTY = {
 
 def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
     refuse_unsupported(spec, "pool")
+    certificates.check_references(ctx, spec.get("certificateReferences"))
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         cond.check(row, write=True)
@@ -190,6 +192,7 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
 
 def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
     refuse_unsupported(spec, "pool")
+    certificates.check_references(ctx, spec.get("certificateReferences"))
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         body = _writable(row)
