@@ -37,6 +37,8 @@ log = logging.getLogger("batchyard.pools")
 
 #: Seconds an agent asked to stop gets to kill its tasks and exit before it is killed.
 STOP_GRACE = 10.0
+#: Seconds between two looks at the pools' random preemption rates.
+CHAOS_PERIOD = 1.0
 
 
 class NodeOps:
@@ -158,8 +160,12 @@ class NodeOps:
     # --- chaos: random preemption of low-priority nodes --------------------------------------------------
 
     def _chaos(self) -> None:
+        """At most once a second: a pool manager pass may run far more often while pools change."""
         now = monotonic()
-        last, self._chaos_at = self._chaos_at, now
+        last = self._chaos_at
+        if last is not None and now - last < CHAOS_PERIOD:
+            return
+        self._chaos_at = now
         if last is None:
             return
         dt = now - last
