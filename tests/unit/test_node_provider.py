@@ -15,7 +15,7 @@ from batchyard.models import errors
 from batchyard.models.clock import utcnow
 from batchyard.pools.local import LocalProvider
 from batchyard.pools.manager import PoolManager
-from batchyard.pools.provider import NodeEvent, NodeProvider, NodeSpec
+from batchyard.pools.provider import NodeEvent, NodeEventKind, NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas
 from batchyard.service import nodeops, pools
 from batchyard.service.context import Ctx
@@ -32,6 +32,7 @@ class Recorder:
         self.calls: list[tuple[str, str]] = []
         self.running: dict[str, int] = {}
         self.next = 10_000_000
+        self.pending: list[NodeEvent] = []
 
     def create(self, specs: Sequence[NodeSpec]) -> list[int | OSError]:
         return [self.start(sp) for sp in specs]
@@ -57,7 +58,8 @@ class Recorder:
         self.calls.append(("wipe", node_id))
 
     def events(self) -> list[NodeEvent]:
-        return []
+        out, self.pending = self.pending, []
+        return out
 
 
 class Clock:
@@ -213,3 +215,16 @@ def _removal(ctx: Ctx, m: PoolManager) -> None:
     with pytest.raises(errors.BatchError) as e:
         nodeops.remove_nodes(ctx, "p", {"nodeList": [busy]})
     assert (e.value.status, e.value.code) == (409, "OperationNotValidOnPool")
+
+
+def test_a_preemption_reported_by_the_provider(tmp_path: Path) -> None:
+    ctx, m, prov, clock = _setup(tmp_path, low=1, dedicated=0)
+    nid = str(_node(ctx)["id"])
+    prov.calls.clear()
+    prov.pending.append(NodeEvent(nid, NodeEventKind.PREEMPTED, "capacity"))
+    for _ in range(3):
+        _pass(m)
+    assert _node(ctx)["state"] == "preempted" and prov.calls == [("stop", nid), ("wipe", nid)]
+    clock.now += nodeops.DEFAULT_RETURN_AFTER + timedelta(seconds=1)
+    _pass(m)
+    assert _node(ctx)["state"] == "starting" and prov.calls[-1] == ("start", nid)

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from batchyard.models.clock import monotonic, parse_time
-from batchyard.pools.provider import NodeProvider
+from batchyard.pools.provider import NodeEventKind, NodeProvider
 from batchyard.service import nodeops
 from batchyard.service.agents import requeue_node_tasks
 from batchyard.service.common import set_state
@@ -37,6 +37,8 @@ log = logging.getLogger("batchyard.pools")
 
 #: Seconds an agent asked to stop gets to kill its tasks and exit before it is killed.
 STOP_GRACE = 10.0
+#: Seconds between two looks at the pools' random preemption rates.
+CHAOS_PERIOD = 1.0
 
 
 class NodeOps:
@@ -82,8 +84,28 @@ class NodeOps:
                     sp = None
                 if sp is not None:
                     spawns.append(sp)
+        self._engine_events()
         self._chaos()
         return spawns
+
+    def _engine_events(self) -> None:
+        """What the provider's engine did on its own: a preempted node is preempted as if injected; a lost
+        node's tasks go back to the queue now (its agent is started again by the lease check)."""
+        events = self.provider.events()
+        if not events:
+            return
+        with self.ctx.store.tx() as tx:
+            for ev in events:
+                row = tx.get(schema.nodes, id=ev.node_id)
+                if row is None:
+                    continue
+                if ev.kind == NodeEventKind.PREEMPTED:
+                    if nodeops.preemptible(row):
+                        nodeops.preempt(self.ctx, tx, row, nodeops.DEFAULT_RETURN_AFTER)
+                    continue
+                log.warning("node %s lost: %s", ev.node_id, ev.reason or "reported by its provider")
+                _, now_text, etag = self.ctx.stamp()
+                requeue_node_tasks(self.ctx, tx, ev.node_id, now_text, etag)
 
     def _advance(self, tx: Tx, row: Row, pool: Row, op: dict[str, object]) -> Spawn | None:
         node_id = row["id"]
@@ -158,8 +180,12 @@ class NodeOps:
     # --- chaos: random preemption of low-priority nodes --------------------------------------------------
 
     def _chaos(self) -> None:
+        """At most once a second: a pool manager pass may run far more often while pools change."""
         now = monotonic()
-        last, self._chaos_at = self._chaos_at, now
+        last = self._chaos_at
+        if last is not None and now - last < CHAOS_PERIOD:
+            return
+        self._chaos_at = now
         if last is None:
             return
         dt = now - last
