@@ -663,7 +663,6 @@ def create_app(
         ("/applications", ["GET"], "list applications"),
         ("/applications/{application_id}", ["GET"], "get application"),
         ("/poolusagemetrics", ["GET"], "list pool usage metrics"),
-        (P + "/removenodes", ["POST"], "remove nodes"),
         (J + "/jobpreparationandreleasetaskstatus", ["GET"], "job preparation and release task status"),
         (T + "/subtasksinfo", ["GET"], "list subtasks (multi-instance tasks)"),
         (N + "/{action}", ["POST", "GET"], "node operations"),
@@ -674,6 +673,9 @@ def create_app(
     from batchyard.api import node_access as node_access_routes
 
     routes += node_access_routes.routes(o, ctx)
+    from batchyard.api import nodes as node_api  # node operations and the preemption extension
+
+    routes += node_api.routes(o, ctx)
     for path, methods, name in pending:
         routes.append(Route(path, o(not_implemented(name)), methods=methods))
     from batchyard.api import jobschedules  # its handlers use this module's rendering helpers

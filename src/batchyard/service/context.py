@@ -98,6 +98,8 @@ class Ctx:
     autoscale: AutoscaleState = field(default_factory=AutoscaleState)
     # the inbound NAT forwarder (set by the server); without one, endpoints are the nodes' own ports
     endpoints: EndpointPorts | None = None
+    # ids of nodes with an operation in progress (a `_op` in their body), for the pool manager (decision 0101)
+    node_ops: set[str] = field(default_factory=set)
 
     def node_root(self, node_id: str) -> Path:
         """A local node's directory (its agent's root)."""
