@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from azure.batch import BatchClient
 from azure.batch import models as m
+from azure.batch.models._models import BatchNodeReimageOptions
 from azure.core.exceptions import HttpResponseError
 
 from tests.support.batch import create_pool, wait_idle_nodes
@@ -383,3 +384,27 @@ def test_legacy_sdk_node_users(
         "ip": rl.remote_login_ip_address,
     }
     assert account(f"bl{uid}") is None
+
+
+def test_reimage_removes_node_users(client: BatchClient, uid: str) -> None:
+    """A reimaged node has a fresh OS disk: its node users are gone, and the name can be created again."""
+    pool_id = f"ur-{uid}"
+    create_pool(client, pool_id, nodes=1)
+    try:
+        (n,) = wait_idle_nodes(client, pool_id, 1)
+        name = f"br{uid}"
+        client.create_node_user(pool_id, n.id, m.BatchNodeUserCreateOptions(name=name, password="pw"))
+        assert account(name) is not None
+        client.begin_reimage_node(
+            pool_id, n.id, BatchNodeReimageOptions(node_reimage_option="requeue"), polling_interval=1
+        )
+        wait_for(lambda: account(name) is None, 60, 0.1, "the node user to go with the reimage")
+        wait_idle_nodes(client, pool_id, 1)
+        with pytest.raises(HttpResponseError) as ei:
+            client.delete_node_user(pool_id, n.id, name)
+        assert ei.value.status_code == 404 and code_of(ei.value) == "NodeUserNotFound"
+        client.create_node_user(pool_id, n.id, m.BatchNodeUserCreateOptions(name=name, password="pw"))
+        assert account(name) is not None
+    finally:
+        client.begin_delete_pool(pool_id)
+        wait_for(lambda: account(f"br{uid}") is None, 30, 0.1, "the node user to go with its pool")

@@ -9,6 +9,7 @@ the operations are refused with the reason. Calls block (subprocesses): run them
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import grp
 import logging
@@ -163,6 +164,16 @@ class HostAccounts:
             _write_authorized_keys(name, ssh_key)
         except OSError as e:
             raise errors.node_access_unavailable(f"cannot write ~{name}/.ssh/authorized_keys: {e}") from None
+
+
+def remove_node_users(accounts: HostAccounts, node_id: str) -> None:
+    """Delete a node's accounts without blocking the event loop (in a worker thread when one runs)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        accounts.remove_node(node_id)
+        return
+    loop.run_in_executor(None, accounts.remove_node, node_id)
 
 
 def _group_exists(name: str) -> bool:

@@ -21,7 +21,7 @@ from batchyard import __version__
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
-from batchyard.pools.hostusers import HostAccounts
+from batchyard.pools.hostusers import HostAccounts, remove_node_users
 from batchyard.pools.nodeops import NodeOps
 from batchyard.pools.provider import NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
@@ -213,9 +213,7 @@ class PoolManager:
             with contextlib.suppress(OSError):
                 root.rmdir()
             if has_users:  # node user accounts on this host (decision 0131)
-                asyncio.get_event_loop().run_in_executor(
-                    None, HostAccounts(self.ctx.data_dir).remove_node, node_id
-                )
+                remove_node_users(HostAccounts(self.ctx.data_dir), node_id)
 
         asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
