@@ -53,7 +53,7 @@ class FailureInfo(_Strict):
 
 
 class Event(_Strict):
-    type: Literal["started", "completed"]
+    type: Literal["started", "completed", "coordinated"]  # coordinated: a multi-instance instance
     ref: str
     seq: int = 0
     time: str | None = None

@@ -10,7 +10,7 @@ import copy
 import datetime
 from typing import Any
 
-from batchyard.models import errors, images
+from batchyard.models import errors, images, multiinstance
 from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
@@ -109,7 +109,6 @@ def check_user_accounts(body: Body) -> None:
 _NOT_YET = {
     "pool": ("startTask", "mountConfiguration", "applicationPackageReferences", "certificateReferences"),
     "task": (
-        "multiInstanceSettings",
         "applicationPackageReferences",
         "containerSettings",
     ),
@@ -414,6 +413,7 @@ def new_task(spec: Body, now: str, job: Body) -> Body:
     cons["maxTaskRetryCount"] = int(cons.get("maxTaskRetryCount", job["constraints"]["maxTaskRetryCount"]))
     if cons["maxTaskRetryCount"] < -1:
         raise errors.invalid_property_value("constraints.maxTaskRetryCount", cons["maxTaskRetryCount"])
+    multiinstance.check_new_task(body)
     slots = int(body.get("requiredSlots", 1))
     if slots < 1:
         raise errors.invalid_property_value("requiredSlots", slots)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from batchyard import __version__
+from batchyard.models import multiinstance
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
@@ -268,13 +269,15 @@ class PoolManager:
         salt = secrets.token_hex(4)
         nid = make_node_id(pool["id"], ordinal, dedicated, salt)
         token = secrets.token_hex(24)
+        # each local node has its own loopback address, on which the others reach it (decision 0161)
+        used = {str(n["body"].get("ipAddress", "")) for n in tx.select(schema.nodes)}
         body = {
             "id": nid,
             "state": "creating",
             "schedulingState": "enabled",
             "stateTransitionTime": now_text,
             "allocationTime": now_text,
-            "ipAddress": "127.0.0.1",
+            "ipAddress": multiinstance.pick_address(str(self.ctx.data_dir), used),
             "affinityId": f"TVM:{nid}",
             "vmSize": pool["body"].get("vmSize", ""),
             "totalTasksRun": 0,

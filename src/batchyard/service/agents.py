@@ -17,7 +17,7 @@ from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
 from batchyard.models.statistics import attempt_usage
-from batchyard.service import completion
+from batchyard.service import completion, subtasks
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Assignments, Ctx, task_ref
 from batchyard.service.taskstate import TaskWriter, move
@@ -100,6 +100,9 @@ def sync(
         counts: dict[str, dict[str, int]] = {}
         jobs: dict[str, Row] = {}
         writer = TaskWriter()
+        instance_events = [e for e in events if subtasks.is_instance_event(e)]
+        if instance_events:  # multi-instance tasks' instances (service.subtasks)
+            freed |= subtasks.apply_events(ctx, tx, node_id, instance_events, *ctx.stamp()[1:])
         rows = _load_rows(tx, events)
         _, now_text, etag = ctx.stamp()
         max_seq = 0
@@ -369,6 +372,7 @@ def requeue_node_tasks(ctx: Ctx, tx: Tx, node_id: str, now_text: str, etag: str)
                 continue
             # started (the agent's start log says so) but the report was lost with the agent: a rerun
         requeue(tx, row, now_text, etag)
+    subtasks.requeue_broken(ctx, tx, now_text, etag)  # gangs with an instance on the node rerun too
     if rows:
         ctx.hub.wake_scheduler()
     return len(rows)
@@ -404,6 +408,10 @@ def rebuild_assignments(ctx: Ctx) -> None:
             pool = pools.get(job["pool_key"])
             if pool is None:
                 pool = pools[job["pool_key"]] = tx.get(schema.pools, key=job["pool_key"]) or {"body": {}}
+            if subtasks.is_multi(r["body"]):
+                if r["state"] == "running":
+                    subtasks.rebuild(ctx, job, r)
+                continue
             slots = int(pool["body"].get("taskSlotsPerNode", 1))
             ref = task_ref(r["job_key"], r["key"])
             work = work_for(job, r, slots)

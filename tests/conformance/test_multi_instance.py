@@ -1,0 +1,316 @@
+"""Multi-instance tasks through the official azure-batch 15.1.0 SDK against a live server with real agents:
+gang placement, coordination before the application command, the instances' environment, subtasksinfo,
+subtask files, failure/retry/terminate/wall clock/lost node, and the input rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from azure.batch import BatchClient
+from azure.batch import models as m
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import HttpResponseError
+
+from tests.support.batch import create_pool, wait_idle_nodes, wait_task_state
+from tests.support.live import LiveServer, wait_for
+from tests.support.semantics import expect_error, new_job, pid_alive, sh
+
+pytestmark = pytest.mark.slow
+
+NODES = 3
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveServer]:
+    # below /tmp so that tasks (other uids) reach their node's absolute paths (AZ_BATCH_TASK_SHARED_DIR)
+    top = Path(tempfile.mkdtemp(prefix="batchyard-mi-", dir="/tmp"))
+    os.chmod(top, 0o711)
+    srv = LiveServer(top / "srv").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def client(live: LiveServer) -> BatchClient:
+    return BatchClient(endpoint=live.endpoint, credential=AzureNamedKeyCredential(live.account, live.key))
+
+
+@pytest.fixture(scope="module")
+def pool(client: BatchClient) -> Iterator[str]:
+    pool_id = f"mi-{uuid.uuid4().hex[:8]}"
+    create_pool(client, pool_id, nodes=NODES, enable_inter_node_communication=True)
+    wait_idle_nodes(client, pool_id, NODES)
+    yield pool_id
+    client.begin_delete_pool(pool_id, polling_interval=0.2).result()
+
+
+def mi_task(
+    task_id: str, app: str, coordination: str, n: int = NODES, **kw: object
+) -> m.BatchTaskCreateOptions:
+    return m.BatchTaskCreateOptions(
+        id=task_id,
+        command_line=sh(app),
+        multi_instance_settings=m.MultiInstanceSettings(
+            number_of_instances=n, coordination_command_line=sh(coordination)
+        ),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def wait_done(client: BatchClient, job_id: str, task_id: str, timeout: float = 60) -> m.BatchTask:
+    return wait_task_state(client, job_id, task_id, "completed", timeout)
+
+
+def node_file(client: BatchClient, pool_id: str, node_id: str, path: str) -> str:
+    return b"".join(client.download_node_file(pool_id, node_id, path)).decode()
+
+
+def test_gang_runs_coordination_everywhere_then_the_primary(
+    client: BatchClient, pool: str, uid: str, tmp_path: Path
+) -> None:
+    job_id = f"mi-{uid}"
+    new_job(client, job_id, pool)
+    marks = tmp_path / "marks"
+    marks.mkdir(mode=0o1777)
+    os.chmod(marks, 0o1777)
+    coordination = (
+        f"echo $AZ_BATCH_NODE_ID > {marks}/coord-$AZ_BATCH_NODE_ID; "
+        "echo coordinated on $AZ_BATCH_NODE_ID; echo shared > $AZ_BATCH_TASK_SHARED_DIR/shared.txt"
+    )
+    app = (
+        f"test $(ls {marks} | wc -l) -eq {NODES} || exit 9; "
+        "for v in AZ_BATCH_HOST_LIST AZ_BATCH_NODE_LIST AZ_BATCH_MASTER_NODE AZ_BATCH_IS_CURRENT_NODE_MASTER "
+        "AZ_BATCH_TASK_SHARED_DIR CCP_NODES AZ_BATCH_TASK_DIR AZ_BATCH_NODE_ID; do echo $v=$(printenv $v); done"
+    )
+    client.create_task(job_id, mi_task("t", app, coordination))
+    t = wait_done(client, job_id, "t")
+    assert t.execution_info.result == "success", t.execution_info.failure_info
+    assert t.execution_info.exit_code == 0
+    assert t.multi_instance_settings.number_of_instances == NODES
+    out = b"".join(client.download_task_file(job_id, "t", "stdout.txt")).decode()
+    env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    nodes = {n.id: n for n in client.list_nodes(pool)}
+    addresses = {n.ip_address for n in nodes.values()}
+    assert len(addresses) == NODES and all(a.startswith("127.") for a in addresses)
+    hosts = env["AZ_BATCH_HOST_LIST"].split(",")
+    master = nodes[t.node_info.node_id]
+    assert set(hosts) == addresses and hosts[0] == master.ip_address
+    assert env["AZ_BATCH_NODE_LIST"] == ";".join(hosts)
+    assert env["AZ_BATCH_MASTER_NODE"] == f"{master.ip_address}:6000"
+    assert env["AZ_BATCH_IS_CURRENT_NODE_MASTER"] == "true"
+    assert env["AZ_BATCH_TASK_SHARED_DIR"] == env["AZ_BATCH_TASK_DIR"]
+    assert env["CCP_NODES"] == " ".join([str(NODES), *(f"{h} 1" for h in hosts)])
+    assert env["AZ_BATCH_NODE_ID"] == master.id
+
+    subs = list(client.list_subtasks(job_id, "t"))
+    assert sorted(s.id for s in subs) == list(range(1, NODES))
+    used = {t.node_info.node_id} | {s.node_info.node_id for s in subs}
+    assert used == set(nodes)  # one instance per node
+    for s in subs:
+        assert s.state == "completed" and s.previous_state == "running"
+        assert s.result == "success" and s.exit_code == 0
+        assert s.start_time is not None and s.end_time is not None and s.end_time >= s.start_time
+        assert s.node_info.pool_id == pool
+        root = s.node_info.task_root_directory
+        assert root == f"workitems/{job_id}/job-1/t"
+        text = node_file(client, pool, s.node_info.node_id, f"{root}/stdout.txt")
+        assert text.strip() == f"coordinated on {s.node_info.node_id}"
+        assert node_file(client, pool, s.node_info.node_id, f"{root}/shared.txt").strip() == "shared"
+
+
+def test_ordinary_task_has_no_subtasks(client: BatchClient, pool: str, uid: str) -> None:
+    job_id = f"plain-{uid}"
+    new_job(client, job_id, pool)
+    client.create_task(job_id, m.BatchTaskCreateOptions(id="p", command_line="/bin/true"))
+    wait_done(client, job_id, "p")
+    assert list(client.list_subtasks(job_id, "p")) == []
+    expect_error(lambda: list(client.list_subtasks(job_id, "nope")), 404, "TaskNotFound")
+
+
+def test_failing_subtask_fails_and_retries_the_whole_gang(
+    client: BatchClient, pool: str, uid: str, tmp_path: Path
+) -> None:
+    job_id = f"fail-{uid}"
+    new_job(client, job_id, pool)
+    ran = tmp_path / "app-ran"
+    coordination = 'test "$AZ_BATCH_IS_CURRENT_NODE_MASTER" = true || exit 3'
+    client.create_task(
+        job_id,
+        mi_task(
+            "f", f"touch {ran}", coordination, constraints=m.BatchTaskConstraints(max_task_retry_count=1)
+        ),
+    )
+    t = wait_done(client, job_id, "f")
+    assert t.execution_info.result == "failure"
+    assert t.execution_info.retry_count == 1
+    assert t.execution_info.exit_code == 3
+    assert t.execution_info.failure_info.code == "FailureExitCode"
+    assert not ran.exists()  # the application command never ran
+    subs = list(client.list_subtasks(job_id, "f"))
+    assert {s.exit_code for s in subs if s.result == "failure"} == {3}
+    wait_for(lambda: all(n.state == "idle" for n in client.list_nodes(pool)), 30, what="nodes idle again")
+
+
+def _wait_pids(pid_dir: Path, count: int) -> list[int]:
+    def pids() -> list[int] | None:
+        found = [int(p.read_text()) for p in pid_dir.glob("pid-*") if p.read_text().strip()]
+        return found if len(found) == count else None
+
+    return wait_for(pids, 30, 0.05, f"{count} pid files in {pid_dir}")
+
+
+def _gone(pids: list[int]) -> None:
+    wait_for(lambda: not any(pid_alive(p) for p in pids), 20, 0.05, f"processes {pids} to end")
+
+
+BACKGROUND = "sleep 300 > /dev/null 2>&1 & echo $! > {d}/pid-$AZ_BATCH_NODE_ID"
+
+
+def test_terminate_ends_every_instance(client: BatchClient, pool: str, uid: str, tmp_path: Path) -> None:
+    job_id = f"term-{uid}"
+    new_job(client, job_id, pool)
+    client.create_task(job_id, mi_task("long", "exec sleep 300", BACKGROUND.format(d=tmp_path)))
+    pids = _wait_pids(tmp_path, NODES)  # a background process per node, left by the coordination command
+    wait_task_state(client, job_id, "long", "running")
+    client.terminate_task(job_id, "long")
+    t = client.get_task(job_id, "long")
+    assert t.state == "completed" and t.execution_info.failure_info.code == "TaskEnded"
+    _gone(pids)
+    subs = wait_for(
+        lambda: (
+            (s := list(client.list_subtasks(job_id, "long"))) and all(x.state == "completed" for x in s) and s
+        ),
+        20,
+        what="subtasks completed",
+    )
+    assert len(subs) == NODES - 1
+
+
+def test_wall_clock_expiry_ends_the_gang(client: BatchClient, pool: str, uid: str, tmp_path: Path) -> None:
+    job_id = f"wall-{uid}"
+    new_job(client, job_id, pool)
+    cons = m.BatchTaskConstraints(max_wall_clock_time=dt.timedelta(seconds=2))
+    client.create_task(
+        job_id, mi_task("w", "exec sleep 300", BACKGROUND.format(d=tmp_path), constraints=cons)
+    )
+    pids = _wait_pids(tmp_path, NODES)
+    t = wait_done(client, job_id, "w", 30)
+    assert t.execution_info.result == "failure"
+    assert t.execution_info.failure_info.code == "TaskEnded"
+    _gone(pids)
+
+
+def _agent_of(node_id: str) -> psutil.Process:
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "agent" in cmd and node_id in cmd:
+            return p
+    raise AssertionError(f"no agent process for {node_id}")
+
+
+def test_lost_instance_node_requeues_the_gang(
+    client: BatchClient, pool: str, uid: str, tmp_path: Path
+) -> None:
+    job_id = f"lost-{uid}"
+    new_job(client, job_id, pool)
+    first = tmp_path / "first"
+    first.mkdir()
+    os.chmod(first, 0o1777)
+    done = tmp_path / "done"
+    # the first attempt's application command waits; a rerun finishes at once
+    app = f"if [ -e {done} ]; then exit 0; fi; touch {done}; exec sleep 300"
+    client.create_task(job_id, mi_task("l", app, BACKGROUND.format(d=first)))
+    pids = _wait_pids(first, NODES)
+    wait_for(lambda: done.exists(), 30, what="the primary to start")
+    t = client.get_task(job_id, "l")
+    sub = next(s for s in client.list_subtasks(job_id, "l") if s.id == 1)
+    _agent_of(sub.node_info.node_id).send_signal(signal.SIGKILL)
+    t = wait_done(client, job_id, "l", 90)
+    assert t.execution_info.result == "success"
+    assert t.execution_info.requeue_count >= 1
+    _gone(pids)  # the first attempt's processes on every node, the lost one included
+
+
+# --- input rules --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_number_of_instances_below_one_is_refused(client: BatchClient, pool: str, uid: str, n: int) -> None:
+    job_id = f"bad-{uid}"
+    new_job(client, job_id, pool)
+    exc = expect_error(
+        lambda: client.create_task(job_id, mi_task("b", "true", "true", n=n)), 400, "InvalidPropertyValue"
+    )
+    assert "numberOfInstances" in str(exc)
+
+
+def test_coordination_command_is_required(client: BatchClient, pool: str, uid: str) -> None:
+    job_id = f"nocoord-{uid}"
+    new_job(client, job_id, pool)
+    body = {"id": "c", "commandLine": "/bin/true", "multiInstanceSettings": {"numberOfInstances": 2}}
+    with pytest.raises(HttpResponseError) as info:
+        client.create_task(job_id, body)  # type: ignore[arg-type]
+    assert info.value.status_code == 400
+    assert info.value.error is not None and info.value.error.code == "MissingRequiredProperty"
+
+
+def test_required_slots_is_refused_on_multi_instance(client: BatchClient, pool: str, uid: str) -> None:
+    job_id = f"slots-{uid}"
+    new_job(client, job_id, pool)
+    expect_error(
+        lambda: client.create_task(job_id, mi_task("s", "true", "true", required_slots=2)),
+        400,
+        "InvalidPropertyValue",
+    )
+
+
+def test_more_instances_than_a_pool_can_have_fails(client: BatchClient, pool: str, uid: str) -> None:
+    job_id = f"huge-{uid}"
+    new_job(client, job_id, pool)
+    client.create_task(job_id, mi_task("h", "true", "true", n=101))
+    t = wait_done(client, job_id, "h")
+    assert t.execution_info.failure_info.code == "TaskSchedulingConstraintFailed"
+
+
+def test_dependencies_need_the_job_setting(client: BatchClient, pool: str, uid: str) -> None:
+    job_id = f"deps-{uid}"
+    new_job(client, job_id, pool)
+    deps = m.BatchTaskDependencies(task_ids=["a"])
+    expect_error(
+        lambda: client.create_task(job_id, mi_task("d", "true", "true", depends_on=deps)),
+        400,
+        "TaskDependenciesNotSpecifiedOnJob",
+    )
+    job2 = f"deps2-{uid}"
+    new_job(client, job2, pool, uses_task_dependencies=True)
+    client.create_task(job2, m.BatchTaskCreateOptions(id="a", command_line="/bin/true"))
+    client.create_task(job2, mi_task("d", "true", "true", n=2, depends_on=deps))
+    assert wait_done(client, job2, "d").execution_info.result == "success"
+
+
+def test_pool_without_inter_node_communication_never_schedules(client: BatchClient, uid: str) -> None:
+    pool_id = f"noinc-{uid}"
+    create_pool(client, pool_id, nodes=1)
+    try:
+        wait_idle_nodes(client, pool_id, 1)
+        job_id = f"noinc-{uid}"
+        new_job(client, job_id, pool_id)
+        client.create_task(job_id, mi_task("m", "true", "true", n=1))
+        client.create_task(job_id, m.BatchTaskCreateOptions(id="after", command_line="/bin/true"))
+        wait_done(client, job_id, "after")  # the pool works, the multi-instance task waits (as on Azure)
+        assert client.get_task(job_id, "m").state == "active"
+    finally:
+        client.begin_delete_pool(pool_id, polling_interval=0.2).result()
