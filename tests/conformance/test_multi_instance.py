@@ -216,7 +216,7 @@ def test_wall_clock_expiry_ends_the_gang(client: BatchClient, pool: str, uid: st
 def _agent_of(node_id: str) -> psutil.Process:
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if "agent" in cmd and node_id in cmd:
+        if "batchyard.agent.main" in cmd and node_id in cmd:
             return p
     raise AssertionError(f"no agent process for {node_id}")
 
