@@ -124,8 +124,8 @@ def decorate(spec: RunSpec, work: dict[str, Any], root: Path) -> RunSpec:
     # Open MPI: start remote daemons with batchyard-rsh; the nodes' addresses are all on the loopback
     # interface, which Open MPI leaves out by default.
     defaults = {
-        "OMPI_MCA_plm_rsh_agent": f"{bin_dir}/{LAUNCHER}",
-        "PRTE_MCA_plm_ssh_agent": f"{bin_dir}/{LAUNCHER}",
+        "OMPI_MCA_plm_rsh_agent": LAUNCHER,  # by name: daemons on other nodes pass it on (tree spawn)
+        "PRTE_MCA_plm_ssh_agent": LAUNCHER,
         "OMPI_MCA_btl_tcp_if_include": "lo",
         "OMPI_MCA_oob_tcp_if_include": "lo",
     }
