@@ -163,3 +163,41 @@ def _orteds_under(top: Path) -> list[int]:
         if p.info["name"] == "orted" and str(p.info["cwd"] or "").startswith(str(top)):
             out.append(p.pid)
     return out
+
+
+def test_killed_agent_requeues_the_gang_and_leaves_no_rank(
+    client: BatchClient, pool: str, program: Path, top: Path
+) -> None:
+    job_id = f"mpilost-{uuid.uuid4().hex[:8]}"
+    new_job(client, job_id, pool)
+    pids = top / f"pids-{job_id}"
+    pids.touch()
+    os.chmod(pids, 0o666)
+    client.create_task(
+        job_id, mpi_task("hang", f"mpirun -np {NODES} --host $AZ_BATCH_HOST_LIST {program} {pids}")
+    )
+
+    def ranks() -> list[int] | None:
+        found = [int(x) for x in pids.read_text().split()]
+        return found if len(found) >= NODES else None
+
+    first = wait_for(ranks, 60, 0.1, "every rank to start")[:NODES]
+    sub = next(s for s in client.list_subtasks(job_id, "hang") if s.id == 1)
+    agent = next(
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "batchyard.agent.main" in (p.info["cmdline"] or []) and sub.node_info.node_id in p.info["cmdline"]
+    )
+    agent.kill()
+    # the gang is requeued as a whole: the first attempt's ranks die everywhere, the lost node's included
+    wait_for(lambda: not any(pid_alive(p) for p in first), 60, 0.1, "the first attempt's ranks to be gone")
+    t = wait_for(
+        lambda: (x := client.get_task(job_id, "hang")).execution_info.requeue_count >= 1 and x,
+        60,
+        0.1,
+        "a requeue",
+    )
+    assert t.execution_info.retry_count == 0
+    client.terminate_task(job_id, "hang")
+    wait_for(lambda: not _orteds_under(top), 30, 0.1, "no Open MPI daemon left on the nodes")
+    wait_idle_nodes(client, pool, NODES)
