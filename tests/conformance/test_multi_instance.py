@@ -119,6 +119,7 @@ def test_gang_runs_coordination_everywhere_then_the_primary(
     assert sorted(s.id for s in subs) == list(range(1, NODES))
     used = {t.node_info.node_id} | {s.node_info.node_id for s in subs}
     assert used == set(nodes)  # one instance per node
+    assert all(s.start_time >= t.execution_info.start_time for s in subs)  # the task started with its gang
     for s in subs:
         assert s.state == "completed" and s.previous_state == "running"
         assert s.result == "success" and s.exit_code == 0
@@ -314,3 +315,32 @@ def test_pool_without_inter_node_communication_never_schedules(client: BatchClie
         assert client.get_task(job_id, "m").state == "active"
     finally:
         client.begin_delete_pool(pool_id, polling_interval=0.2).result()
+
+
+def test_server_restart_keeps_the_gang(tmp_path: Path) -> None:
+    """The server is SIGKILLed while the instances coordinate; after the restart the gang goes on."""
+    top = tmp_path / "restart"
+    top.mkdir()
+    os.chmod(top, 0o711)
+    srv = LiveServer(top / "srv").start()
+    try:
+        c = BatchClient(endpoint=srv.endpoint, credential=AzureNamedKeyCredential(srv.account, srv.key))
+        create_pool(c, "rp", nodes=2, enable_inter_node_communication=True)
+        wait_idle_nodes(c, "rp", 2)
+        new_job(c, "rj", "rp")
+        go = tmp_path / "go"
+        coordination = f"touch {tmp_path}/started-$AZ_BATCH_NODE_ID; while [ ! -e {go} ]; do sleep 0.05; done"
+        c.create_task("rj", mi_task("g", "echo primary done", coordination, n=2))
+        wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 2, 30, what="both coordination commands")
+        srv.kill(signal.SIGKILL)
+        srv = LiveServer(top / "srv", port=srv.port).start()
+        c = BatchClient(endpoint=srv.endpoint, credential=AzureNamedKeyCredential(srv.account, srv.key))
+        go.touch()
+        t = wait_done(c, "rj", "g")
+        assert t.execution_info.result == "success"
+        assert t.execution_info.requeue_count == 0
+        assert b"".join(c.download_task_file("rj", "g", "stdout.txt")) == b"primary done\n"
+        (sub,) = c.list_subtasks("rj", "g")
+        assert sub.state == "completed" and sub.exit_code == 0
+    finally:
+        srv.stop()

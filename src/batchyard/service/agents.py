@@ -270,7 +270,8 @@ def _completed(
         return None
     body = row["body"]
     ei = body.setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
-    ei["startTime"] = ev.get("startTime") or ei.get("startTime") or now_text
+    if "_gang" not in body or not ei.get("startTime"):  # a gang's task started with its instances
+        ei["startTime"] = ev.get("startTime") or ei.get("startTime") or now_text
     ei["endTime"] = ev.get("endTime") or now_text
     exit_code = ev.get("exitCode")
     if exit_code is not None:
