@@ -22,6 +22,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 
 from tests.support.batch import create_pool, wait_idle_nodes, wait_task_state
+from tests.support.httpserver import FileServer
 from tests.support.live import LiveServer, wait_for
 from tests.support.semantics import expect_error, new_job, pid_alive, sh
 
@@ -344,3 +345,49 @@ def test_server_restart_keeps_the_gang(tmp_path: Path) -> None:
         assert sub.state == "completed" and sub.exit_code == 0
     finally:
         srv.stop()
+
+
+def test_common_resource_files_reach_every_instance_and_delete_removes_them(
+    client: BatchClient, pool: str, uid: str
+) -> None:
+    files = FileServer().start()
+    try:
+        url = files.put("common.txt", b"common data\n")
+        prim = files.put("primary.txt", b"primary data\n")
+        job_id = f"crf-{uid}"
+        new_job(client, job_id, pool)
+        task = mi_task(
+            "c",
+            "cat ../common.txt primary.txt",
+            "cat $AZ_BATCH_TASK_SHARED_DIR/common.txt; test ! -e $AZ_BATCH_TASK_WORKING_DIR/primary.txt",
+            resource_files=[m.ResourceFile(http_url=prim, file_path="primary.txt")],
+        )
+        task.multi_instance_settings.common_resource_files = [
+            m.ResourceFile(http_url=url, file_path="common.txt")
+        ]
+        client.create_task(job_id, task)
+        t = wait_done(client, job_id, "c")
+        assert t.execution_info.result == "success", t.execution_info.failure_info
+        out = b"".join(client.download_task_file(job_id, "c", "stdout.txt")).decode()
+        assert out == "common data\nprimary data\n"
+        subs = list(client.list_subtasks(job_id, "c"))
+        for s in subs:
+            root = s.node_info.task_root_directory
+            assert node_file(client, pool, s.node_info.node_id, f"{root}/common.txt") == "common data\n"
+            assert node_file(client, pool, s.node_info.node_id, f"{root}/stdout.txt") == "common data\n"
+        client.delete_task(job_id, "c")
+        for s in subs:
+            with pytest.raises(HttpResponseError) as info:
+                node_file(client, pool, s.node_info.node_id, f"{s.node_info.task_root_directory}/common.txt")
+            assert info.value.status_code == 404
+    finally:
+        files.stop()
+
+
+def test_bad_common_resource_file_is_refused(client: BatchClient, pool: str, uid: str) -> None:
+    job_id = f"badcrf-{uid}"
+    new_job(client, job_id, pool)
+    task = mi_task("b", "true", "true")
+    task.multi_instance_settings.common_resource_files = [m.ResourceFile(file_path="x")]  # no source
+    exc = expect_error(lambda: client.create_task(job_id, task), 400, "InvalidPropertyValue")
+    assert "multiInstanceSettings.commonResourceFiles[0]" in str(exc)

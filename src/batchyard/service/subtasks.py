@@ -12,6 +12,7 @@ attempt back (completion, retry, terminate, requeue, delete) releases the whole 
 from __future__ import annotations
 
 import secrets
+import shutil
 from typing import Any
 
 from batchyard.models import multiinstance
@@ -261,6 +262,15 @@ def list_subtasks(ctx: Ctx, job_id: str, task_id: str) -> list[Body]:
     if row["state"] != "running" or int(gang.get("attempt", -1)) != int(row["attempt"]):
         ended = str(row["body"].get("stateTransitionTime"))
     return [multiinstance.subtask_view(inst, ended) for inst in gang["instances"][1:]]
+
+
+def remove_instance_dirs(ctx: Ctx, job_id: str, row: Row) -> None:
+    """A deleted multi-instance task takes its subtasks' directories with it."""
+    gang = row["body"].get("_gang")
+    if not isinstance(gang, dict):
+        return
+    for inst in gang["instances"][1:]:
+        shutil.rmtree(ctx.node_root(str(inst["nodeId"])) / "workitems" / job_id / "job-1" / row["id"], True)
 
 
 def check_pool(pool_body: Body, number: int) -> str | None:
