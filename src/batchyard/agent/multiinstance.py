@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -353,7 +354,7 @@ class Instances:
 
     def _by_token(self, token: str) -> Instance | None:
         for inst in self.by_ref.values():
-            if token and inst.token == token and not inst.ending:
+            if token and hmac.compare_digest(inst.token, token) and not inst.ending:
                 return inst
         return None
 
