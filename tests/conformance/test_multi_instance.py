@@ -303,9 +303,14 @@ def test_dependencies_need_the_job_setting(client: BatchClient, pool: str, uid: 
     assert wait_done(client, job2, "d").execution_info.result == "success"
 
 
-def test_pool_without_inter_node_communication_never_schedules(client: BatchClient, uid: str) -> None:
+@pytest.mark.parametrize(
+    "pool_kw", [{}, {"enable_inter_node_communication": True, "slots": 2}], ids=["no-internode", "two-slots"]
+)
+def test_pool_the_service_would_not_use_never_schedules(
+    client: BatchClient, uid: str, pool_kw: dict[str, object]
+) -> None:
     pool_id = f"noinc-{uid}"
-    create_pool(client, pool_id, nodes=1)
+    create_pool(client, pool_id, nodes=1, **pool_kw)  # type: ignore[arg-type]
     try:
         wait_idle_nodes(client, pool_id, 1)
         job_id = f"noinc-{uid}"

@@ -270,14 +270,19 @@ class PoolManager:
         nid = make_node_id(pool["id"], ordinal, dedicated, salt)
         token = secrets.token_hex(24)
         # each local node has its own loopback address, on which the others reach it (decision 0161)
-        used = {str(n["body"].get("ipAddress", "")) for n in tx.select(schema.nodes)}
+        used: set[str] | None = getattr(self, "_addresses", None)
+        if used is None:  # read once; later picks are remembered (freed addresses are not reused)
+            used = {str(n["body"].get("ipAddress", "")) for n in tx.select(schema.nodes)}
+            self._addresses = used
+        address = multiinstance.pick_address(str(self.ctx.data_dir), used)
+        used.add(address)
         body = {
             "id": nid,
             "state": "creating",
             "schedulingState": "enabled",
             "stateTransitionTime": now_text,
             "allocationTime": now_text,
-            "ipAddress": multiinstance.pick_address(str(self.ctx.data_dir), used),
+            "ipAddress": address,
             "affinityId": f"TVM:{nid}",
             "vmSize": pool["body"].get("vmSize", ""),
             "totalTasksRun": 0,
