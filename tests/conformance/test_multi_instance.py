@@ -396,3 +396,29 @@ def test_bad_common_resource_file_is_refused(client: BatchClient, pool: str, uid
     task.multi_instance_settings.common_resource_files = [m.ResourceFile(file_path="x")]  # no source
     exc = expect_error(lambda: client.create_task(job_id, task), 400, "InvalidPropertyValue")
     assert "multiInstanceSettings.commonResourceFiles[0]" in str(exc)
+
+
+def test_a_waiting_gang_is_not_overtaken(client: BatchClient, pool: str, uid: str, tmp_path: Path) -> None:
+    job_id = f"fifo-{uid}"
+    new_job(client, job_id, pool)
+    go = tmp_path / "go"
+    client.create_task(
+        job_id,
+        m.BatchTaskCreateOptions(id="blocker", command_line=sh(f"while [ ! -e {go} ]; do sleep 0.05; done")),
+    )
+    wait_task_state(client, job_id, "blocker", "running")
+    client.create_task(job_id, mi_task("gang", "true", "true"))
+    client.create_task_collection(
+        job_id,
+        m.BatchTaskGroup(
+            task_values=[m.BatchTaskCreateOptions(id=f"q{i}", command_line="/bin/true") for i in range(4)]
+        ),
+    )
+    # two nodes are idle, but they are kept for the gang: the later tasks wait behind it
+    assert all(client.get_task(job_id, f"q{i}").state == "active" for i in range(4))
+    go.touch()
+    tasks = {t.id: t for t in (wait_done(client, job_id, x) for x in ["gang", "q0", "q1", "q2", "q3"])}
+    assert tasks["gang"].execution_info.result == "success"
+    assert all(
+        tasks[f"q{i}"].execution_info.start_time >= tasks["gang"].execution_info.start_time for i in range(4)
+    )

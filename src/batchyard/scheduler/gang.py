@@ -1,13 +1,16 @@
 """Gang placement of multi-instance tasks: all of a task's instances at once, one per idle node, or none.
 
-The pool must allow it as the service requires (inter-node communication on, one task slot per node); a
-pool that does not never schedules the task, which stays active (as the service documents). A task asking
-for more instances than such a pool can ever have fails with a scheduling error. Decision 0160.
+While a gang waits for nodes its pool can provide, no later task is placed or queued on the pool's nodes (they
+drain for it; higher-priority jobs are placed first as usual). The pool must allow it as the service requires
+(inter-node communication on, one task slot per node); a pool that does not never schedules the task, which
+stays active (as the service documents). A task asking for more instances than such a pool can ever have fails
+with a scheduling error. Decision 0160.
 """
 
 from __future__ import annotations
 
 from batchyard.models import multiinstance
+from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler.placement import NodeSlots
 from batchyard.service import completion, subtasks
 from batchyard.service.agents import node_info
@@ -42,10 +45,14 @@ def place_gangs(
     if not pool_allows(pool):
         return False
     _, now, etag = ctx.stamp()
-    addresses = {
-        n["id"]: str(n["body"].get("ipAddress", "127.0.0.1"))
-        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
-    }
+    node_rows = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+    addresses = {n["id"]: str(n["body"].get("ipAddress", "127.0.0.1")) for n in node_rows}
+    usable = sum(
+        1
+        for n in node_rows
+        if node_accepts_tasks(NodeState(n["state"]))
+        and n["body"].get("schedulingState", "enabled") == "enabled"
+    )
     placed = False
     for row in rows:
         number = multiinstance.instances(row["body"])
@@ -55,7 +62,12 @@ def place_gangs(
             continue
         idle = sorted((n for n in nodes if n.total >= 1 and n.free >= n.total), key=lambda n: n.node_id)
         if len(idle) < number:
-            continue  # waits until enough nodes are idle at once
+            if number <= usable:
+                # the pool can hold it once its nodes drain: later work must not take them meanwhile
+                for n in nodes:
+                    n.free = n.reserve = 0
+                break
+            continue  # waits until the pool has enough nodes
         chosen = idle[:number]
         for n in chosen:
             n.free = n.reserve = 0
