@@ -76,6 +76,8 @@ def test_subtasksinfo_of_a_waiting_task_is_empty(raw: Raw, job: str) -> None:
     )
     r = raw.json(f"/jobs/{job}/tasks/w/subtasksinfo", params={"$select": "id,state"})
     assert r["value"] == []
+    old = raw.json(f"/jobs/{job}/tasks/w/subtasksinfo", api_version="2018-08-01.7.0")
+    assert old["value"] == []
     t = raw.json(f"/jobs/{job}/tasks/w")
     assert t["multiInstanceSettings"] == {"numberOfInstances": 2, "coordinationCommandLine": "/bin/true"}
 

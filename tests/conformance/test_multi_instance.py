@@ -422,3 +422,17 @@ def test_a_waiting_gang_is_not_overtaken(client: BatchClient, pool: str, uid: st
     assert all(
         tasks[f"q{i}"].execution_info.start_time >= tasks["gang"].execution_info.start_time for i in range(4)
     )
+
+
+def test_launcher_files_are_not_node_files(client: BatchClient, pool: str, uid: str) -> None:
+    job_id = f"hidden-{uid}"
+    new_job(client, job_id, pool)
+    client.create_task(job_id, mi_task("h", "true", "true"))
+    t = wait_done(client, job_id, "h")
+    node = t.node_info.node_id
+    names = [f.name for f in client.list_node_files(pool, node, recursive=True)]
+    assert not [n for n in names if n.startswith((".batchyard", ".agent"))], names
+    for path in (".batchyard-bin/batchyard-rsh", ".agent-mpi-sessions"):
+        with pytest.raises(HttpResponseError) as info:
+            node_file(client, pool, node, path)
+        assert info.value.status_code == 404
