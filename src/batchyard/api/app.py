@@ -665,7 +665,6 @@ def create_app(
         ("/applications", ["GET"], "list applications"),
         ("/applications/{application_id}", ["GET"], "get application"),
         ("/poolusagemetrics", ["GET"], "list pool usage metrics"),
-        (P + "/removenodes", ["POST"], "remove nodes"),
         (J + "/jobpreparationandreleasetaskstatus", ["GET"], "job preparation and release task status"),
         (N + "/users", ["POST"], "node users"),
         (N + "/users/{user_name}", ["PUT", "DELETE"], "node users"),
@@ -679,6 +678,9 @@ def create_app(
     from batchyard.api import subtasks  # its handlers use this module's rendering helpers
 
     routes += subtasks.routes(o, ctx)
+    from batchyard.api import nodes as node_api  # node operations and the preemption extension
+
+    routes += node_api.routes(o, ctx)
     for path, methods, name in pending:
         routes.append(Route(path, o(not_implemented(name)), methods=methods))
     from batchyard.api import jobschedules  # its handlers use this module's rendering helpers

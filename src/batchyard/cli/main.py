@@ -322,10 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args or args[0] in ("-h", "--help"):
         print(
-            "usage: batchyard [--version] {server,stop-nodes,agent} [options]\n\n"
+            "usage: batchyard [--version] {server,stop-nodes,agent,preempt} [options]\n\n"
             "  server      run the API, scheduler and pool manager\n"
             "  stop-nodes  stop the node agents a stopped server left running\n"
-            "  agent       run one compute node agent"
+            "  agent       run one compute node agent\n"
+            "  preempt     preempt low-priority nodes of a running server (fault injection)"
         )
         return
     cmd, rest = args[0], args[1:]
@@ -333,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
         _server(rest)
     elif cmd == "stop-nodes":
         _stop_nodes(rest)
+    elif cmd == "preempt":
+        from batchyard.cli.preempt import main as preempt_main
+
+        preempt_main(rest)
     elif cmd == "agent":
         from batchyard.agent.main import main as agent_main
 
