@@ -24,6 +24,7 @@ from azure.core.exceptions import HttpResponseError
 from tests.support.batch import create_pool, wait_idle_nodes, wait_task_state
 from tests.support.httpserver import FileServer
 from tests.support.live import LiveServer, wait_for
+from tests.support.raw import Raw
 from tests.support.semantics import expect_error, new_job, pid_alive, sh
 
 pytestmark = pytest.mark.slow
@@ -436,3 +437,37 @@ def test_launcher_files_are_not_node_files(client: BatchClient, pool: str, uid: 
         with pytest.raises(HttpResponseError) as info:
             node_file(client, pool, node, path)
         assert info.value.status_code == 404
+
+
+def test_preempted_spot_node_reruns_the_whole_gang(
+    live: LiveServer, client: BatchClient, uid: str, tmp_path: Path
+) -> None:
+    pool_id = f"mispot-{uid}"
+    create_pool(client, pool_id, nodes=0, target_low_priority_nodes=2, enable_inter_node_communication=True)
+    try:
+        wait_for(
+            lambda: len([n for n in client.list_nodes(pool_id) if n.state == "idle"]) == 2,
+            60,
+            what="2 spot nodes",
+        )
+        job_id = f"mispot-{uid}"
+        new_job(client, job_id, pool_id)
+        first = tmp_path / "first"
+        first.mkdir()
+        os.chmod(first, 0o1777)
+        done = tmp_path / "done"
+        app = f"if [ -e {done} ]; then exit 0; fi; touch {done}; exec sleep 300"
+        client.create_task(job_id, mi_task("s", app, BACKGROUND.format(d=first), n=2))
+        pids = _wait_pids(first, 2)
+        wait_for(lambda: done.exists(), 30, what="the primary to start")
+        (sub,) = client.list_subtasks(job_id, "s")
+        r = Raw(live).post(
+            f"/batchyard/pools/{pool_id}/nodes/{sub.node_info.node_id}/preempt", {"returnAfter": "PT1S"}
+        )
+        assert r.status_code == 200, r.text()
+        _gone(pids)  # every instance of the first run ended, on both nodes
+        t = wait_done(client, job_id, "s", 90)
+        assert t.execution_info.result == "success"
+        assert t.execution_info.requeue_count >= 1 and t.execution_info.retry_count == 0
+    finally:
+        client.begin_delete_pool(pool_id, polling_interval=0.2).result()
