@@ -27,10 +27,11 @@ pytestmark = pytest.mark.slow
 
 
 class EchoServer:
-    """A tiny TCP echo server on 127.0.0.1:<port> (stands for a program listening on the node)."""
+    """A tiny TCP echo server on every address of the host (stands for a program listening on the node, whose
+    own address is one of the host's loopback addresses)."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_server(("127.0.0.1", port))
+        self.sock = socket.create_server(("0.0.0.0", port))
         self.sock.settimeout(0.2)
         self.stopped = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -134,10 +135,11 @@ def test_frontend_port_reaches_the_backend_and_closes_with_the_pool(client: Batc
 def test_udp_rule_is_forwarded(client: BatchClient) -> None:
     """A udp NAT rule (the recorded network-configuration pool used one): datagrams reach the backend and the
     replies come back to each client."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     backend = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    backend.bind(("127.0.0.1", 0))
     backend.settimeout(0.2)
-    port = backend.getsockname()[1]
     stop = threading.Event()
 
     def serve() -> None:
@@ -149,12 +151,14 @@ def test_udp_rule_is_forwarded(client: BatchClient) -> None:
             backend.sendto(b"echo:" + data, addr)
 
     server = threading.Thread(target=serve, daemon=True)
-    server.start()
     pool_id = f"udp-{uuid.uuid4().hex[:8]}"
     start = random.randrange(20000, 32000)
     try:
         nat_pool(client, pool_id, port, start, protocol="udp")
         (n,) = wait_idle_nodes(client, pool_id, 1)
+        # bound to the node's own address, so that replies leave from the address the flow was sent to
+        backend.bind((n.ip_address, port))
+        server.start()
         (ep,) = n.endpoint_configuration.inbound_endpoints
         assert (ep.protocol, ep.backend_port) == ("udp", port)
         assert start <= ep.frontend_port <= start + 39
@@ -167,7 +171,8 @@ def test_udp_rule_is_forwarded(client: BatchClient) -> None:
     finally:
         client.begin_delete_pool(pool_id)
         stop.set()
-        server.join(5)
+        if server.is_alive():
+            server.join(5)
         backend.close()
 
 
@@ -230,7 +235,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     log = tmp_path_factory.mktemp("sshd") / "sshd.log"
     proc = subprocess.Popen(
-        [exe, "-D", "-e", "-o", "ListenAddress=127.0.0.1", "-p", "22"],
+        [exe, "-D", "-e", "-o", "ListenAddress=0.0.0.0", "-p", "22"],
         stdout=open(log, "wb"),  # noqa: SIM115 - owned by the child
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from batchyard.agent import multiinstance
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
 from batchyard.agent.runner import (
     TASK_ENDED_BY_USER,
@@ -114,6 +115,7 @@ class Agent:
         self.base = self.layout.secure() if os.geteuid() == 0 else None
         if self.base is not None:
             os.umask(0o027)
+        self.instances = multiinstance.Instances(self, self.cfg.root, self.base)
         self.client = httpx.AsyncClient(
             base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15)
         )
@@ -141,7 +143,12 @@ class Agent:
                     "nodeId": self.cfg.node_id,
                     "pid": os.getpid(),
                     "events": batch,
-                    "running": [*self.running, *self.starting, *(w["ref"] for w in self.queue)],
+                    "running": [
+                        *self.running,
+                        *self.starting,
+                        *(w["ref"] for w in self.queue),
+                        *self.instances.refs(),
+                    ],
                     "wait": wait,
                     "boot": self.start_task.boot,
                     "needStartTask": self.start_task.needed,
@@ -177,6 +184,7 @@ class Agent:
             proc = self.running.get(ref)
             if proc is not None:
                 asyncio.ensure_future(proc.kill("the server no longer assigns this task"))
+            asyncio.ensure_future(self.instances.kill(ref))
         queued = {w["ref"] for w in self.queue}
         for work in data.get("run", []):
             ref = work["ref"]
@@ -187,7 +195,11 @@ class Agent:
                 and ref not in self.finished
             ):
                 self.node_slots = max(self.node_slots, int(work.get("nodeSlots", 1)))
-                self.queue.append(work)
+                if multiinstance.is_instance(work):
+                    self.instances.start(work)
+                    continue
+                # a multi-instance primary takes no slot (its instance holds it): it never waits in line
+                self.queue.insert(0, work) if work.get("mpi") else self.queue.append(work)
                 queued.add(work["ref"])
         await self._pump()
         if data.get("stop"):
@@ -278,6 +290,8 @@ class Agent:
             groups=user.extra_groups if user is not None else (),
             dir_gid=self.base,
         )
+        if work.get("mpi"):
+            spec = multiinstance.decorate(spec, work, self.cfg.root)
         return spec, user
 
     async def _start(
@@ -399,6 +413,7 @@ class Agent:
 
     async def shutdown(self) -> None:
         await self.start_task.stop()
+        await self.instances.shutdown()
         for proc in list(self.running.values()):
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")

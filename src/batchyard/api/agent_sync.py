@@ -53,7 +53,8 @@ class FailureInfo(_Strict):
 
 
 class Event(_Strict):
-    type: Literal["started", "completed", "startTaskStarted", "startTaskCompleted"]
+    # coordinated: a multi-instance instance
+    type: Literal["started", "completed", "startTaskStarted", "startTaskCompleted", "coordinated"]
     ref: str
     seq: int = 0
     time: str | None = None

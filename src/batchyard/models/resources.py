@@ -11,7 +11,7 @@ import datetime
 import re
 from typing import Any
 
-from batchyard.models import errors, images, starttask
+from batchyard.models import errors, images, multiinstance, starttask
 from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
@@ -113,7 +113,6 @@ _NOT_YET = {
     # certificateReferences: checked against the account's certificates by service.certificates
     "pool": ("mountConfiguration", "applicationPackageReferences"),
     "task": (
-        "multiInstanceSettings",
         "applicationPackageReferences",
         "containerSettings",
     ),
@@ -514,6 +513,7 @@ def new_task(spec: Body, now: str, job: Body) -> Body:
     cons["maxTaskRetryCount"] = int(cons.get("maxTaskRetryCount", job["constraints"]["maxTaskRetryCount"]))
     if cons["maxTaskRetryCount"] < -1:
         raise errors.invalid_property_value("constraints.maxTaskRetryCount", cons["maxTaskRetryCount"])
+    multiinstance.check_new_task(body)
     slots = int(body.get("requiredSlots", 1))
     if slots < 1:
         raise errors.invalid_property_value("requiredSlots", slots)

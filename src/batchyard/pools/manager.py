@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from batchyard import __version__
+from batchyard.models import multiinstance
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
@@ -311,13 +312,20 @@ class PoolManager:
         salt = secrets.token_hex(4)
         nid = make_node_id(pool["id"], ordinal, dedicated, salt)
         token = secrets.token_hex(24)
+        # each local node has its own loopback address, on which the others reach it (decision 0161)
+        used: set[str] | None = getattr(self, "_addresses", None)
+        if used is None:  # read once; later picks are remembered (freed addresses are not reused)
+            used = {str(n["body"].get("ipAddress", "")) for n in tx.select(schema.nodes)}
+            self._addresses = used
+        address = multiinstance.pick_address(str(self.ctx.data_dir), used)
+        used.add(address)
         body = {
             "id": nid,
             "state": "creating",
             "schedulingState": "enabled",
             "stateTransitionTime": now_text,
             "allocationTime": now_text,
-            "ipAddress": "127.0.0.1",
+            "ipAddress": address,
             "affinityId": f"TVM:{nid}",
             "vmSize": pool["body"].get("vmSize", ""),
             "totalTasksRun": 0,

@@ -17,7 +17,7 @@ from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
 from batchyard.models.statistics import attempt_usage
-from batchyard.service import completion, starttask
+from batchyard.service import completion, starttask, subtasks
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Assignments, Ctx, task_ref
 from batchyard.service.taskstate import TaskWriter, move
@@ -124,6 +124,9 @@ def sync(
         if st_events:
             events = [e for e in events if e.get("type") not in starttask.KINDS]
         node_dirty, booted = starttask.apply(tx, node, boot[0], st_events)
+        instance_events = [e for e in events if subtasks.is_instance_event(e)]
+        if instance_events:  # multi-instance tasks' instances (service.subtasks)
+            freed |= subtasks.apply_events(ctx, tx, node_id, instance_events, *ctx.stamp()[1:])
         rows = _load_rows(tx, events)
         _, now_text, etag = ctx.stamp()
         max_seq = max((int(e.get("seq", 0)) for e in st_events), default=0)
@@ -291,7 +294,8 @@ def _completed(
         return None
     body = row["body"]
     ei = body.setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
-    ei["startTime"] = ev.get("startTime") or ei.get("startTime") or now_text
+    if "_gang" not in body or not ei.get("startTime"):  # a gang's task started with its instances
+        ei["startTime"] = ev.get("startTime") or ei.get("startTime") or now_text
     ei["endTime"] = ev.get("endTime") or now_text
     exit_code = ev.get("exitCode")
     if exit_code is not None:
@@ -393,6 +397,7 @@ def requeue_node_tasks(ctx: Ctx, tx: Tx, node_id: str, now_text: str, etag: str)
                 continue
             # started (the agent's start log says so) but the report was lost with the agent: a rerun
         requeue(tx, row, now_text, etag)
+    subtasks.requeue_broken(ctx, tx, now_text, etag)  # gangs with an instance on the node rerun too
     if rows:
         ctx.hub.wake_scheduler()
     return len(rows)
@@ -428,6 +433,10 @@ def rebuild_assignments(ctx: Ctx) -> None:
             pool = pools.get(job["pool_key"])
             if pool is None:
                 pool = pools[job["pool_key"]] = tx.get(schema.pools, key=job["pool_key"]) or {"body": {}}
+            if subtasks.is_multi(r["body"]):
+                if r["state"] == "running":
+                    subtasks.rebuild(ctx, job, r)
+                continue
             slots = int(pool["body"].get("taskSlotsPerNode", 1))
             ref = task_ref(r["job_key"], r["key"])
             work = work_for(job, r, slots)

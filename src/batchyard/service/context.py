@@ -101,6 +101,9 @@ class Ctx:
     # the inbound NAT forwarder (set by the server); without one, endpoints are the nodes' own ports
     endpoints: EndpointPorts | None = None
 
+    def __post_init__(self) -> None:
+        self.assignments.wake = self.hub.wake_node  # ending a gang kills instances on other nodes
+
     def node_root(self, node_id: str) -> Path:
         """A local node's directory (its agent's root)."""
         return self.data_dir / "nodes" / node_id
@@ -169,6 +172,11 @@ class Assignments:
         self.started: set[str] = (
             set()
         )  # placed tasks whose process has started (the rest are queued on the agent)
+        # multi-instance tasks: task ref -> its instances' refs (service.subtasks); task refs whose gang
+        # lost a node (to be requeued by whoever dropped it); how to tell a node its mailbox changed
+        self.gangs: dict[str, list[str]] = {}
+        self.broken: list[str] = []
+        self.wake: Callable[[str], None] | None = None
 
     def add(self, node_id: str, ref: str, work: dict[str, object], slots: int) -> None:
         self.by_node.setdefault(node_id, {})[ref] = work
@@ -176,6 +184,18 @@ class Assignments:
         self.slots[node_id] = self.slots.get(node_id, 0) + slots
 
     def remove(self, ref: str) -> str | None:
+        if ref in self.gangs:
+            self.release_gang(ref)
+        return self._remove_one(ref)
+
+    def release_gang(self, task_ref: str) -> None:
+        """Take back every instance of a multi-instance task: their agents end them."""
+        for iref in self.gangs.pop(task_ref, []):
+            node_id = self._remove_one(iref)
+            if node_id is not None and self.wake is not None:
+                self.wake(node_id)
+
+    def _remove_one(self, ref: str) -> str | None:
         node_id = self.node_of.pop(ref, None)
         self.started.discard(ref)
         if node_id is not None:
@@ -205,6 +225,10 @@ class Assignments:
             self.node_of.pop(r, None)
             self.started.discard(r)
         self.slots.pop(node_id, None)
+        for task, members in list(self.gangs.items()):
+            if any(m in refs for m in members):
+                self.broken.append(task)  # a gang that lost a node reruns as a whole
+                self.release_gang(task)
         return refs
 
 
