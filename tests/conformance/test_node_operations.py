@@ -319,6 +319,9 @@ def test_bad_options_and_missing_nodes(raw: Raw, client: BatchClient, pool: str)
         "InvalidPropertyValue",
         PropertyName="resizeTimeout",
     )
+    # deallocate and start came with api-version 2024-07-01.20.0; before it they are unknown URIs
+    for op in ("deallocate", "start"):
+        assert_error(raw.post(f"{n}/{op}", {}, api_version="2024-02-01.19.0"), 400, "InvalidUri")
     # nothing changed
     assert client.get_node(pool, node.id).state == "idle"
     assert client.get_pool(pool).allocation_state == "steady"

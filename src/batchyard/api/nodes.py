@@ -22,6 +22,9 @@ from batchyard.service import nodeops
 from batchyard.service.common import Body
 from batchyard.service.context import Ctx
 
+#: Node deallocate and start exist from this api-version on (azure-batch CHANGELOG, 2024-07-01.20.0).
+DEALLOCATION_ADDED_IN = "2024-07-01"
+
 Op = Callable[[Callable[[Call], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]
 
 
@@ -58,6 +61,12 @@ async def _extension_body(c: Call, model: type[msgspec.Struct]) -> Body:
     return {k: v for k, v in msgspec.structs.asdict(obj).items() if v is not None}
 
 
+def _since_deallocation(c: Call) -> None:
+    """An older api-version has no such operation: the URI is unknown there, as for removed operations."""
+    if c.api_version < DEALLOCATION_ADDED_IN:
+        raise errors.invalid_uri()
+
+
 def routes(o: Op, ctx: Ctx) -> list[Route]:
     def ids(c: Call) -> tuple[str, str]:
         return _p(c, "pool_id"), _p(c, "node_id")
@@ -71,10 +80,12 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         return _written(c, nodeops.reimage_node(ctx, *ids(c), spec), 202)
 
     async def deallocate(c: Call) -> Response:
+        _since_deallocation(c)
         spec = await _options(c, wire.BatchNodeDeallocateOptions)
         return _written(c, nodeops.deallocate_node(ctx, *ids(c), spec), 202)
 
     async def start(c: Call) -> Response:
+        _since_deallocation(c)
         await c.body()
         return _written(c, nodeops.start_node(ctx, *ids(c)), 202)
 
