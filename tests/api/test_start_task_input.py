@@ -177,3 +177,21 @@ def test_start_task_update_on_a_deleting_pool(raw: Raw) -> None:
     r = raw.request("PATCH", f"/pools/{pid}", json_body={"startTask": {"commandLine": "x"}})
     if r.status_code != 404:  # it may already be gone
         assert_error(r, 409, "PoolBeingDeleted")
+
+
+def test_start_task_in_an_old_api_version(raw: Raw) -> None:
+    """2018-08-01.7.0 names a resource file's URL `blobSource`: stored as `httpUrl`, returned as it was sent."""
+    pid = "stold-" + uuid.uuid4().hex[:6]
+    old = "2018-08-01.7.0"
+    st = {
+        "commandLine": "/bin/true",
+        "resourceFiles": [{"blobSource": "http://example.com/a", "filePath": "a"}],
+    }
+    r = raw.post("/pools", pool_body(pid, 0, startTask=st), api_version=old)
+    assert r.status_code == 201, r.text()
+    assert raw.json(f"/pools/{pid}")["startTask"]["resourceFiles"] == [
+        {"httpUrl": "http://example.com/a", "filePath": "a"}
+    ]
+    shown = raw.json(f"/pools/{pid}", api_version=old)["startTask"]
+    assert shown["resourceFiles"] == [{"blobSource": "http://example.com/a", "filePath": "a"}]
+    assert shown["waitForSuccess"] is True and shown["maxTaskRetryCount"] == 0

@@ -552,6 +552,7 @@ def test_pool_start_task_is_validated(client: BatchClient) -> None:
     )
 
 
+@pytest.mark.az
 def test_az_pool_create_with_a_start_task(az: Az, client: BatchClient, uid: str) -> None:  # noqa: F811
     pool_id = f"azst-{uid}"
     image = f"{IMAGE.publisher}:{IMAGE.offer}:{IMAGE.sku}:latest"
