@@ -11,7 +11,7 @@ import datetime
 import re
 from typing import Any
 
-from batchyard.models import errors, images
+from batchyard.models import errors, images, starttask
 from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
@@ -44,6 +44,8 @@ def _auto_user(identity: Body | None, prop: str = "userIdentity") -> Body:
         _lower_enum(au, "elevationLevel", {"nonadmin", "admin"}, "userIdentity.autoUser.elevationLevel")
     return out
 
+
+auto_user = _auto_user  # also the start task's defaults (models.starttask)
 
 #: The service's limit on user account names ("up to a maximum length of 20").
 MAX_USER_NAME = 20
@@ -109,7 +111,7 @@ def check_user_accounts(body: Body) -> None:
 # Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
 _NOT_YET = {
     # certificateReferences: checked against the account's certificates by service.certificates
-    "pool": ("startTask", "mountConfiguration", "applicationPackageReferences"),
+    "pool": ("mountConfiguration", "applicationPackageReferences"),
     "task": (
         "multiInstanceSettings",
         "applicationPackageReferences",
@@ -168,11 +170,8 @@ def new_pool(spec: Body, now: str) -> Body:
         )
     policy["jobDefaultOrder"] = order
     vm_configuration_defaults(body["virtualMachineConfiguration"])
-    if "startTask" in body:
-        st = body["startTask"]
-        st["userIdentity"] = _auto_user(st.get("userIdentity"))
-        st.setdefault("maxTaskRetryCount", 0)
-        st.setdefault("waitForSuccess", True)
+    if body.get("startTask") is not None:
+        body["startTask"] = starttask.normalise(body["startTask"], body.get("userAccounts") or ())
     if body.get("networkConfiguration") is not None:
         body["networkConfiguration"] = network_configuration(body["networkConfiguration"])
     check_user_accounts(body)

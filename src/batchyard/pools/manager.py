@@ -38,6 +38,8 @@ log = logging.getLogger("batchyard.pools")
 SPAWN_BATCH = 8
 #: Seconds between two passes that add nodes: at most SPAWN_BATCH / SPAWN_PAUSE agents started per second.
 SPAWN_PAUSE = 0.1
+#: Node states whose agent must be alive and syncing (a dead one is started again: a node failure).
+_LEASED = ["idle", "running", "starting", "unknown", "offline", "waitingforstarttask", "starttaskfailed"]
 
 
 @dataclass(frozen=True)
@@ -474,9 +476,7 @@ class PoolManager:
     def check_leases(self) -> None:
         now = monotonic()
         with self.ctx.store.tx() as tx:
-            for n in tx.select(
-                schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown", "offline"])
-            ):
+            for n in tx.select(schema.nodes, schema.nodes.c.state.in_(_LEASED)):
                 if n["id"] in self.ctx.node_ops:
                     continue  # an operation in progress stops and starts this agent itself
                 seen = self.ctx.last_seen.get(n["id"], now)

@@ -16,6 +16,7 @@ from batchyard.models.resources import (
     vm_configuration_defaults,
 )
 from batchyard.service import autoscale, certificates
+from batchyard.service import starttask as start_task
 from batchyard.service.common import Body, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -70,6 +71,7 @@ def create_pool(ctx: Ctx, spec: Body) -> Written:
     program = autoscale.check_create(ctx, spec)
     _, now_text, etag = ctx.stamp()
     body = new_pool(spec, now_text)
+    start_task.check(body)
     stamp_body(body, etag, now_text)
     with ctx.store.tx() as tx:
         try:
@@ -179,6 +181,8 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 body[k] = v
         if "userAccounts" in spec:
             check_user_accounts(body)
+        if "startTask" in spec:
+            start_task.check(body)  # applies to nodes at their next boot (decision 0110)
         if "taskSchedulingPolicy" in spec:
             fill = str(body["taskSchedulingPolicy"].get("nodeFillType", "spread")).lower()
             body["taskSchedulingPolicy"]["nodeFillType"] = "Pack" if fill == "pack" else "Spread"
@@ -200,6 +204,7 @@ def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
                 body[k] = spec[k]
             else:
                 body.pop(k, None)
+        start_task.check(body)  # replaced or removed; nodes see it at their next boot (decision 0110)
         return _save(tx, row, body, ctx)
 
 
