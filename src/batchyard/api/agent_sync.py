@@ -53,7 +53,7 @@ class FailureInfo(_Strict):
 
 
 class Event(_Strict):
-    type: Literal["started", "completed"]
+    type: Literal["started", "completed", "preparing", "prepfailed", "jobprep", "jobrelease"]
     ref: str
     seq: int = 0
     time: str | None = None
@@ -64,6 +64,10 @@ class Event(_Strict):
     usage: Usage | None = None
     failureInfo: FailureInfo | None = None
     noRetry: bool = False  # a data-staging failure: completed without a retry
+    # jobprep / jobrelease events (service.jobprep): running or completed, and the preparation's retries
+    state: Literal["running", "completed"] | None = None
+    retryCount: int | None = None
+    lastRetryTime: str | None = None
 
 
 class SyncBody(_Strict):
@@ -155,7 +159,7 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     ev = ctx.hub.node_event(node_id)
     ev.clear()
     out = agents.sync(ctx, node_id, token, events, body.running, body.pid)
-    if not events and not out["run"] and not out["kill"] and wait > 0:
+    if not events and not out["run"] and not out["kill"] and not out["release"] and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)
         out.update(agents.plan(ctx, node_id, body.running))

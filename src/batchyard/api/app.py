@@ -666,7 +666,6 @@ def create_app(
         ("/applications/{application_id}", ["GET"], "get application"),
         ("/poolusagemetrics", ["GET"], "list pool usage metrics"),
         (P + "/removenodes", ["POST"], "remove nodes"),
-        (J + "/jobpreparationandreleasetaskstatus", ["GET"], "job preparation and release task status"),
         (T + "/subtasksinfo", ["GET"], "list subtasks (multi-instance tasks)"),
         (N + "/users", ["POST"], "node users"),
         (N + "/users/{user_name}", ["PUT", "DELETE"], "node users"),
@@ -677,6 +676,9 @@ def create_app(
         (_CERT, ["GET", "DELETE"], "certificates"),
         (_CERT + "/canceldelete", ["POST"], "certificates"),
     ]
+    from batchyard.api import jobtasks as jobtask_routes
+
+    routes += jobtask_routes.routes(o, ctx)
     for path, methods, name in pending:
         routes.append(Route(path, o(not_implemented(name)), methods=methods))
     from batchyard.api import jobschedules  # its handlers use this module's rendering helpers

@@ -17,7 +17,7 @@ from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
 from batchyard.models.statistics import attempt_usage
-from batchyard.service import completion
+from batchyard.service import completion, jobprep, jobtasks
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Assignments, Ctx, task_ref
 from batchyard.service.taskstate import TaskWriter, move
@@ -59,8 +59,9 @@ def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
         "userIdentity": tb.get("userIdentity"),
         "resourceFiles": tb.get("resourceFiles") or [],
         "outputFiles": tb.get("outputFiles") or [],
-        "slots": int(task["slots"]),
+        "slots": jobtasks.run_slots(task, node_slots),
         "nodeSlots": node_slots,
+        **jobprep.task_work(job),
     }
 
 
@@ -108,6 +109,9 @@ def sync(
             max_seq = max(max_seq, int(ev.get("seq", 0)))
             kind = ev.get("type")
             row = rows.get(str(ev.get("ref")))
+            if kind in jobprep.EVENTS:
+                jobprep.on_event(ctx, tx, node, ev, row, jobs, now_text, etag, counts, writer)
+                continue
             if row is None:
                 continue
             if kind == "started":
@@ -206,7 +210,7 @@ def plan(ctx: Ctx, node_id: str, running: list[str]) -> Body:
         w = assigned.get(base)
         if w is None or w["ref"] != ref:
             kill.append(ref)
-    return {"run": start, "kill": kill}
+    return {"run": start, "kill": kill, "release": jobprep.releases_for(ctx, node_id)}
 
 
 def _load_rows(tx: Tx, events: list[Body]) -> dict[str, Row]:
