@@ -101,7 +101,7 @@ def sync(
         counts: dict[str, dict[str, int]] = {}
         jobs: dict[str, Row] = {}
         writer = TaskWriter()
-        rows = _load_rows(tx, events)
+        rows = _load_rows(tx, [e for e in events if e.get("type") not in jobprep.JOB_EVENTS])
         _, now_text, etag = ctx.stamp()
         max_seq = 0
         node_dirty = False

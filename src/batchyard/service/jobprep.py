@@ -33,6 +33,7 @@ from batchyard.store.sql import Row, Tx
 PREP = "_prep"
 RELEASE_PHASE = "_releasePhase"  # absent -> "releasing" -> "released": release runs once per job
 EVENTS = frozenset({"jobprep", "jobrelease", "preparing", "prepfailed"})
+JOB_EVENTS = frozenset({"jobprep", "jobrelease"})  # their ref is a job key, not a task attempt
 # node states in which an agent still answers and can run a release
 _REACHABLE = ("idle", "running", "waitingforstarttask", "starttaskfailed", "unknown", "creating", "starting")
 
