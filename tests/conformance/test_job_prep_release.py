@@ -430,3 +430,55 @@ def test_bad_status_queries_are_400(raw: Raw, pool: str, params: dict[str, str],
     r = raw.get(f"/jobs/{job_id}/jobpreparationandreleasetaskstatus", params=params)
     assert_error(r, 400, code)
     wait_for(lambda: raw.delete(f"/jobs/{job_id}").status_code == 202 or None, 10, 0.1, "job delete")
+
+
+def _agent_pid(data_dir: Path, node_id: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"batchyard.agent.main" in cmd and str(data_dir).encode() in b" ".join(cmd):
+            if cmd[cmd.index(b"--node-id") + 1].decode() == node_id:
+                return int(entry.name)
+    return None
+
+
+@pytest.mark.parametrize("rerun", [True, False])
+def test_rerun_on_node_reboot_after_success(
+    client: BatchClient, live: LiveServer, uid: str, tmp_path: Path, rerun: bool
+) -> None:
+    """A node whose agent process restarts (what a reboot is here) runs a successful preparation again only
+    with rerunOnNodeRebootAfterSuccess."""
+    import os
+    import signal
+
+    pool_id = f"jpb-{uid}"
+    create_pool(client, pool_id, nodes=1)
+    try:
+        (node,) = wait_idle_nodes(client, pool_id, 1)
+        job_id = f"jpb-{uid}"
+        prep = m.BatchJobPreparationTask(
+            command_line=sh(f"date +%s%N > {tmp_path}/prep.$$"), rerun_on_node_reboot_after_success=rerun
+        )
+        create(client, job_id, pool_id, prep)
+        client.create_task(job_id, task("t1", "true"))
+        wait_tasks_completed(client, job_id, ["t1"])
+        pid = _agent_pid(live.data_dir, str(node.id))
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)
+        wait_for(
+            lambda: (p := _agent_pid(live.data_dir, str(node.id))) is not None and p != pid or None,
+            60,
+            0.1,
+            "the node's agent to come back",
+        )
+        wait_idle_nodes(client, pool_id, 1)
+        client.create_task(job_id, task("t2", "true"))
+        wait_tasks_completed(client, job_id, ["t2"], timeout=60)
+        assert len(list(tmp_path.glob("prep.*"))) == (2 if rerun else 1)
+        terminate(client, job_id)
+    finally:
+        client.begin_delete_pool(pool_id, polling_interval=0.2).result()
