@@ -19,6 +19,7 @@ from azure.batch import models as m
 from azure.batch.models import _models as private_models
 
 from tests.support.batch import create_pool, wait_idle_nodes, wait_task_state
+from tests.support.httpserver import FileServer
 from tests.support.live import LiveServer, wait_for
 from tests.support.raw import Raw, assert_error
 from tests.support.semantics import expect_error, sh, task, wait_job_state, wait_tasks_completed
@@ -482,3 +483,74 @@ def test_rerun_on_node_reboot_after_success(
         terminate(client, job_id)
     finally:
         client.begin_delete_pool(pool_id, polling_interval=0.2).result()
+
+
+@pytest.fixture(scope="module")
+def files() -> Iterator[FileServer]:
+    fs = FileServer().start()
+    try:
+        yield fs
+    finally:
+        fs.stop()
+
+
+def test_preparation_resource_files(client: BatchClient, pool: str, uid: str, files: FileServer) -> None:
+    job_id = f"jpr-{uid}"
+    url = files.put(f"tool-{uid}.sh", b"echo tool ran\n")
+    prep = m.BatchJobPreparationTask(
+        command_line="/bin/sh tool.sh", resource_files=[m.ResourceFile(http_url=url, file_path="tool.sh")]
+    )
+    create(client, job_id, pool, prep)
+    client.create_task(job_id, task("t", "cat $AZ_BATCH_JOB_PREP_WORKING_DIR/tool.sh"))
+    t = wait_tasks_completed(client, job_id, ["t"])["t"]
+    assert t.execution_info.result == "success"  # type: ignore[union-attr]
+    (s,) = statuses(client, job_id)
+    out = client.download_node_file(pool, s.node_id, f"workitems/{job_id}/job-1/jobpreparation/stdout.txt")  # type: ignore[arg-type]
+    assert b"".join(out) == b"tool ran\n"
+    terminate(client, job_id)
+
+
+def test_preparation_resource_file_failure_is_not_retried(
+    client: BatchClient, pool: str, uid: str, files: FileServer
+) -> None:
+    job_id = f"jpm-{uid}"
+    prep = m.BatchJobPreparationTask(
+        command_line="/bin/true",
+        resource_files=[m.ResourceFile(http_url=f"{files.url}/files/missing-{uid}", file_path="x")],
+        constraints=m.BatchTaskConstraints(max_task_retry_count=3),
+    )
+    create(client, job_id, pool, prep)
+    client.create_task(job_id, task("t", "true"))
+
+    def both_failed() -> list[m.BatchJobPreparationAndReleaseTaskStatus] | None:
+        st = statuses(client, job_id, filter="jobPreparationTaskExecutionInfo/result eq 'failure'")
+        return st if len(st) == 2 else None
+
+    for s in wait_for(both_failed, 30, 0.1, "preparation to fail on both nodes"):
+        info = s.job_preparation_task_execution_info
+        assert info is not None and info.retry_count == 0 and info.exit_code is None
+        assert info.failure_info is not None and info.failure_info.category == "usererror"
+    # no node may run the job's tasks: the task waits in the queue
+    t = client.get_task(job_id, "t")
+    assert t.state == "active" and t.node_info is None
+    terminate(client, job_id)
+    wait_job_state(client, job_id, "completed")
+
+
+def test_release_max_wall_clock_time_ends_it(client: BatchClient, pool: str, uid: str) -> None:
+    job_id = f"jrw-{uid}"
+    create(
+        client,
+        job_id,
+        pool,
+        m.BatchJobPreparationTask(command_line="true"),
+        m.BatchJobReleaseTask(command_line="sleep 60", max_wall_clock_time=dt.timedelta(seconds=1)),
+    )
+    client.create_task(job_id, task("t", "true"))
+    wait_tasks_completed(client, job_id, ["t"])
+    terminate(client, job_id)
+    wait_job_state(client, job_id, "completed", timeout=20)
+    (s,) = statuses(client, job_id)
+    rel = s.job_release_task_execution_info
+    assert rel is not None and rel.result == "failure" and rel.failure_info is not None
+    assert rel.failure_info.code == "TaskEnded"
