@@ -554,3 +554,29 @@ def test_release_max_wall_clock_time_ends_it(client: BatchClient, pool: str, uid
     rel = s.job_release_task_execution_info
     assert rel is not None and rel.result == "failure" and rel.failure_info is not None
     assert rel.failure_info.code == "TaskEnded"
+
+
+def test_release_runs_again_after_an_agent_restart(
+    client: BatchClient, live: LiveServer, uid: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    pool_id = f"jrr-{uid}"
+    create_pool(client, pool_id, nodes=1)
+    try:
+        (node,) = wait_idle_nodes(client, pool_id, 1)
+        job_id = f"jrr-{uid}"
+        release = m.BatchJobReleaseTask(command_line=sh(f"date +%s%N > {tmp_path}/rel.$$; sleep 2"))
+        create(client, job_id, pool_id, m.BatchJobPreparationTask(command_line="true"), release)
+        client.create_task(job_id, task("t", "true"))
+        wait_tasks_completed(client, job_id, ["t"])
+        terminate(client, job_id)
+        wait_for(lambda: list(tmp_path.glob("rel.*")) or None, 20, 0.05, "the release to start")
+        pid = _agent_pid(live.data_dir, str(node.id))
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)
+        wait_job_state(client, job_id, "completed", timeout=60)
+        assert len(list(tmp_path.glob("rel.*"))) == 2
+    finally:
+        client.begin_delete_pool(pool_id, polling_interval=0.2).result()

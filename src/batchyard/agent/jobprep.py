@@ -32,6 +32,9 @@ from batchyard.models import identity
 log = logging.getLogger("batchyard.agent.jobprep")
 
 MARKER_DIR = ".batchyard-jobprep"
+#: Jobs remembered per agent lifetime (preparations and releases): beyond this the oldest finished are dropped
+#: (a later task of such a job runs its preparation again, as after a reboot).
+MAX_JOBS = 10_000
 
 
 class AgentSide(Protocol):
@@ -57,7 +60,7 @@ class JobTaskRunner:
         self.markers = Path(root) / MARKER_DIR
         self.preps: dict[str, asyncio.Future[bool]] = {}  # job key -> outcome of this lifetime's run
         self.releases: set[str] = set()  # job keys whose release was started here
-        self.running: set[asyncio.Future[Any]] = set()
+        self.running: dict[str, asyncio.Future[Any]] = {}  # job key -> its release, while it runs
 
     # --- preparation ------------------------------------------------------------------------------------------
 
@@ -89,6 +92,10 @@ class JobTaskRunner:
             else:
                 fut = asyncio.ensure_future(self._run_prep(prep))
             self.preps[key] = fut
+            if len(self.preps) > MAX_JOBS:
+                done = [k for k, f in self.preps.items() if f.done()][: len(self.preps) - MAX_JOBS]
+                for k in done:
+                    del self.preps[k]
         return fut
 
     def _marker(self, key: str) -> Path:
@@ -139,12 +146,18 @@ class JobTaskRunner:
         key = str(work["ref"])
         if key in self.releases:
             return
+        if len(self.releases) >= MAX_JOBS:
+            self.releases.clear()  # the server stops sending a release once it ran: old keys are not needed
         self.releases.add(key)
         started = _iso(datetime.now(UTC))
         self.agent._event(type="jobrelease", ref=key, state="running", startTime=started)
         fut = asyncio.ensure_future(self._run_release(work, started))
-        self.running.add(fut)
-        fut.add_done_callback(self.running.discard)
+        self.running[key] = fut
+        fut.add_done_callback(lambda _: self.running.pop(key, None))
+
+    def running_releases(self) -> list[str]:
+        """The releases running here, as the sync's running list names them (`<job key>@release`)."""
+        return [k + "@release" for k in self.running]
 
     async def _run_release(self, work: dict[str, Any], started: str) -> None:
         try:

@@ -135,7 +135,12 @@ class Agent:
                     "nodeId": self.cfg.node_id,
                     "pid": os.getpid(),
                     "events": batch,
-                    "running": [*self.running, *self.starting, *(w["ref"] for w in self.queue)],
+                    "running": [
+                        *self.running,
+                        *self.starting,
+                        *(w["ref"] for w in self.queue),
+                        *self.jobtasks.running_releases(),
+                    ],
                     "wait": wait,
                 },
                 headers={"x-batchyard-node-token": self.cfg.token, "x-batchyard-node-id": self.cfg.node_id},

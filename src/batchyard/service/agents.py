@@ -206,11 +206,13 @@ def plan(ctx: Ctx, node_id: str, running: list[str]) -> Body:
     start = [w for w in assigned.values() if w["ref"] not in have]
     kill = []
     for ref in running:
+        if ref.endswith(jobprep.RELEASE_SUFFIX):
+            continue  # a job release task the agent runs (service.jobprep)
         base = ref.rpartition("#")[0]
         w = assigned.get(base)
         if w is None or w["ref"] != ref:
             kill.append(ref)
-    return {"run": start, "kill": kill, "release": jobprep.releases_for(ctx, node_id)}
+    return {"run": start, "kill": kill, "release": jobprep.releases_for(ctx, node_id, have)}
 
 
 def _load_rows(tx: Tx, events: list[Body]) -> dict[str, Row]:

@@ -8,7 +8,7 @@ and the node takes no more tasks of the job, `blocked_nodes`).
 
 Release runs when the job ends (terminated, or deleted while active) on every node where preparation ran and
 completed: the scheduler keeps the job `terminating`/`deleting` while `releasing` says so; the releases reach
-the agents through `ctx.releases` (sent with every sync until the agent reports one running) and come back as
+the agents through `ctx.releases` (offered with every sync until done, unless the agent lists it running) and come back as
 `jobrelease` events. A failed release still lets the job end; a node that is gone or unusable is skipped.
 
 Per-node records live in the job body (internal `_prep`, keyed by node id: pool, node url, the preparation
@@ -34,6 +34,7 @@ PREP = "_prep"
 RELEASE_PHASE = "_releasePhase"  # absent -> "releasing" -> "released": release runs once per job
 EVENTS = frozenset({"jobprep", "jobrelease", "preparing", "prepfailed"})
 JOB_EVENTS = frozenset({"jobprep", "jobrelease"})  # their ref is a job key, not a task attempt
+RELEASE_SUFFIX = "@release"  # `<job key>@release` in the agent's running list: a release it runs
 # node states in which an agent still answers and can run a release
 _REACHABLE = ("idle", "running", "waitingforstarttask", "starttaskfailed", "unknown", "creating", "starting")
 
@@ -99,10 +100,13 @@ def _release_work(job: Row) -> Body:
     }
 
 
-def releases_for(ctx: Ctx, node_id: str) -> list[Body]:
-    """The releases a node must start (sent until it reports them running)."""
+def releases_for(ctx: Ctx, node_id: str, running: set[str]) -> list[Body]:
+    """The releases a node must start: the due ones its agent does not report running (`<job key>@release`);
+    an agent that restarted during a release gets it again, as the service reruns it after a reboot."""
     box = ctx.releases.get(node_id)
-    return list(box.values()) if box else []
+    if not box:
+        return []
+    return [w for k, w in box.items() if k + RELEASE_SUFFIX not in running]
 
 
 # --- placement ---------------------------------------------------------------------------------------------------
@@ -175,7 +179,7 @@ def on_event(
         task_id = str((body.get("jobReleaseTask") or {}).get("id", "jobrelease"))
         rec["release"] = _info(ev, pool_id, node["id"], job["id"], task_id, with_retries=False)
         box = ctx.releases.get(node["id"])
-        if box is not None:
+        if box is not None and ev.get("state") == "completed":
             box.pop(job_key, None)
     tx.update(schema.jobs, {"body": body}, key=job_key)  # status only: the job's ETag does not change
     if ev.get("state") == "completed":
@@ -247,7 +251,7 @@ def releasing(ctx: Ctx, tx: Tx, job: Row) -> bool:
         tx.update(schema.jobs, {"body": body}, key=job["key"])
     work = _release_work(job) if due else None
     for n in due:
-        if work is not None and not recs[n]["release"]:  # not reported running yet: (re)send it
+        if work is not None:  # offered until it completes (releases_for skips the ones running)
             box = ctx.releases.setdefault(n, {})
             if job["key"] not in box:
                 box[job["key"]] = work
