@@ -68,7 +68,9 @@ def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
 def split_ref(ref: str) -> tuple[str, str, int]:
     base, _, attempt = ref.rpartition("#")
     job_key, _, task_key = base.partition("/")
-    return job_key, task_key, int(attempt or 0)
+    if not attempt.isdigit():
+        return job_key, task_key, -1  # not an attempt reference: matches no task
+    return job_key, task_key, int(attempt)
 
 
 def authenticate(tx: Tx, node_id: str, token: str, pid: int | None = None) -> Row:

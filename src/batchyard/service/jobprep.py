@@ -166,6 +166,8 @@ def on_event(
         if job is None:
             return
         jobs[job_key] = job
+    if job["pool_key"] != node["pool_key"] or not job["body"].get("jobPreparationTask"):
+        return  # not a job this node can have prepared
     body = job["body"]
     recs = body.setdefault(PREP, {})
     pool_id = str(body.get("executionInfo", {}).get("poolId", ""))
