@@ -137,6 +137,10 @@ def test_preparation_runs_once_per_node_before_the_tasks(
         assert stdout.strip() == b"jobpreparation"
     one = statuses(client, job_id, max_results=1, filter=f"nodeId eq '{sorted(used)[0]}'")
     assert [s.node_id for s in one] == [sorted(used)[0]]
+    paged = statuses(client, job_id, max_results=1)  # one per page: the SDK follows odata.nextLink
+    assert [s.node_id for s in paged] == sorted(used)
+    (only,) = statuses(client, job_id, select=["nodeId"], filter=f"nodeId eq '{sorted(used)[0]}'")
+    assert only.node_id == sorted(used)[0] and only.pool_id is None
     terminate(client, job_id)
 
 
