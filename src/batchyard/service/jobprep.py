@@ -261,6 +261,17 @@ def releasing(ctx: Ctx, tx: Tx, job: Row) -> bool:
     return bool(due)
 
 
+def node_reimaged(tx: Tx, node: Row) -> None:
+    """For node reimage: the node may run the jobs again whose preparation failed there (it reruns it).
+
+    Inside the reimage transaction; the agent's success markers go with the wiped node root."""
+    for job in tx.select(schema.jobs, schema.jobs.c.pool_key == node["pool_key"]):
+        rec = (job["body"].get(PREP) or {}).get(node["id"])
+        if rec and (rec.get("prep") or {}).get("result") == "failure":
+            del rec["prep"]
+            tx.update(schema.jobs, {"body": job["body"]}, key=job["key"])
+
+
 def forget_job(ctx: Ctx, job_key: str) -> None:
     for box in ctx.releases.values():
         box.pop(job_key, None)
