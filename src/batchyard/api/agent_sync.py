@@ -53,7 +53,16 @@ class FailureInfo(_Strict):
 
 
 class Event(_Strict):
-    type: Literal["started", "completed", "preparing", "prepfailed", "jobprep", "jobrelease"]
+    type: Literal[
+        "started",
+        "completed",
+        "startTaskStarted",
+        "startTaskCompleted",
+        "preparing",
+        "prepfailed",
+        "jobprep",
+        "jobrelease",
+    ]
     ref: str
     seq: int = 0
     time: str | None = None
@@ -64,9 +73,9 @@ class Event(_Strict):
     usage: Usage | None = None
     failureInfo: FailureInfo | None = None
     noRetry: bool = False  # a data-staging failure: completed without a retry
-    # jobprep / jobrelease events (service.jobprep): running or completed, and the preparation's retries
+    retryCount: int = 0  # start task attempts (service.starttask), job preparation retries (service.jobprep)
+    # jobprep / jobrelease events (service.jobprep): running or completed
     state: Literal["running", "completed"] | None = None
-    retryCount: int | None = None
     lastRetryTime: str | None = None
 
 
@@ -76,6 +85,8 @@ class SyncBody(_Strict):
     events: list[Event] = msgspec.field(default_factory=list)
     running: list[str] = msgspec.field(default_factory=list)
     wait: float = 0.0
+    boot: str | None = None  # the agent process's boot id: a new one is a node (re)start
+    needStartTask: bool = False  # the agent has not received its boot's start task yet
 
 
 _decoder = msgspec.json.Decoder(SyncBody)
@@ -158,8 +169,10 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     wait = min(body.wait, MAX_WAIT)
     ev = ctx.hub.node_event(node_id)
     ev.clear()
-    out = agents.sync(ctx, node_id, token, events, body.running, body.pid)
-    if not events and not out["run"] and not out["kill"] and not out["release"] and wait > 0:
+    boot = (body.boot, body.needStartTask)
+    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, boot)
+    quiet = not out["run"] and not out["kill"] and not out["release"] and "startTask" not in out
+    if not events and quiet and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)
         out.update(agents.plan(ctx, node_id, body.running))
