@@ -584,3 +584,39 @@ def test_release_runs_again_after_an_agent_restart(
         assert len(list(tmp_path.glob("rel.*"))) == 2
     finally:
         client.begin_delete_pool(pool_id, polling_interval=0.2).result()
+
+
+def test_reimage_lets_a_node_whose_preparation_failed_run_the_job(
+    client: BatchClient, uid: str, tmp_path: Path
+) -> None:
+    pool_id = f"jpi-{uid}"
+    create_pool(client, pool_id, nodes=1)
+    try:
+        (node,) = wait_idle_nodes(client, pool_id, 1)
+        job_id = f"jpi-{uid}"
+        prep = m.BatchJobPreparationTask(command_line=f"test -e {tmp_path}/ok")
+        create(client, job_id, pool_id, prep)
+        client.create_task(job_id, task("t", "true"))
+        wait_for(
+            lambda: (
+                statuses(client, job_id, filter="jobPreparationTaskExecutionInfo/result eq 'failure'") or None
+            ),
+            30,
+            0.1,
+            "the preparation to fail",
+        )
+        assert client.get_task(job_id, "t").state == "active"  # blocked on the only node
+        (tmp_path / "ok").touch()
+        client.begin_reimage_node(
+            pool_id,
+            str(node.id),
+            private_models.BatchNodeReimageOptions(node_reimage_option="requeue"),
+            polling_interval=0.5,
+        ).result()
+        t = wait_tasks_completed(client, job_id, ["t"], timeout=60)["t"]
+        assert t.execution_info.result == "success"  # type: ignore[union-attr]
+        (s,) = statuses(client, job_id)
+        assert s.job_preparation_task_execution_info.result == "success"  # type: ignore[union-attr]
+        terminate(client, job_id)
+    finally:
+        client.begin_delete_pool(pool_id, polling_interval=0.2).result()
