@@ -53,8 +53,18 @@ class FailureInfo(_Strict):
 
 
 class Event(_Strict):
-    # coordinated: a multi-instance instance
-    type: Literal["started", "completed", "startTaskStarted", "startTaskCompleted", "coordinated"]
+    # coordinated: a multi-instance instance; preparing…jobrelease: job preparation and release tasks
+    type: Literal[
+        "started",
+        "completed",
+        "startTaskStarted",
+        "startTaskCompleted",
+        "coordinated",
+        "preparing",
+        "prepfailed",
+        "jobprep",
+        "jobrelease",
+    ]
     ref: str
     seq: int = 0
     time: str | None = None
@@ -65,7 +75,10 @@ class Event(_Strict):
     usage: Usage | None = None
     failureInfo: FailureInfo | None = None
     noRetry: bool = False  # a data-staging failure: completed without a retry
-    retryCount: int = 0  # start task attempts (service.starttask)
+    retryCount: int = 0  # start task attempts (service.starttask), job preparation retries (service.jobprep)
+    # jobprep / jobrelease events (service.jobprep): running or completed
+    state: Literal["running", "completed"] | None = None
+    lastRetryTime: str | None = None
 
 
 class SyncBody(_Strict):
@@ -160,7 +173,8 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     ev.clear()
     boot = (body.boot, body.needStartTask)
     out = agents.sync(ctx, node_id, token, events, body.running, body.pid, boot)
-    if not events and not out["run"] and not out["kill"] and "startTask" not in out and wait > 0:
+    quiet = not out["run"] and not out["kill"] and not out["release"] and "startTask" not in out
+    if not events and quiet and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)
         out.update(agents.plan(ctx, node_id, body.running))
