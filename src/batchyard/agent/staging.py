@@ -77,7 +77,9 @@ def user_can_read(path: Path, uid: int, gids: frozenset[int], node_root: Path) -
 
 
 def needs_staging(work: dict[str, Any]) -> bool:
-    return bool(work.get("resourceFiles") or work.get("outputFiles"))
+    return bool(
+        work.get("resourceFiles") or work.get("outputFiles") or work.get("applicationPackageReferences")
+    )
 
 
 @dataclass

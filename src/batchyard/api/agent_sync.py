@@ -66,12 +66,19 @@ class Event(_Strict):
     noRetry: bool = False  # a data-staging failure: completed without a retry
 
 
+class NodeError(_Strict):
+    code: str = ""
+    message: str = ""
+    errorDetails: list[NameValue] | None = None
+
+
 class SyncBody(_Strict):
     nodeId: str
     pid: int | None = None
     events: list[Event] = msgspec.field(default_factory=list)
     running: list[str] = msgspec.field(default_factory=list)
     wait: float = 0.0
+    nodeErrors: list[NodeError] | None = None  # sent once after start-up: [] = joined cleanly
 
 
 _decoder = msgspec.json.Decoder(SyncBody)
@@ -154,7 +161,12 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     wait = min(body.wait, MAX_WAIT)
     ev = ctx.hub.node_event(node_id)
     ev.clear()
-    out = agents.sync(ctx, node_id, token, events, body.running, body.pid)
+    node_errors = None
+    if body.nodeErrors is not None:
+        node_errors = [
+            {k: v for k, v in e.items() if v is not None} for e in msgspec.to_builtins(body.nodeErrors)
+        ]
+    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, node_errors)
     if not events and not out["run"] and not out["kill"] and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)

@@ -107,10 +107,9 @@ def check_user_accounts(body: Body) -> None:
 
 # Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
 _NOT_YET = {
-    "pool": ("startTask", "mountConfiguration", "applicationPackageReferences", "certificateReferences"),
+    "pool": ("startTask", "mountConfiguration", "certificateReferences"),
     "task": (
         "multiInstanceSettings",
-        "applicationPackageReferences",
         "containerSettings",
     ),
 }

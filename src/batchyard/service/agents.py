@@ -59,6 +59,7 @@ def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
         "userIdentity": tb.get("userIdentity"),
         "resourceFiles": tb.get("resourceFiles") or [],
         "outputFiles": tb.get("outputFiles") or [],
+        "applicationPackageReferences": tb.get("applicationPackageReferences") or [],
         "slots": int(task["slots"]),
         "nodeSlots": node_slots,
     }
@@ -89,7 +90,13 @@ def _node_state_after(ctx: Ctx, node_id: str, current: str) -> str:
 
 
 def sync(
-    ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[str], pid: int | None = None
+    ctx: Ctx,
+    node_id: str,
+    token: str,
+    events: list[Body],
+    running: list[str],
+    pid: int | None = None,
+    node_errors: list[Body] | None = None,
 ) -> Body:
     """Apply events, refresh the node, and compute what the agent must start and kill."""
     ctx.last_seen[node_id] = monotonic()
@@ -126,6 +133,9 @@ def sync(
         for job in jobs.values():
             completion.check_all_complete(ctx, tx, job)
         new_state = _node_state_after(ctx, node_id, node["state"])
+        if node_errors is not None:  # the agent's start-up report (application packages)
+            new_state = _agent_errors(nbody, new_state, node_errors)
+            node_dirty = True
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
             if node["state"] in ("creating", "starting"):
@@ -149,6 +159,20 @@ def sync(
     if more or transitional or ((freed or node_dirty) and ctx.place_now is None):
         ctx.hub.wake_scheduler()
     return {"ack": max_seq, **plan(ctx, node_id, running)}
+
+
+def _agent_errors(nbody: Body, state: str, node_errors: list[Body]) -> str:
+    """Errors the agent found joining (a pool package it could not install) make the node `unusable`; a
+    clean report after a restart (reboot, reimage) clears the errors an earlier one set."""
+    if node_errors:
+        nbody["errors"] = node_errors
+        nbody["_agentErrors"] = True
+        return "unusable"
+    if nbody.pop("_agentErrors", None):
+        nbody.pop("errors", None)
+        if state == "unusable":
+            return "idle"
+    return state
 
 
 RECENT_TASKS = 10  # node agent 1.10.7's notes: a node's task history holds 10 entries

@@ -16,6 +16,7 @@ from batchyard.models.resources import (
     vm_configuration_defaults,
 )
 from batchyard.service import autoscale
+from batchyard.service.applications import check_pool_references
 from batchyard.service.common import Body, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -71,6 +72,7 @@ def create_pool(ctx: Ctx, spec: Body) -> Written:
     body = new_pool(spec, now_text)
     stamp_body(body, etag, now_text)
     with ctx.store.tx() as tx:
+        check_pool_references(tx, body.get("applicationPackageReferences"))
         try:
             tx.insert(
                 schema.pools,
@@ -177,6 +179,8 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 body[k] = v
         if "userAccounts" in spec:
             check_user_accounts(body)
+        if "applicationPackageReferences" in spec:
+            check_pool_references(tx, spec["applicationPackageReferences"])
         if "taskSchedulingPolicy" in spec:
             fill = str(body["taskSchedulingPolicy"].get("nodeFillType", "spread")).lower()
             body["taskSchedulingPolicy"]["nodeFillType"] = "Pack" if fill == "pack" else "Spread"
@@ -192,6 +196,7 @@ def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
         for k in ("applicationPackageReferences", "metadata"):
             if k not in spec:
                 raise errors.missing_required_property(k)
+        check_pool_references(tx, spec["applicationPackageReferences"])
         for k in ("startTask", "applicationPackageReferences", "metadata", "certificateReferences"):
             if k in spec and spec[k] not in (None, []):
                 body[k] = spec[k]
