@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from batchyard.api import http
 from batchyard.api.agent_sync import NODE_ID_HEADER, TOKEN_HEADER, TokenCheck
-from batchyard.api.app import Call, _list, _p
+from batchyard.api.app import Call, _list, _p, _service_headers
 from batchyard.models import errors
 from batchyard.service import applications as apps
 from batchyard.service.common import Body
@@ -40,25 +40,31 @@ class _Settings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     defaultVersion: str | None = None
 
 
+_settings = msgspec.json.Decoder(_Settings)
+
+
 def decode_settings(data: bytes) -> Body:
-    """A management body: only displayName / allowUpdates / defaultVersion; 400 naming anything else."""
+    """A management body: only displayName / allowUpdates / defaultVersion; 400 naming anything else.
+
+    Typed decoding stops at the first value that does not fit, so deep nesting never recurses far."""
     if not data.strip():
         return {}
     try:
-        raw = msgspec.json.decode(data)
-    except msgspec.DecodeError as e:
-        raise errors.invalid_request_body(str(e).replace("`", "")) from None
-    if not isinstance(raw, dict):
-        raise errors.invalid_request_body("The body must be a JSON object")
-    for k in raw:
-        if k not in _Settings.__struct_fields__:
-            raise errors.unsupported_property(str(k))
-    try:
-        msgspec.convert(raw, _Settings)
+        spec = _settings.decode(data)
+    except UnicodeDecodeError as exc:
+        raise errors.invalid_request_body(f"The body is not valid UTF-8 (byte {exc.start})") from None
     except msgspec.ValidationError as e:
         reason, _, where = str(e).replace("`", "").partition(" - at ")
-        raise errors.invalid_property_value(where.removeprefix("$."), "", reason) from None
-    return dict(raw)
+        where = where.removeprefix("$.").removeprefix("$")
+        if reason.startswith("Object contains unknown field "):
+            raise errors.unsupported_property(reason.removeprefix("Object contains unknown field ")) from None
+        if where:
+            raise errors.invalid_property_value(where, "", reason) from None
+        raise errors.invalid_request_body(reason) from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise errors.invalid_request_body(str(e).replace("`", "")) from None
+    raw = msgspec.json.decode(data)  # which properties were sent (a null clears a setting)
+    return {k: getattr(spec, k) for k in _Settings.__struct_fields__ if k in raw}
 
 
 def routes(o: Op, ctx: Ctx) -> list[Route]:
@@ -117,9 +123,11 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
                 if not node_id or not token:
                     raise errors.missing_authentication()
                 tokens.verify(node_id, token)
-                return await fn(request, node_id)
+                resp = await fn(request, node_id)
             except errors.BatchError as e:
-                return http.error_response(e, str(request.base_url).rstrip("/"), rid)
+                base = str(request.base_url).rstrip("/")
+                resp = http.error_response(e, base, rid, request.method == "HEAD")
+            return _service_headers(resp, request, rid)
 
         return endpoint
 

@@ -67,7 +67,7 @@ def members(zf: zipfile.ZipFile) -> list[Member]:
         parts = _safe_parts(info.filename)
         unix = info.external_attr >> 16 if info.create_system == 3 else 0
         is_dir = info.is_dir() or stat.S_ISDIR(unix)
-        if unix and not (stat.S_ISREG(unix) or stat.S_ISDIR(unix)):
+        if stat.S_IFMT(unix) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: permission bits only, a file
             kind = "symbolic link" if stat.S_ISLNK(unix) else "special file"
             raise BadPackage(f"The member {info.filename!r} is a {kind}; only files and folders are allowed.")
         if not parts:
