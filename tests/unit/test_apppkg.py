@@ -83,3 +83,33 @@ def test_folder_names_and_variables() -> None:
     }
     pinned = package_env([Deployed("ffmpeg", "4.1#x", False, Path("/p"))])
     assert set(pinned) == {"AZ_BATCH_APP_PACKAGE_ffmpeg_4_1_x", "AZ_BATCH_APP_PACKAGE_FFMPEG_4_1_X"}
+
+
+def test_uploads_check_and_read_the_file_they_opened(tmp_path: Path) -> None:
+    from batchyard.agent.staging import user_can_read_fd
+    from batchyard.storage.glob import Matched
+    from batchyard.storage.upload import close_opened, open_matched
+
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"ok")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root only")
+    os.chmod(secret, 0o600)
+    other = 1_999_999_999 if os.getuid() != 1_999_999_999 else 1
+    skipped: list[tuple[str, str]] = []
+    out = open_matched(
+        [Matched(p, p.name, True) for p in (good, fifo, secret, tmp_path / "gone")],
+        lambda fd: os.fstat(fd).st_mode & 0o004 != 0 or user_can_read_fd(fd, other, frozenset(), tmp_path),
+        lambda p, why: skipped.append((p.name, why)),
+    )
+    good.unlink()
+    good.symlink_to(secret)  # swapped after the check: the upload still reads what was checked
+    try:
+        assert [o.path.name for o in out] == ["good.txt", "gone"]
+        assert out[0].file is not None and out[0].file.read() == b"ok"
+        assert out[1].file is None  # could not be opened: the upload reports it
+        assert skipped == [("pipe", "not a regular file"), ("secret", "the task's user may not read it")]
+    finally:
+        close_opened(out)
