@@ -184,6 +184,9 @@ class Packages:
 
     async def _resolve(self, ref: dict[str, Any]) -> dict[str, Any]:
         app = str(ref.get("applicationId", ""))
+        low = app.lower()
+        if app.startswith("/") and "/applications/" in low:  # an ARM resource id names the application last
+            app = app[low.rindex("/applications/") + len("/applications/") :].strip("/")
         params = {"version": str(ref["version"])} if ref.get("version") else {}
         try:
             resp = await self.client.get(
