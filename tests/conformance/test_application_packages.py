@@ -251,6 +251,15 @@ def test_pool_and_task_packages_deploy_with_their_variables(
     out = b"".join(client.download_task_file(job_id, "own", "stdout.txt")).decode()
     assert "payload" in out
 
+    # deployed once per node and version: a later task reuses the unpacked folder (same inode, same file times)
+    probe = f"echo SEEN=$(stat -c %i.%Y $AZ_BATCH_APP_PACKAGE_{d}_v1/d/x.txt)"
+    ref = [m.BatchApplicationPackageReference(application_id=data, version="v1")]
+    client.create_task(job_id, task("again1", probe, application_package_references=ref))
+    wait_tasks_completed(client, job_id, ["again1"], timeout=60)
+    client.create_task(job_id, task("again2", probe, application_package_references=ref))
+    wait_tasks_completed(client, job_id, ["again2"], timeout=60)
+    assert _env(client, job_id, "again1")["SEEN"] == _env(client, job_id, "again2")["SEEN"]
+
     node = next(iter(client.list_nodes(pool_id)))
     names = {f.name for f in client.list_node_files(pool_id, node.id, recursive=False)}
     assert "applications" in names

@@ -129,16 +129,13 @@ class Packages:
     apps_dir: Path
     gid: int | None = None
     pool_deployed: list[Deployed] = field(default_factory=list)
+    #: The pool packages' variables: every task on the node gets them (a start task should add them too).
+    pool_env: dict[str, str] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     @property
     def headers(self) -> dict[str, str]:
         return {"x-batchyard-node-token": self.token, "x-batchyard-node-id": self.node_id}
-
-    @property
-    def pool_env(self) -> dict[str, str]:
-        """The pool packages' variables: every task on the node gets them (start task included)."""
-        return package_env(self.pool_deployed)
 
     # --- the start-up hook
 
@@ -168,6 +165,7 @@ class Packages:
             except PackageError as e:
                 errors.append(node_error(e))
         self.pool_deployed = deployed
+        self.pool_env = package_env(deployed)
         return errors
 
     # --- tasks

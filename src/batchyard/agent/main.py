@@ -422,7 +422,14 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         # joining (or rebooted, reimaged: an agent start): the pool's packages before the first sync
-        joining = asyncio.ensure_future(self.packages.join(lambda: stop.is_set()))
+        since = time.monotonic()
+        joining = asyncio.ensure_future(
+            self.packages.join(
+                lambda: (
+                    stop.is_set() or time.monotonic() - since > self.cfg.orphan_timeout
+                )  # the poll loop's rule
+            )
+        )
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait([joining, waiter], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -28,6 +29,9 @@ from batchyard.service.common import Body
 from batchyard.service.context import Ctx
 
 Handler = Callable[[Call], Awaitable[Response]]
+
+#: Uploads stored at once (each up to `limits.PACKAGE_MAX_BODY` on disk); more wait their turn.
+MAX_CONCURRENT_UPLOADS = 4
 
 
 class Op(Protocol):
@@ -81,6 +85,8 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         return http.json_response(out, 200, http.entity_headers(etag, modified))
 
     # --- management (batchyard only)
+    uploads = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
+
     async def list_managed(c: Call) -> Response:
         return http.json_response({"value": apps.list_managed(ctx)})
 
@@ -104,7 +110,8 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         app_id, version = _p(c, "application_id"), _p(c, "version")
         apps.check_app_id(app_id)  # refused before a byte of the body is stored
         apps.check_version(version)
-        view, created = await apps.upload_version(ctx, app_id, version, _chunks(c.request))
+        async with uploads:
+            view, created = await apps.upload_version(ctx, app_id, version, _chunks(c.request))
         return http.json_response(view, 201 if created else 200)
 
     async def delete_version(c: Call) -> Response:
