@@ -665,7 +665,6 @@ def create_app(
     # operations this server does not implement yet: a clear Batch error, never a 404 or a fake success
     pending = [
         ("/poolusagemetrics", ["GET"], "list pool usage metrics"),
-        (P + "/removenodes", ["POST"], "remove nodes"),
         (J + "/jobpreparationandreleasetaskstatus", ["GET"], "job preparation and release task status"),
         (T + "/subtasksinfo", ["GET"], "list subtasks (multi-instance tasks)"),
         (N + "/users", ["POST"], "node users"),
@@ -677,6 +676,9 @@ def create_app(
         (_CERT, ["GET", "DELETE"], "certificates"),
         (_CERT + "/canceldelete", ["POST"], "certificates"),
     ]
+    from batchyard.api import nodes as node_api  # node operations and the preemption extension
+
+    routes += node_api.routes(o, ctx)
     from batchyard.api import applications  # its handlers use this module's rendering helpers
 
     routes += applications.routes(o, ctx)

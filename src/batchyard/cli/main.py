@@ -322,10 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args or args[0] in ("-h", "--help"):
         print(
-            "usage: batchyard [--version] {server,stop-nodes,agent,app} [options]\n\n"
+            "usage: batchyard [--version] {server,stop-nodes,agent,preempt,app} [options]\n\n"
             "  server      run the API, scheduler and pool manager\n"
             "  stop-nodes  stop the node agents a stopped server left running\n"
             "  agent       run one compute node agent\n"
+            "  preempt     preempt low-priority nodes of a running server (fault injection)\n"
             "  app         manage application packages on a server"
         )
         return
@@ -334,6 +335,10 @@ def main(argv: list[str] | None = None) -> None:
         _server(rest)
     elif cmd == "stop-nodes":
         _stop_nodes(rest)
+    elif cmd == "preempt":
+        from batchyard.cli.preempt import main as preempt_main
+
+        preempt_main(rest)
     elif cmd == "agent":
         from batchyard.agent.main import main as agent_main
 

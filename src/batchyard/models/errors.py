@@ -328,6 +328,52 @@ def node_state_unusable() -> BatchError:
     return _e(409, "NodeStateUnusable", "The node is in an unusable state.")
 
 
+# --- node operations (decision 0101) -------------------------------------------------------------------------
+
+
+def node_being_created() -> BatchError:
+    return _e(409, "NodeBeingCreated", "The specified node is being created.")
+
+
+def node_being_started() -> BatchError:
+    return _e(409, "NodeBeingStarted", "The specified node is being started.")
+
+
+def node_being_rebooted() -> BatchError:
+    return _e(409, "NodeBeingRebooted", "The specified node is being rebooted.")
+
+
+def node_being_reimaged() -> BatchError:
+    return _e(409, "NodeBeingReimaged", "The specified node is being reimaged.")
+
+
+def node_already_in_target_scheduling_state() -> BatchError:
+    return _e(
+        409,
+        "NodeAlreadyInTargetSchedulingState",
+        "The specified node is already in the target scheduling state.",
+    )
+
+
+def operation_not_valid_on_node(reason: str) -> BatchError:
+    return _e(
+        409,
+        "OperationNotValidOnNode",
+        "The specified operation is not valid on the node in its current state.",
+        Reason=reason,
+    )
+
+
+def operation_not_valid_on_pool(reason: str, **values: str) -> BatchError:
+    return _e(
+        409,
+        "OperationNotValidOnPool",
+        "The specified operation is not valid on the pool in its current state.",
+        Reason=reason,
+        **values,
+    )
+
+
 # --- pool images (decision 0060) --------------------------------------------------------------------------
 
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ from batchyard import __version__
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
-from batchyard.pools.local import LocalProvider
+from batchyard.pools.nodeops import NodeOps
+from batchyard.pools.provider import NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
 from batchyard.service.common import set_state
@@ -51,12 +51,28 @@ class Spawn:
     dedicated: bool
     user_accounts: tuple[dict[str, Any], ...] = ()
 
+    @property
+    def spec(self) -> NodeSpec:
+        return NodeSpec(self.node_id, self.token, self.pool_id, self.root, self.dedicated, self.user_accounts)
+
+
+def node_spec(ctx: Ctx, n: Row, pool: Row) -> NodeSpec:
+    """How to start an existing node's agent again."""
+    return NodeSpec(
+        n["id"],
+        n["token"],
+        pool["id"],
+        node_root(ctx, n["id"]),
+        bool(n["body"].get("isDedicated", True)),
+        tuple(pool["body"].get("userAccounts") or ()),
+    )
+
 
 class PoolManager:
     def __init__(
         self,
         ctx: Ctx,
-        provider: LocalProvider,
+        provider: NodeProvider,
         lease_seconds: float = 30.0,
         quotas: Quotas | None = None,
         spawn_batch: int = SPAWN_BATCH,
@@ -66,6 +82,7 @@ class PoolManager:
         self.lease = lease_seconds
         self.quotas = quotas or Quotas()
         self.spawn_batch = spawn_batch
+        self.ops = NodeOps(ctx, provider, lambda tx, n: self._remove_node(tx, n, "requeue"), self._spawn_of)
 
     async def run(self) -> None:
         hub = self.ctx.hub
@@ -75,6 +92,9 @@ class PoolManager:
             hub.pools.clear()
             try:
                 spawns = self.reconcile()
+                spawns += self.ops.step()
+                if self.ctx.node_ops:  # operations in progress are followed closely
+                    asyncio.get_running_loop().call_later(SPAWN_PAUSE, hub.wake_pools)
                 if spawns:
                     await self._spawn(spawns)
                     # the pool may want more nodes: the next pass follows shortly (a bounded rate)
@@ -90,8 +110,12 @@ class PoolManager:
         """After a restart: keep agents that are still alive, respawn the others (their tasks requeued)."""
         now = monotonic()
         with self.ctx.store.tx() as tx:
-            for n in tx.select(schema.nodes):
+            rows = tx.select(schema.nodes)
+            self.ops.adopt(rows)
+            for n in rows:
                 self.ctx.last_seen[n["id"]] = now
+                if n["id"] in self.ctx.node_ops or n["state"] == "deallocated":
+                    continue  # an operation in progress resumes at its stored step; a deallocated node has no agent
                 if self.provider.alive(n["pid"], n["id"]) and n["server_url"] == self.provider.server_url:
                     continue
                 self.provider.kill(n["pid"], n["id"])
@@ -106,14 +130,7 @@ class PoolManager:
             return
         body = n["body"]
         try:
-            pid = self.provider.spawn(
-                n["id"],
-                n["token"],
-                pool["id"],
-                node_root(self.ctx, n["id"]),
-                bool(body.get("isDedicated", True)),
-                pool["body"].get("userAccounts") or (),
-            )
+            pid = self.provider.start(node_spec(self.ctx, n, pool))
         except OSError as e:
             log.error("cannot start the agent of node %s: %s", n["id"], e)
             self._unusable(tx, n, e, now_text)
@@ -187,7 +204,9 @@ class PoolManager:
         def finish() -> None:
             """After the grace period: whatever is left of the node goes, then its directory."""
             self.provider.kill(pid, node_id)
-            shutil.rmtree(root, ignore_errors=True)
+            self.provider.wipe(node_id, root)
+            with contextlib.suppress(OSError):
+                root.rmdir()
 
         asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
@@ -201,9 +220,13 @@ class PoolManager:
         nodes = tx.select(
             schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal]
         )
+        # nodes being removed (removenodes) no longer count toward the target; the pool stays resizing until
+        # they are gone
+        leaving = {n["id"] for n in nodes if (n["body"].get("_op") or {}).get("kind") == "remove"}
+        nodes = [n for n in nodes if n["id"] not in leaving]
         option = str(body.get("_deallocation", "requeue"))
         stopped = body["allocationState"] == "stopping"
-        done = True
+        done = not leaving
         spawns: list[Spawn] = []
         resize_errors: list[dict[str, object]] = []
         if body["allocationState"] == "resizing":
@@ -225,7 +248,11 @@ class PoolManager:
                         done = False
                     else:
                         resize_errors.append(quota_error(dedicated, quota, in_use, cores))
-                    nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                    nodes = [
+                        n
+                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                        if n["id"] not in leaving
+                    ]
                 elif len(mine) > target:
                     excess = len(mine) - target
                     busy = {n["id"]: self.ctx.assignments.used_slots(n["id"]) for n in mine}
@@ -235,7 +262,11 @@ class PoolManager:
                             done = False
                             continue
                         self._remove_node(tx, n, option)
-                    nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                    nodes = [
+                        n
+                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                        if n["id"] not in leaving
+                    ]
         _, now_text, _ = self.ctx.stamp()
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
@@ -261,6 +292,11 @@ class PoolManager:
             for n in tx.select(schema.nodes)
             if bool(n["body"].get("isDedicated", True)) == dedicated
         )
+
+    def _spawn_of(self, n: Row, pool: Row) -> Spawn:
+        """Start an existing node's agent again (the end of a reboot, reimage, deallocation or preemption)."""
+        sp = node_spec(self.ctx, n, pool)
+        return Spawn(sp.node_id, sp.token, sp.pool_id, pool["key"], sp.root, sp.dedicated, sp.user_accounts)
 
     def _add_node(self, tx: Tx, pool: Row, ordinal: int, dedicated: bool) -> Spawn:
         """Write the node row (`creating`, no agent yet); `run` starts its agent off the event loop."""
@@ -315,16 +351,7 @@ class PoolManager:
 
     def _spawn_all(self, spawns: list[Spawn]) -> list[tuple[Spawn, int | OSError]]:
         """Start the agents (in a worker thread: no store access here)."""
-        out: list[tuple[Spawn, int | OSError]] = []
-        for sp in spawns:
-            try:
-                pid = self.provider.spawn(
-                    sp.node_id, sp.token, sp.pool_id, sp.root, sp.dedicated, sp.user_accounts
-                )
-                out.append((sp, pid))
-            except OSError as e:
-                out.append((sp, e))
-        return out
+        return list(zip(spawns, self.provider.create([sp.spec for sp in spawns]), strict=True))
 
     def _record_spawns(self, started: list[tuple[Spawn, int | OSError]]) -> None:
         """Record the agents' pids; a node whose agent could not start leaves, and its pool says why."""
@@ -332,6 +359,15 @@ class PoolManager:
         with self.ctx.store.tx() as tx:
             for sp, result in started:
                 row = tx.get(schema.nodes, id=sp.node_id)
+                if (
+                    isinstance(result, OSError)
+                    and row is not None
+                    and isinstance(row["body"].get("_op"), dict)
+                ):
+                    row["body"].pop("_op", None)
+                    self.ctx.node_ops.discard(sp.node_id)
+                    self._unusable(tx, row, result, self.ctx.stamp()[1])
+                    continue
                 if isinstance(result, OSError):
                     failed.setdefault(sp.pool_key, result)
                     if row is not None:
@@ -342,7 +378,20 @@ class PoolManager:
                     self.provider.stop(result, sp.node_id)
                     continue
                 values: dict[str, object] = {"pid": result}
-                if row["state"] == "creating":  # its first sync may already have made it idle
+                op = row["body"].get("_op")
+                if isinstance(op, dict):
+                    if op.get("phase") != "spawn":  # taken over by another operation meanwhile
+                        self.provider.stop(result, sp.node_id)
+                        continue
+                    # back from reboot, reimage, deallocation or preemption: the agent's first sync makes it idle
+                    _, now_text, _ = self.ctx.stamp()
+                    body = row["body"]
+                    body.pop("_op", None)
+                    set_state(body, "starting", now_text)
+                    values.update(state="starting", body=body, state_transition_time=now_text)
+                    self.ctx.node_ops.discard(sp.node_id)
+                    self.ctx.hub.wake_node(sp.node_id)
+                elif row["state"] == "creating":  # its first sync may already have made it idle
                     _, now_text, _ = self.ctx.stamp()
                     body = row["body"]
                     set_state(body, "starting", now_text)
@@ -421,8 +470,10 @@ class PoolManager:
         now = monotonic()
         with self.ctx.store.tx() as tx:
             for n in tx.select(
-                schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown"])
+                schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown", "offline"])
             ):
+                if n["id"] in self.ctx.node_ops:
+                    continue  # an operation in progress stops and starts this agent itself
                 seen = self.ctx.last_seen.get(n["id"], now)
                 self.ctx.last_seen.setdefault(n["id"], now)
                 dead = not self.provider.alive(n["pid"], n["id"])

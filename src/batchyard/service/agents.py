@@ -83,9 +83,12 @@ def authenticate(tx: Tx, node_id: str, token: str, pid: int | None = None) -> Ro
     return row
 
 
-def _node_state_after(ctx: Ctx, node_id: str, current: str) -> str:
+def _node_state_after(ctx: Ctx, node_id: str, current: str, body: Body) -> str:
     if current in ("creating", "starting", "unknown", "idle", "running", "offline"):
-        return "running" if ctx.assignments.running_on(node_id) else "idle"
+        if ctx.assignments.running_on(node_id):
+            return "running"
+        # scheduling disabled: `offline` once its tasks are gone (decision 0101)
+        return "offline" if body.get("schedulingState") == "disabled" else "idle"
     return current
 
 
@@ -132,7 +135,7 @@ def sync(
             tx.add_counts(jk, d)
         for job in jobs.values():
             completion.check_all_complete(ctx, tx, job)
-        new_state = _node_state_after(ctx, node_id, node["state"])
+        new_state = _node_state_after(ctx, node_id, node["state"], nbody)
         if node_errors is not None:  # the agent's start-up report (application packages)
             new_state = _agent_errors(nbody, new_state, node_errors)
             node_dirty = True

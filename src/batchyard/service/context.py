@@ -83,6 +83,8 @@ class Ctx:
     recent_tasks: dict[str, list[list[str]]] = field(default_factory=dict)
     # autoscale: the interval floor, per-pool metric samples and recent runs (service.autoscale)
     autoscale: AutoscaleState = field(default_factory=AutoscaleState)
+    # ids of nodes with an operation in progress (a `_op` in their body), for the pool manager (decision 0101)
+    node_ops: set[str] = field(default_factory=set)
 
     def node_root(self, node_id: str) -> Path:
         """A local node's directory (its agent's root)."""
