@@ -349,3 +349,41 @@ def test_packages_added_later_reach_new_nodes_and_a_deleted_one_makes_them_unusa
         "ApplicationPackageReference": gone,
         "Message": "The specified application package does not exist.",
     }
+
+
+def test_rebooting_an_unusable_node_installs_the_package_again(
+    client: BatchClient, raw: Raw, live: LiveServer, uid: str, tmp_path: Path
+) -> None:
+    """A node made `unusable` by a pool package recovers by a reboot once the package exists again (the
+    service's advice); the reboot is an agent start, which installs the pool's packages before the first sync."""
+    app = f"back-{uid}"
+    upload(live, tmp_path, app, "1", {"f.txt": b"x"}, "--set-default")
+    pool_id = f"reboot-{uid}"
+    create_pool(
+        client,
+        pool_id,
+        nodes=0,
+        application_package_references=[m.BatchApplicationPackageReference(application_id=app)],
+    )
+    app_cli(live, "delete", app, "--version", "1")
+    client.begin_resize_pool(
+        pool_id, m.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=0.2
+    ).result()
+    node = wait_for(
+        lambda: next((n for n in client.list_nodes(pool_id) if n.state == "unusable"), None),
+        60,
+        0.1,
+        "the node to be unusable",
+    )
+    upload(live, tmp_path, app, "1", {"f.txt": b"back"}, "--set-default")
+    # (the 15.1.0 SDK's begin_reboot_node fails before sending: it builds no content-type)
+    r = raw.post(f"/pools/{pool_id}/nodes/{node.id}/reboot", {})
+    assert r.status_code == 202, r.text()
+    wait_idle_nodes(client, pool_id, 1)
+    assert not client.get_node(pool_id, node.id).errors
+    job_id = f"reboot-{uid}"
+    new_job(client, job_id, pool_id)
+    client.create_task(job_id, task("t", f"cat $AZ_BATCH_APP_PACKAGE_{app.replace('-', '_')}/f.txt"))
+    t = wait_tasks_completed(client, job_id, ["t"], timeout=60)["t"]
+    assert t.execution_info.result == "success", t.execution_info.failure_info
+    assert b"".join(client.download_task_file(job_id, "t", "stdout.txt")) == b"back"
