@@ -588,7 +588,6 @@ def test_unsupported_verb_is_a_json_batch_error(raw: Raw) -> None:
 @pytest.mark.parametrize(
     "method,path,body",
     [
-        ("GET", "/applications", None),
         ("GET", "/poolusagemetrics", None),
     ],
 )

@@ -604,6 +604,6 @@ def test_batch_client_send_request_signs(live: LiveServer, client: Any) -> None:
 
 def test_unimplemented_operation_through_sdk(client: Any) -> None:
     with pytest.raises(HttpResponseError) as ei:
-        list(client.list_applications())
+        list(client.list_pool_usage_metrics())
     assert ei.value.status_code == 501
     assert ei.value.error is not None and ei.value.error.code == "NotImplemented"

@@ -2,7 +2,9 @@
 
 Routes: ``/files/<name>`` serves bytes registered with `put` (with an ETag, answering ``If-None-Match`` with 304),
 ``/status/<code>`` answers that status, ``/stall/<name>`` sends the headers and half the body of a registered
-file and then waits until the server stops (a download that never finishes). Every request is recorded
+file and then waits until the server stops (a download that never finishes); ``/stallonce/<name>`` does that
+to the first request only and serves the file whole afterwards (a download cut off by a killed agent, then
+retried). Every request is recorded
 (method, path, status, body bytes sent) so tests can count what was fetched.
 """
 
@@ -32,6 +34,7 @@ class FileServer:
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stalled_once: set[str] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -86,6 +89,11 @@ class FileServer:
                     self._send(404, b"not found")
                     return
                 etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+                if kind == "stallonce":
+                    with owner._lock:
+                        first = name not in owner._stalled_once
+                        owner._stalled_once.add(name)
+                    kind = "stall" if first else "files"
                 if kind == "stall":
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(data)))
@@ -126,10 +134,12 @@ class FileServer:
 @dataclass
 class StallingProxy:
     """A TCP proxy to ``127.0.0.1:<target_port>`` that forwards the first ``limit`` request bytes of each
-    connection and then holds the rest (an upload that hangs mid-body); ``stalled`` is set when it does."""
+    connection and then holds the rest (an upload that hangs mid-body); ``stalled`` is set when it does.
+    ``once``: only connections accepted before the first stall are held; later ones pass whole."""
 
     target_port: int
     limit: int
+    once: bool = False
     stalled: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _sock: socket.socket | None = None
@@ -156,7 +166,8 @@ class StallingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pump, args=(client, upstream, self.limit), daemon=True).start()
+            limit = None if self.once and self.stalled.is_set() else self.limit
+            threading.Thread(target=self._pump, args=(client, upstream, limit), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:

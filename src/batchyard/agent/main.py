@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from batchyard.agent import multiinstance
+from batchyard.agent.apppkg import Packages
 from batchyard.agent.jobprep import JobTaskRunner
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
 from batchyard.agent.runner import (
@@ -99,6 +100,8 @@ class Agent:
     kick: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
     last_contact: float = field(default_factory=time.monotonic)
+    # the start-up report of pool application packages, sent with the next sync (None: nothing to send)
+    node_errors: list[dict[str, Any]] | None = None
 
     spawners: dict[tuple[int | None, int | None, tuple[int, ...]], Spawner] = field(default_factory=dict)
     task_serial: int = 0
@@ -127,6 +130,9 @@ class Agent:
         self.start_task = StartTaskRunner(
             secrets.token_hex(8), node, self.layout, self.files, self.base, self._spawner_for, self._event
         )
+        self.packages = Packages(
+            self.client, self.cfg.node_id, self.cfg.token, self.layout.applications_dir, self.base
+        )
 
     def _event(self, **ev: Any) -> None:
         self.seq += 1
@@ -138,24 +144,28 @@ class Agent:
         batch = [e for e in self.events if e["seq"] not in self.in_flight]
         for e in batch:
             self.in_flight.add(e["seq"])
+        payload: dict[str, Any] = {
+            "nodeId": self.cfg.node_id,
+            "pid": os.getpid(),
+            "events": batch,
+            "running": [
+                *self.running,
+                *self.starting,
+                *(w["ref"] for w in self.queue),
+                *self.instances.refs(),
+                *self.jobtasks.running_releases(),
+            ],
+            "wait": wait,
+            "boot": self.start_task.boot,
+            "needStartTask": self.start_task.needed,
+        }
+        reported = self.node_errors
+        if reported is not None:
+            payload["nodeErrors"] = reported
         try:
             resp = await self.client.post(
                 SYNC_PATH,
-                json={
-                    "nodeId": self.cfg.node_id,
-                    "pid": os.getpid(),
-                    "events": batch,
-                    "running": [
-                        *self.running,
-                        *self.starting,
-                        *(w["ref"] for w in self.queue),
-                        *self.instances.refs(),
-                        *self.jobtasks.running_releases(),
-                    ],
-                    "wait": wait,
-                    "boot": self.start_task.boot,
-                    "needStartTask": self.start_task.needed,
-                },
+                json=payload,
                 headers={"x-batchyard-node-token": self.cfg.token, "x-batchyard-node-id": self.cfg.node_id},
             )
         except httpx.HTTPError as exc:
@@ -172,6 +182,8 @@ class Agent:
             log.warning("sync answered %s", resp.status_code)
             return False
         self.last_contact = time.monotonic()
+        if reported is not None and self.node_errors is reported:
+            self.node_errors = None
         data = resp.json()
         ack = int(data.get("ack", 0))
         acked = {e["seq"] for e in batch if e["seq"] <= ack}
@@ -310,6 +322,7 @@ class Agent:
                 job_prep_task_id=work.get("jobPrepTaskId"),
             )
         )
+        env.update(self.packages.pool_env)  # AZ_BATCH_* variables: never overridden by the task's
         if user is not None and user.uid is not None:
             env["USER"] = env["LOGNAME"] = user.name
         spec = RunSpec(
@@ -354,7 +367,15 @@ class Agent:
             self.start_log.add(ref)
             self._event(type="started", ref=ref, time=started)
             try:
-                failure = await self.files.download(spec, work)
+                failure = None
+                refs = work.get("applicationPackageReferences")
+                if refs:
+                    extra, failure = await self.packages.for_task(refs)
+                    if extra:
+                        spec = replace(spec, env={**spec.env, **extra})
+                        self.staged[ref] = (spec, work, started)
+                if failure is None:
+                    failure = await self.files.download(spec, work)
             except asyncio.CancelledError:
                 failure = TASK_ENDED_BY_USER
                 self.staged.pop(ref, None)  # ended by the server: nothing to upload, retried as usual
@@ -460,6 +481,24 @@ class Agent:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # joining (or rebooted, reimaged: an agent start): the pool's packages before the first sync
+        since = time.monotonic()
+        joining = asyncio.ensure_future(
+            self.packages.join(
+                lambda: (
+                    stop.is_set() or time.monotonic() - since > self.cfg.orphan_timeout
+                )  # the poll loop's rule
+            )
+        )
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([joining, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not joining.done():
+            joining.cancel()
+            await self.shutdown()
+            return
+        self.node_errors = joining.result()
+        self.start_task.pool_env = self.packages.pool_env  # a start task sees the pool's packages too
         tasks = [asyncio.ensure_future(self.poll_loop()), asyncio.ensure_future(self.report_loop())]
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopper, tasks[0]], return_when=asyncio.FIRST_COMPLETED)

@@ -65,19 +65,33 @@ def user_can_read(path: Path, uid: int, gids: frozenset[int], node_root: Path) -
     the directories above the node root are closed to it)."""
     try:
         real = Path(os.path.realpath(path))
-        if not _allows(os.stat(real), uid, gids, 4):
-            return False
-        root = Path(os.path.realpath(node_root))
-        parents = (
-            [d for d in real.parents if root in d.parents] if root in real.parents else list(real.parents)
-        )
-        return all(_allows(os.stat(d), uid, gids, 1) for d in parents)
+        return _allows(os.stat(real), uid, gids, 4) and _dirs_searchable(real, uid, gids, node_root)
     except OSError:
         return False
 
 
+def user_can_read_fd(fd: int, uid: int, gids: frozenset[int], node_root: Path) -> bool:
+    """`user_can_read` for the file open on ``fd``: its mode is that of the very inode the upload reads (a
+    file swapped for a symlink after the open changes nothing), its directories those of where it is now."""
+    try:
+        if not _allows(os.fstat(fd), uid, gids, 4):
+            return False
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        return real.is_absolute() and _dirs_searchable(real, uid, gids, node_root)
+    except OSError:
+        return False
+
+
+def _dirs_searchable(real: Path, uid: int, gids: frozenset[int], node_root: Path) -> bool:
+    root = Path(os.path.realpath(node_root))
+    parents = [d for d in real.parents if root in d.parents] if root in real.parents else list(real.parents)
+    return all(_allows(os.stat(d), uid, gids, 1) for d in parents)
+
+
 def needs_staging(work: dict[str, Any]) -> bool:
-    return bool(work.get("resourceFiles") or work.get("outputFiles"))
+    return bool(
+        work.get("resourceFiles") or work.get("outputFiles") or work.get("applicationPackageReferences")
+    )
 
 
 @dataclass
@@ -141,7 +155,7 @@ class NodeStaging:
         if spec.uid not in (None, 0):
             assert spec.uid is not None
             uid, gids = spec.uid, frozenset({spec.gid if spec.gid is not None else spec.uid, *spec.groups})
-            opts = replace(opts, readable=lambda p: user_can_read(p, uid, gids, self.root))
+            opts = replace(opts, readable=lambda fd: user_can_read_fd(fd, uid, gids, self.root))
         up = await upload_output_files(
             outputs,
             task_dir=spec.task_dir,

@@ -87,6 +87,8 @@ class StartTaskRunner:
         self.base = base
         self.spawner_for = spawner_for
         self.emit = emit
+        # the pool's application package variables (agent.apppkg), set once the packages are installed
+        self.pool_env: dict[str, str] = {}
         self.needed = True  # until the server has answered with this boot's start task (or none)
         self.proc: TaskProcess | None = None
         self.task: asyncio.Future[None] | None = None
@@ -126,6 +128,7 @@ class StartTaskRunner:
                 task_user_identity=user.label if user is not None else "PoolNonAdmin",
             )
         )
+        env.update(self.pool_env)
         if user is not None and user.uid is not None:
             env["USER"] = env["LOGNAME"] = user.name
         spec = RunSpec(

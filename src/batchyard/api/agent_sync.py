@@ -81,6 +81,12 @@ class Event(_Strict):
     lastRetryTime: str | None = None
 
 
+class NodeError(_Strict):
+    code: str = ""
+    message: str = ""
+    errorDetails: list[NameValue] | None = None
+
+
 class SyncBody(_Strict):
     nodeId: str
     pid: int | None = None
@@ -89,6 +95,7 @@ class SyncBody(_Strict):
     wait: float = 0.0
     boot: str | None = None  # the agent process's boot id: a new one is a node (re)start
     needStartTask: bool = False  # the agent has not received its boot's start task yet
+    nodeErrors: list[NodeError] | None = None  # sent once after start-up: [] = joined cleanly
 
 
 _decoder = msgspec.json.Decoder(SyncBody)
@@ -172,7 +179,12 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     ev = ctx.hub.node_event(node_id)
     ev.clear()
     boot = (body.boot, body.needStartTask)
-    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, boot)
+    node_errors = None
+    if body.nodeErrors is not None:
+        node_errors = [
+            {k: v for k, v in e.items() if v is not None} for e in msgspec.to_builtins(body.nodeErrors)
+        ]
+    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, boot, node_errors)
     quiet = not out["run"] and not out["kill"] and not out["release"] and "startTask" not in out
     if not events and quiet and wait > 0:
         with contextlib.suppress(TimeoutError):

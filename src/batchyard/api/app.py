@@ -150,7 +150,9 @@ class Api:
         scheme = request.headers.get("x-forwarded-proto") or request.url.scheme
         return f"{scheme}://{host}"
 
-    def op(self, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def op(self, fn: Handler, stream: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """`fn` as an endpoint; ``stream``: the handler reads the (bounded) body itself, as it arrives."""
+
         async def endpoint(request: Request) -> Response:
             rid = str(uuid.uuid4())
             base = self.base_url(request)
@@ -163,7 +165,7 @@ class Api:
                     raise errors.unsupported_request_version(version)
                 self.authenticate(request)
                 h = request.headers
-                if "transfer-encoding" in h or h.get("content-length", "0") != "0":
+                if not stream and ("transfer-encoding" in h or h.get("content-length", "0") != "0"):
                     # read (bounded) before answering, so a streamed answer never races the request's body
                     await request.body()
                 resp = await fn(Call(request, rid, base, version))
@@ -660,8 +662,6 @@ def create_app(
     ]
     # operations this server does not implement yet: a clear Batch error, never a 404 or a fake success
     pending = [
-        ("/applications", ["GET"], "list applications"),
-        ("/applications/{application_id}", ["GET"], "get application"),
         ("/poolusagemetrics", ["GET"], "list pool usage metrics"),
         (N + "/{action}", ["POST", "GET"], "node operations"),
     ]
@@ -680,6 +680,9 @@ def create_app(
     from batchyard.api import node_access as node_access_routes
 
     routes += node_access_routes.routes(o, ctx)
+    from batchyard.api import applications  # its handlers use this module's rendering helpers
+
+    routes += applications.routes(o, ctx)
     for path, methods, name in pending:
         routes.append(Route(path, o(not_implemented(name)), methods=methods))
     from batchyard.api import jobschedules  # its handlers use this module's rendering helpers

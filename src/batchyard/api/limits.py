@@ -24,9 +24,18 @@ AGENT_MAX_BODY = 16 * 1024 * 1024
 
 AGENT_PREFIX = "/batchyard/agent/"
 
+PACKAGE_MAX_BODY = 1 << 30
+"""An application package upload (``PUT /batchyard/applications/{id}/versions/{v}``), streamed to disk."""
+
+PACKAGE_PREFIX = "/batchyard/applications/"
+
 
 def limit_for(path: str) -> int:
-    return AGENT_MAX_BODY if path.startswith(AGENT_PREFIX) else REST_MAX_BODY
+    if path.startswith(AGENT_PREFIX):
+        return AGENT_MAX_BODY
+    if path.startswith(PACKAGE_PREFIX) and "/versions/" in path:
+        return PACKAGE_MAX_BODY
+    return REST_MAX_BODY
 
 
 def too_large(limit: int) -> errors.BatchError:

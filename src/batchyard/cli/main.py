@@ -343,11 +343,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args or args[0] in ("-h", "--help"):
         print(
-            "usage: batchyard [--version] {server,stop-nodes,agent,preempt} [options]\n\n"
+            "usage: batchyard [--version] {server,stop-nodes,agent,preempt,app} [options]\n\n"
             "  server      run the API, scheduler and pool manager\n"
             "  stop-nodes  stop the node agents a stopped server left running\n"
             "  agent       run one compute node agent\n"
-            "  preempt     preempt low-priority nodes of a running server (fault injection)"
+            "  preempt     preempt low-priority nodes of a running server (fault injection)\n"
+            "  app         manage application packages on a server"
         )
         return
     cmd, rest = args[0], args[1:]
@@ -363,6 +364,10 @@ def main(argv: list[str] | None = None) -> None:
         from batchyard.agent.main import main as agent_main
 
         agent_main(rest)
+    elif cmd == "app":
+        from batchyard.cli.apps import main as app_main
+
+        app_main(rest)
     else:
         sys.exit(f"unknown command {cmd!r}")
 

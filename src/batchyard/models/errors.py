@@ -601,3 +601,35 @@ def remote_desktop_needs_cloud_service() -> BatchError:
         Reason="The RDP file is available only for pools with a cloud service configuration, retired on 29 "
         "February 2024; use GetRemoteLoginSettings for virtual machine configuration pools",
     )
+
+
+# --- application packages (the data plane's errors, and batchyard's own management surface) -----------------
+
+
+def invalid_application_package_references(bad: Sequence[str]) -> BatchError:
+    """409 on pool create/patch/updateproperties: one value per bad reference, keyed by its application id."""
+    return BatchError(
+        409,
+        "InvalidApplicationPackageReferences",
+        "One or more of the specified application package references are invalid.",
+        [(app_id, "The specified application package does not exist.") for app_id in bad],
+    )
+
+
+def application_package_not_found() -> BatchError:
+    return _e(404, "ApplicationPackageNotFound", "The specified application package does not exist.")
+
+
+def application_package_exists() -> BatchError:
+    return _e(
+        409,
+        "ApplicationPackageExists",
+        "The specified application package version already exists and the application does not allow updates.",
+    )
+
+
+def invalid_application_package(reason: str) -> BatchError:
+    """An uploaded package that is not a zip batchyard will deploy (bad archive, unsafe names, too big)."""
+    return _e(
+        400, "InvalidApplicationPackage", "The uploaded application package is not valid.", Reason=reason
+    )

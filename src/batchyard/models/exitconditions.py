@@ -108,6 +108,7 @@ PRE_PROCESSING_CODES = frozenset(
         "ResourceContainerListMiscError",
         "ResourceDownloadTimedOut",
         "DiskFull",
+        "ApplicationPackageError",
     }
 )
 

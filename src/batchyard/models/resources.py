@@ -110,12 +110,10 @@ def check_user_accounts(body: Body) -> None:
 
 # Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
 _NOT_YET = {
-    # certificateReferences: checked against the account's certificates by service.certificates
-    "pool": ("mountConfiguration", "applicationPackageReferences"),
-    "task": (
-        "applicationPackageReferences",
-        "containerSettings",
-    ),
+    # certificateReferences: checked against the account's certificates by service.certificates;
+    # applicationPackageReferences: against the account's packages by service.applications
+    "pool": ("mountConfiguration",),
+    "task": ("containerSettings",),
 }
 
 

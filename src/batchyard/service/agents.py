@@ -59,6 +59,7 @@ def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
         "userIdentity": tb.get("userIdentity"),
         "resourceFiles": tb.get("resourceFiles") or [],
         "outputFiles": tb.get("outputFiles") or [],
+        "applicationPackageReferences": tb.get("applicationPackageReferences") or [],
         "slots": jobtasks.run_slots(task, node_slots),
         "nodeSlots": node_slots,
         **jobprep.task_work(job),
@@ -110,6 +111,7 @@ def sync(
     running: list[str],
     pid: int | None = None,
     boot: tuple[str | None, bool] = (None, False),
+    node_errors: list[Body] | None = None,
 ) -> Body:
     """Apply events, refresh the node, and compute what the agent must start and kill.
 
@@ -159,6 +161,9 @@ def sync(
             completion.check_all_complete(ctx, tx, job)
         current = "starting" if booted and node["state"] in starttask.BOOTING else node["state"]
         new_state = _node_state_after(ctx, node_id, current, nbody)
+        if node_errors is not None:  # the agent's start-up report (application packages)
+            new_state = _agent_errors(nbody, new_state, node_errors)
+            node_dirty = True
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
             if current in ("creating", "starting"):
@@ -182,6 +187,20 @@ def sync(
     if more or transitional or ((freed or node_dirty) and ctx.place_now is None):
         ctx.hub.wake_scheduler()
     return {"ack": max_seq, **plan(ctx, node_id, running), **starttask.reply(nbody, *boot)}
+
+
+def _agent_errors(nbody: Body, state: str, node_errors: list[Body]) -> str:
+    """Errors the agent found joining (a pool package it could not install) make the node `unusable`; a
+    clean report after a restart (reboot, reimage) clears the errors an earlier one set."""
+    if node_errors:
+        nbody["errors"] = node_errors
+        nbody["_agentErrors"] = True
+        return "unusable"
+    if nbody.pop("_agentErrors", None):
+        nbody.pop("errors", None)
+        if state == "unusable":
+            return "idle"
+    return state
 
 
 RECENT_TASKS = 10  # node agent 1.10.7's notes: a node's task history holds 10 entries

@@ -17,6 +17,7 @@ from batchyard.models.resources import (
 )
 from batchyard.service import autoscale, certificates
 from batchyard.service import starttask as start_task
+from batchyard.service.applications import check_pool_references
 from batchyard.service.common import Body, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -74,6 +75,7 @@ def create_pool(ctx: Ctx, spec: Body) -> Written:
     start_task.check(body)
     stamp_body(body, etag, now_text)
     with ctx.store.tx() as tx:
+        check_pool_references(tx, body.get("applicationPackageReferences"))
         try:
             tx.insert(
                 schema.pools,
@@ -183,6 +185,8 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
             check_user_accounts(body)
         if "startTask" in spec:
             start_task.check(body)  # applies to nodes at their next boot (decision 0110)
+        if "applicationPackageReferences" in spec:
+            check_pool_references(tx, spec["applicationPackageReferences"])
         if "taskSchedulingPolicy" in spec:
             fill = str(body["taskSchedulingPolicy"].get("nodeFillType", "spread")).lower()
             body["taskSchedulingPolicy"]["nodeFillType"] = "Pack" if fill == "pack" else "Spread"
@@ -199,6 +203,7 @@ def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
         for k in ("applicationPackageReferences", "metadata"):
             if k not in spec:
                 raise errors.missing_required_property(k)
+        check_pool_references(tx, spec["applicationPackageReferences"])
         for k in ("startTask", "applicationPackageReferences", "metadata", "certificateReferences"):
             if k in spec and spec[k] not in (None, []):
                 body[k] = spec[k]

@@ -8,6 +8,7 @@ only when a task actually names a container, so an agent whose tasks stage nothi
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -241,7 +242,7 @@ def upload_kwargs(headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]) 
 async def upload_to_container(up: Uploader, output: OutputFile, files: list[Matched]) -> None:
     """Upload matched files as block blobs (overwriting; ``StagingOptions.concurrency`` at once), logging each
     one; errors are recorded, not raised."""
-    from batchyard.storage.upload import UploadedFile, blob_name
+    from batchyard.storage.upload import Opened, UploadedFile, blob_name
 
     o = up.options
     url = strip_query(output.container_url)
@@ -254,9 +255,10 @@ async def upload_to_container(up: Uploader, output: OutputFile, files: list[Matc
         async with sem:
             started = time.monotonic()
             try:
-                size = m.path.stat().st_size
-                up.logs.info(f"Uploading {m.path} to {dest} ({size} bytes)")
-                with open(m.path, "rb") as data:
+                held = m.file if isinstance(m, Opened) else None
+                with held if held is not None else open(m.path, "rb") as data:
+                    size = os.fstat(data.fileno()).st_size
+                    up.logs.info(f"Uploading {m.path} to {dest} ({size} bytes)")
                     await container.upload_blob(name, data, length=size, overwrite=True, **kwargs)
             except AzureError as e:
                 failure = upload_failure(e).with_details(("FilePath", str(m.path)), ("Reason", reason(e)))

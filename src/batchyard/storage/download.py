@@ -61,8 +61,9 @@ class StagingOptions:
     #: Shared connection pools (one per agent); ``None`` = connections per call.
     connections: Connections | None = None
     #: Output files pass this check (the task's own user could read them) or are skipped: the agent reads as
-    #: root, and a task must not upload what only root may read (a symlink to ``/etc/shadow``).
-    readable: Callable[[Path], bool] | None = None
+    #: root, and a task must not upload what only root may read (a symlink to ``/etc/shadow``). It is given
+    #: the descriptor the upload then reads from, so the file cannot be swapped between check and upload.
+    readable: Callable[[int], bool] | None = None
 
 
 @dataclass(frozen=True)

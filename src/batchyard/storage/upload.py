@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 from urllib.parse import urlsplit
 
 from batchyard.storage import failures as f
@@ -36,6 +37,50 @@ from batchyard.storage.spec import OutputFile, UploadCondition
 
 UPLOAD_LOG = "fileuploadout.txt"
 UPLOAD_ERROR_LOG = "fileuploaderr.txt"
+
+
+@dataclass(frozen=True)
+class Opened(Matched):
+    """A matched file opened once, checked and uploaded through the same descriptor (``None``: it could not be
+    opened; the upload reports why)."""
+
+    file: BinaryIO | None = None
+
+
+def open_matched(
+    files: Sequence[Matched], readable: Callable[[int], bool] | None, skipped: Callable[[Path, str], None]
+) -> list[Opened]:
+    """Open each match without blocking (a FIFO swapped in never hangs the agent); what is not a regular file
+    or fails ``readable`` is skipped (reported through ``skipped``), the rest stays open for the upload."""
+    out: list[Opened] = []
+    for m in files:
+        try:
+            fd = os.open(m.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            out.append(Opened(m.path, m.relative, m.literal))
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                skipped(m.path, "not a regular file")
+                os.close(fd)
+                continue
+            if readable is not None and not readable(fd):
+                skipped(m.path, "the task's user may not read it")
+                os.close(fd)
+                continue
+            os.set_blocking(fd, True)
+            out.append(Opened(m.path, m.relative, m.literal, os.fdopen(fd, "rb")))
+        except BaseException:
+            os.close(fd)
+            raise
+    return out
+
+
+def close_opened(files: Sequence[Opened]) -> None:
+    for o in files:
+        if o.file is not None:
+            o.file.close()
 
 
 def should_upload(condition: UploadCondition, exit_code: int | None) -> bool:
@@ -156,7 +201,8 @@ class Uploader:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if not within_roots(dest.parent, self.options.local_roots):
                     raise PermissionError(f"{dest.parent} resolves outside the allowed local roots")
-                size = await asyncio.to_thread(copy_atomic, m.path, dest, 0o644)
+                src = m.file if isinstance(m, Opened) and m.file is not None else m.path
+                size = await asyncio.to_thread(copy_atomic, src, dest, 0o644)
             except (OSError, PathRefused) as e:
                 base = (
                     f.FILE_UPLOAD_ACCESS_DENIED
@@ -194,20 +240,20 @@ async def upload_output_files(
     started = time.monotonic()
     try:
         for output in selected:
-            files = await asyncio.to_thread(find_files, output.file_pattern, working_dir, env)
-            check = up.options.readable
-            if check is not None:
-                refused = [m for m in files if not check(m.path)]
-                for m in refused:
-                    logs.error(f"Skipped {m.path}: the task's user may not read it")
-                files = [m for m in files if m not in refused]
-            if not files:
-                logs.info(f"No files matched the pattern {output.file_pattern!r}")
-                continue
-            if urlsplit(output.container_url).scheme.lower() == "file":
-                await up.to_directory(output, files)
-            else:
-                await up.to_container(output, files)
+            found = await asyncio.to_thread(find_files, output.file_pattern, working_dir, env)
+            files: list[Matched] = list(
+                open_matched(found, up.options.readable, lambda p, why: logs.error(f"Skipped {p}: {why}"))
+            )
+            try:
+                if not files:
+                    logs.info(f"No files matched the pattern {output.file_pattern!r}")
+                    continue
+                if urlsplit(output.container_url).scheme.lower() == "file":
+                    await up.to_directory(output, files)
+                else:
+                    await up.to_container(output, files)
+            finally:
+                close_opened([o for o in files if isinstance(o, Opened)])
         total = sum(u.size for u in up.uploaded)
         state = "failed" if up.failure else "succeeded"
         logs.info(

@@ -168,3 +168,16 @@ certificates = Table(
     Column("last_modified", String(32), nullable=False),
     Column("body", Text, nullable=False),
 )
+
+# application packages (batchyard's management surface; the data plane reads them): one row per application,
+# its versions in the body (migration 0010_apppkg)
+applications = Table(
+    "applications",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("id", String(64), nullable=False),
+    Column("etag", String(24), nullable=False),
+    Column("last_modified", String(32), nullable=False),
+    Column("creation_time", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+)
