@@ -29,6 +29,7 @@ from batchyard.pools.quota import DEFAULT_DEDICATED_CORES, DEFAULT_LOW_PRIORITY_
 
 if TYPE_CHECKING:
     from batchyard.pools.manager import PoolManager
+    from batchyard.service.context import Ctx
 
 DEV_ACCOUNT = "devbatchaccount1"
 DEV_KEY = "ipJe2CPszs8w7KA3JShMAycxucJfI9LmzIetgJZD75y/WMKu35WnZBH5/tgFXBMvAJZeJNDEY7g7cNN5x3PMPQ=="
@@ -206,11 +207,23 @@ def _serve(a: argparse.Namespace) -> None:
     scheduler = Scheduler(ctx)
     ctx.place_now = scheduler.place_now
 
+    from batchyard.pools.nat import Forwarder, public_address
+
+    forwarder = Forwarder(a.host, public_address(a.host, a.public_url))
+    ctx.endpoints = forwarder  # inbound NAT and remote login (decision 0132)
+
     async def start_loops() -> None:
         manager.adopt()
         ctx.hub.wake_scheduler()
         ctx.hub.wake_pools()
-        await asyncio.gather(scheduler.run(), scheduler.timers_loop(), manager.run(), Autoscaler(ctx).run())
+        await asyncio.gather(
+            scheduler.run(),
+            scheduler.timers_loop(),
+            manager.run(),
+            Autoscaler(ctx).run(),
+            forwarder.run(ctx.store),
+            _sweep_node_users(ctx),
+        )
 
     app = create_app(ctx, Settings(account=account, key=key, public_url=a.public_url), [start_loops])
     endpoint = a.public_url or local_url
@@ -266,6 +279,14 @@ def _serve(a: argparse.Namespace) -> None:
         finally:
             _after_stop(manager, data_dir, a, pg_lock is not None)
     lock.close()
+
+
+async def _sweep_node_users(ctx: Ctx) -> None:
+    """Node user accounts of nodes that are gone (removed while the server was down, or a crash): deleted."""
+    from batchyard.pools.hostusers import HostAccounts
+    from batchyard.service.node_users import recorded_accounts
+
+    await asyncio.to_thread(HostAccounts(ctx.data_dir).sweep, recorded_accounts(ctx))
 
 
 def _after_stop(manager: PoolManager, data_dir: Path, a: argparse.Namespace, pg: bool) -> None:

@@ -498,3 +498,82 @@ def too_many_enable_autoscale_requests() -> BatchError:
         "TooManyEnableAutoScaleRequests",
         "The enable autoscale request was made too soon after the previous one for this pool.",
     )
+
+
+# --- certificates, node users, node access (issue 9) ----------------------------------------------------------
+
+
+def certificate_not_found() -> BatchError:
+    return _e(404, "CertificateNotFound", "The specified certificate does not exist.")
+
+
+def certificate_exists() -> BatchError:
+    return _e(409, "CertificateExists", "The specified certificate already exists.")
+
+
+def certificate_being_deleted() -> BatchError:
+    return _e(409, "CertificateBeingDeleted", "The specified certificate has been marked for deletion.")
+
+
+def certificate_state_active() -> BatchError:
+    """The recorded answer to canceldelete on an active certificate."""
+    return _e(409, "CertificateStateActive", "The specified certificate is in active state.")
+
+
+def invalid_certificate_references(missing: Sequence[str]) -> BatchError:
+    """A pool naming certificates the account does not have (values keyed like the auto-pool error)."""
+    return BatchError(
+        409,
+        "InvalidCertificateReferences",
+        "One or more certificates specified for the pool are invalid",
+        [(name, "The specified certificate does not exist.") for name in missing],
+    )
+
+
+def node_user_exists(reason: str = "") -> BatchError:
+    vals = {"Reason": reason} if reason else {}
+    return _e(409, "NodeUserExists", "The specified node user already exists.", **vals)
+
+
+def node_user_not_found() -> BatchError:
+    return _e(404, "NodeUserNotFound", "The specified node user does not exist.")
+
+
+_NODE_BUSY = {
+    "creating": ("NodeBeingCreated", "The specified node is being created."),
+    "starting": ("NodeBeingStarted", "The specified node is being started."),
+    "waitingforstarttask": ("NodeBeingStarted", "The specified node is being started."),
+    "rebooting": ("NodeBeingRebooted", "The specified node is being rebooted."),
+    "reimaging": ("NodeBeingReimaged", "The specified node is being reimaged."),
+    "unusable": ("NodeStateUnusable", "The node is in an unusable state."),
+}
+
+
+def node_not_ready(state: str) -> BatchError:
+    """Node users and remote access need a node that is up (idle or running); the code names why not."""
+    code, message = _NODE_BUSY.get(
+        state, ("OperationNotValidOnNode", "The operation is not valid on the node in its current state.")
+    )
+    return _e(409, code, message, Reason=f"The node is {state}; the operation needs an idle or running node")
+
+
+def node_access_unavailable(reason: str) -> BatchError:
+    """What the server cannot do on this host (not root, a tool missing): refused, never faked."""
+    return _e(
+        501, "NotImplemented", "The requested operation is not implemented on this server.", Reason=reason
+    )
+
+
+def extension_not_found() -> BatchError:
+    return _e(404, "ResourceNotFound", "The specified extension does not exist.")
+
+
+def remote_desktop_needs_cloud_service() -> BatchError:
+    """`GET …/rdp` (api-versions before 2024-07-01) works only on the retired cloud service pools."""
+    return _e(
+        409,
+        "OperationNotValidOnPool",
+        "The operation is not valid on the pool.",
+        Reason="The RDP file is available only for pools with a cloud service configuration, retired on 29 "
+        "February 2024; use GetRemoteLoginSettings for virtual machine configuration pools",
+    )

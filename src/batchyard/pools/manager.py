@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from batchyard import __version__
+from batchyard.models import multiinstance
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
+from batchyard.pools.hostusers import HostAccounts, remove_node_users
 from batchyard.pools.nodeops import NodeOps
 from batchyard.pools.provider import NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
@@ -37,6 +39,8 @@ log = logging.getLogger("batchyard.pools")
 SPAWN_BATCH = 8
 #: Seconds between two passes that add nodes: at most SPAWN_BATCH / SPAWN_PAUSE agents started per second.
 SPAWN_PAUSE = 0.1
+#: Node states whose agent must be alive and syncing (a dead one is started again: a node failure).
+_LEASED = ["idle", "running", "starting", "unknown", "offline", "waitingforstarttask", "starttaskfailed"]
 
 
 @dataclass(frozen=True)
@@ -201,12 +205,16 @@ class PoolManager:
         pid, node_id = n["pid"], n["id"]
         root = node_root(self.ctx, node_id)
 
+        has_users = bool(n["body"].get("_users"))
+
         def finish() -> None:
-            """After the grace period: whatever is left of the node goes, then its directory."""
+            """After the grace period: whatever is left of the node goes, then its directory and its users."""
             self.provider.kill(pid, node_id)
             self.provider.wipe(node_id, root)
             with contextlib.suppress(OSError):
                 root.rmdir()
+            if has_users:  # node user accounts on this host (decision 0131)
+                remove_node_users(HostAccounts(self.ctx.data_dir), node_id)
 
         asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
@@ -304,13 +312,20 @@ class PoolManager:
         salt = secrets.token_hex(4)
         nid = make_node_id(pool["id"], ordinal, dedicated, salt)
         token = secrets.token_hex(24)
+        # each local node has its own loopback address, on which the others reach it (decision 0161)
+        used: set[str] | None = getattr(self, "_addresses", None)
+        if used is None:  # read once; later picks are remembered (freed addresses are not reused)
+            used = {str(n["body"].get("ipAddress", "")) for n in tx.select(schema.nodes)}
+            self._addresses = used
+        address = multiinstance.pick_address(str(self.ctx.data_dir), used)
+        used.add(address)
         body = {
             "id": nid,
             "state": "creating",
             "schedulingState": "enabled",
             "stateTransitionTime": now_text,
             "allocationTime": now_text,
-            "ipAddress": "127.0.0.1",
+            "ipAddress": address,
             "affinityId": f"TVM:{nid}",
             "vmSize": pool["body"].get("vmSize", ""),
             "totalTasksRun": 0,
@@ -469,9 +484,7 @@ class PoolManager:
     def check_leases(self) -> None:
         now = monotonic()
         with self.ctx.store.tx() as tx:
-            for n in tx.select(
-                schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown", "offline"])
-            ):
+            for n in tx.select(schema.nodes, schema.nodes.c.state.in_(_LEASED)):
                 if n["id"] in self.ctx.node_ops:
                     continue  # an operation in progress stops and starts this agent itself
                 seen = self.ctx.last_seen.get(n["id"], now)

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from batchyard.models.clock import monotonic, parse_time
+from batchyard.pools.hostusers import HostAccounts, remove_node_users
 from batchyard.pools.provider import NodeEventKind, NodeProvider
 from batchyard.service import nodeops
 from batchyard.service.agents import requeue_node_tasks
@@ -142,6 +143,8 @@ class NodeOps:
             requeue_node_tasks(self.ctx, tx, node_id, now_text, etag)
             if kind in ("reimage", "preempt"):
                 self.provider.wipe(node_id, node_root(self.ctx, node_id))
+                if body.pop("_users", None):  # a fresh OS disk has no node users (decision 0131)
+                    remove_node_users(HostAccounts(self.ctx.data_dir), node_id)
             if kind == "deallocate":
                 body.pop("_op", None)
                 set_state(body, "deallocated", now_text)
