@@ -105,7 +105,7 @@ def test_preempt_requeues_and_the_node_comes_back(
 
 
 def test_preempt_a_fraction_of_a_pool(raw: Raw, client: BatchClient, spot: str) -> None:
-    resp = raw.post(f"/batchyard/pools/{spot}/preempt", {"fraction": 0.5, "returnAfter": "PT1S"})
+    resp = raw.post(f"/batchyard/pools/{spot}/preempt", {"fraction": 0.5, "returnAfter": "PT5S"})
     assert resp.status_code == 200, resp.text()
     (node_id,) = resp.json()["preempted"]
     assert client.get_node(spot, node_id).state == "preempted"
@@ -185,7 +185,7 @@ def _cli(live: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_preempt_command(live: LiveServer, client: BatchClient, spot: str) -> None:
     nodes = sorted(n.id for n in client.list_nodes(spot))
-    out = _cli(live, spot, nodes[0], "--return-after", "PT1S")
+    out = _cli(live, spot, nodes[0], "--return-after", "PT5S")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["preempted"] == [nodes[0]]
     assert client.get_node(spot, nodes[0]).state == "preempted"

@@ -135,9 +135,13 @@ class NodeOps:
             return None
         if phase == "stopping":
             since = self.stopping.get(node_id)
-            alive = self.provider.alive(row["pid"], node_id)
-            if alive and since is not None and monotonic() - since < STOP_GRACE:
-                return None
+            if self.provider.alive(row["pid"], node_id):
+                if since is None:  # asked before a restart of the server: ask again, give it its grace
+                    self.provider.stop(row["pid"], node_id)
+                    self.stopping[node_id] = monotonic()
+                    return None
+                if monotonic() - since < STOP_GRACE:
+                    return None
             self.provider.kill(row["pid"], node_id)
             self.stopping.pop(node_id, None)
             # anything still placed there goes back (a task the agent started meanwhile counts a requeue)
