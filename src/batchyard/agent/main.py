@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from batchyard.agent import containers
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
 from batchyard.agent.runner import (
     TASK_ENDED_BY_USER,
@@ -77,6 +78,8 @@ class AgentConfig:
     # data staging: the account's linked storage (connection string) and the dirs file:// URLs may name
     auto_storage: str | None = None
     file_roots: tuple[Path, ...] = ()
+    # the pool's containerConfiguration as JSON (with registry credentials), decision 0170
+    container_config: str | None = None
 
 
 @dataclass
@@ -108,6 +111,9 @@ class Agent:
         self.layout.ensure()
         self.start_log = StartLog(self.cfg.root)  # survives this process: see models.startlog
         self.files = NodeStaging(self.cfg.root, self.cfg.auto_storage, self.cfg.file_roots)
+        self.containers = containers.Engine.for_pool(
+            self.cfg.node_id, self.cfg.root, self.cfg.container_config
+        )
         # A privileged server gives each node a uid block, recorded as the node root's group (decision 0010).
         self.base = self.layout.secure() if os.geteuid() == 0 else None
         if self.base is not None:
@@ -266,6 +272,7 @@ class Agent:
             gid=user.gid if user is not None else None,
             groups=user.extra_groups if user is not None else (),
             dir_gid=self.base,
+            container=containers.launch_for(self.containers, work.get("containerSettings")),
         )
         return spec, user
 
@@ -400,8 +407,12 @@ class Agent:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        tasks = [asyncio.ensure_future(self.poll_loop()), asyncio.ensure_future(self.report_loop())]
         stopper = asyncio.ensure_future(stop.wait())
+        if self.containers is not None:  # images are pulled before the node first reports (it stays starting)
+            join = asyncio.ensure_future(self.containers.join(self._event))
+            await asyncio.wait([stopper, join], return_when=asyncio.FIRST_COMPLETED)
+            join.cancel()
+        tasks = [asyncio.ensure_future(self.poll_loop()), asyncio.ensure_future(self.report_loop())]
         await asyncio.wait([stopper, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
         self.stopping = True
         for t in [*tasks, stopper]:
@@ -449,6 +460,7 @@ def main(argv: list[str] | None = None) -> None:
         user_accounts=tuple(accounts),
         auto_storage=auto_storage,
         file_roots=tuple(r.resolve() for r in a.file_url_root),
+        container_config=os.environ.pop("BATCHYARD_CONTAINER_CONFIG", None),
     )
     try:
         import uvloop

@@ -53,7 +53,7 @@ class FailureInfo(_Strict):
 
 
 class Event(_Strict):
-    type: Literal["started", "completed"]
+    type: Literal["started", "completed", "nodeError"]  # nodeError: failureInfo of a node setup step
     ref: str
     seq: int = 0
     time: str | None = None

@@ -161,8 +161,12 @@ class LocalProvider:
         root: Path,
         dedicated: bool,
         user_accounts: Iterable[dict[str, Any]] = (),
+        container: dict[str, Any] | None = None,
     ) -> int:
         prepare_root(root)
+        env = agent_env(token, user_accounts, self.auto_storage)
+        if container:  # with registry credentials: in the agent's environment, never on a command line
+            env["BATCHYARD_CONTAINER_CONFIG"] = json.dumps(container)
         fd = os.open(root / ".agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             proc = subprocess.Popen(
@@ -189,7 +193,7 @@ class LocalProvider:
                 stdout=fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=agent_env(token, user_accounts, self.auto_storage),
+                env=env,
                 close_fds=True,
             )
         finally:

@@ -50,6 +50,13 @@ class Spawn:
     root: Path
     dedicated: bool
     user_accounts: tuple[dict[str, Any], ...] = ()
+    container: dict[str, Any] | None = None  # the pool's containerConfiguration (decision 0170)
+
+
+def _container_kw(pool_body: dict[str, Any]) -> dict[str, Any]:
+    """The provider's keyword for container pools only (other pools call it as before)."""
+    cc = (pool_body.get("virtualMachineConfiguration") or {}).get("containerConfiguration")
+    return {"container": cc} if cc else {}
 
 
 class PoolManager:
@@ -113,6 +120,7 @@ class PoolManager:
                 node_root(self.ctx, n["id"]),
                 bool(body.get("isDedicated", True)),
                 pool["body"].get("userAccounts") or (),
+                **_container_kw(pool["body"]),
             )
         except OSError as e:
             log.error("cannot start the agent of node %s: %s", n["id"], e)
@@ -301,7 +309,16 @@ class PoolManager:
             },
         )
         accounts = tuple(pool["body"].get("userAccounts") or ())
-        return Spawn(nid, token, pool["id"], pool["key"], node_root(self.ctx, nid), dedicated, accounts)
+        return Spawn(
+            nid,
+            token,
+            pool["id"],
+            pool["key"],
+            node_root(self.ctx, nid),
+            dedicated,
+            accounts,
+            _container_kw(pool["body"]).get("container"),
+        )
 
     async def _spawn(self, spawns: list[Spawn]) -> None:
         """Start agents in a worker thread; even when the server stops meanwhile, their pids are recorded."""
@@ -319,7 +336,13 @@ class PoolManager:
         for sp in spawns:
             try:
                 pid = self.provider.spawn(
-                    sp.node_id, sp.token, sp.pool_id, sp.root, sp.dedicated, sp.user_accounts
+                    sp.node_id,
+                    sp.token,
+                    sp.pool_id,
+                    sp.root,
+                    sp.dedicated,
+                    sp.user_accounts,
+                    **({"container": sp.container} if sp.container else {}),
                 )
                 out.append((sp, pid))
             except OSError as e:

@@ -59,9 +59,23 @@ def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
         "userIdentity": tb.get("userIdentity"),
         "resourceFiles": tb.get("resourceFiles") or [],
         "outputFiles": tb.get("outputFiles") or [],
+        "containerSettings": tb.get("containerSettings"),
         "slots": int(task["slots"]),
         "nodeSlots": node_slots,
     }
+
+
+def node_error(ev: Body) -> Body:
+    """A node ``errors[]`` entry from an agent's ``nodeError`` event (its failureInfo, bounded)."""
+    info = ev.get("failureInfo") or {}
+    details = [
+        {"name": str(d.get("name", ""))[:256], "value": str(d.get("value", ""))[:1024]}
+        for d in (info.get("details") or [])[:8]
+    ]
+    out: Body = {"code": str(info.get("code", ""))[:128], "message": str(info.get("message", ""))[:1024]}
+    if details:
+        out["errorDetails"] = details
+    return out
 
 
 def split_ref(ref: str) -> tuple[str, str, int]:
@@ -103,10 +117,14 @@ def sync(
         rows = _load_rows(tx, events)
         _, now_text, etag = ctx.stamp()
         max_seq = 0
-        node_dirty = False
+        node_dirty = unusable = False
         for ev in events:
             max_seq = max(max_seq, int(ev.get("seq", 0)))
             kind = ev.get("type")
+            if kind == "nodeError":  # a setup step failed when the node joined (e.g. a container image pull)
+                nbody["errors"] = [*(nbody.get("errors") or []), node_error(ev)]
+                unusable = node_dirty = True
+                continue
             row = rows.get(str(ev.get("ref")))
             if row is None:
                 continue
@@ -125,7 +143,7 @@ def sync(
             tx.add_counts(jk, d)
         for job in jobs.values():
             completion.check_all_complete(ctx, tx, job)
-        new_state = _node_state_after(ctx, node_id, node["state"])
+        new_state = "unusable" if unusable else _node_state_after(ctx, node_id, node["state"])
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
             if node["state"] in ("creating", "starting"):
