@@ -74,23 +74,15 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     proc = subprocess.Popen(["docker-registry", "serve", str(d / "config.yml")], stdout=log, stderr=log)
     reg = Registry(host, proc)
     try:
-        target = reg.image("test:1")
-        wait_for(
-            lambda: (
-                subprocess.run(
-                    ["podman", "push", "--quiet", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}"]
-                    + [LOCAL_IMAGE, target],
-                    capture_output=True,
-                ).returncode
-                == 0
-                or None
-            ),
-            30,
-            0.2,
-            "the test image pushed to the registry",
-        )
-        # the nodes must pull it themselves: drop the copy the push left under the registry's name
-        subprocess.run(["podman", "rmi", "--force", target], capture_output=True)
+
+        def push(target: str) -> bool | None:
+            cmd = ["podman", "push", "--quiet", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}"]
+            return subprocess.run([*cmd, LOCAL_IMAGE, target], capture_output=True).returncode == 0 or None
+
+        for target in (reg.image("test:1"), reg.image("test:2")):
+            wait_for(lambda target=target: push(target), 30, 0.2, f"{target} pushed to the registry")
+            # the nodes must pull it themselves: drop the copy the push left under the registry's name
+            subprocess.run(["podman", "rmi", "--force", target], capture_output=True)
         yield reg
     finally:
         proc.terminate()
@@ -248,13 +240,19 @@ def test_missing_image_fails_the_task(client: BatchClient, pool: str, registry: 
     new_job(client, job_id, pool)
     client.create_task(job_id, ctask("t", "true", registry.image("missing:1")))
     client.create_task(job_id, ctask("local", "true", "localhost/batchyard-no-such:1"))
-    for t in wait_tasks_done(client, job_id, 2, timeout=60):
+    # the task's own registry credentials win over the pool's for its registry (test:2 is not prefetched)
+    wrong = m.ContainerRegistryReference(registry_server=registry.host, username=USER, password="wrong")
+    client.create_task(job_id, ctask("creds", "true", registry.image("test:2"), settings={"registry": wrong}))
+    images = (registry.image("missing:1"), "localhost/batchyard-no-such:1", registry.image("test:2"))
+    for t in wait_tasks_done(client, job_id, 3, timeout=60):
         info = t.execution_info
         assert info.result == "failure" and info.exit_code is None, info
         assert (info.failure_info.category, info.failure_info.code) == ("usererror", "ContainerInvalidImage")
         details = {d.name: d.value for d in info.failure_info.details}
-        assert details["ContainerImage"] in (registry.image("missing:1"), "localhost/batchyard-no-such:1")
+        assert details["ContainerImage"] == images[["t", "local", "creds"].index(t.id)]
         assert details["Message"]
+        if t.id == "creds":
+            assert "unauthorized" in details["Message"], details
 
 
 def test_run_options_allowed_and_refused(

@@ -279,6 +279,10 @@ class ContainerLaunch:
             args += ["--user", f"{spec.uid}:{spec.gid if spec.gid is not None else spec.uid}"]
             for g in spec.groups:
                 args += ["--group-add", str(g)]
+        if spec.uid not in (None, 0):
+            # a non-admin task gains nothing in its container: no capabilities, no setuid escalation to the
+            # container's root (which is the host's root: the engine runs rootful)
+            args += ["--cap-drop=all", "--security-opt=no-new-privileges"]
         env = {k: v for k, v in spec.env.items() if k not in _HOST_ONLY}
         for k in env:
             args += ["--env", k]
