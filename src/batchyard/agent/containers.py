@@ -244,6 +244,7 @@ class ContainerLaunch:
     settings: dict[str, Any]
     name: str
     refusal: FailureInfo | None = None
+    options: tuple[str, ...] = ()
 
     @classmethod
     def refused(cls, settings: Mapping[str, Any], failure: FailureInfo) -> ContainerLaunch:
@@ -254,6 +255,10 @@ class ContainerLaunch:
         if self.refusal is not None:
             return self.refusal
         assert self.engine is not None
+        try:
+            self.options = model.parse_run_options(str(self.settings.get("containerRunOptions") or "")).args
+        except model.RunOptionError as exc:  # accepted at add under older rules: refused here all the same
+            return _failure(CONTAINER_INVALID_SETTINGS, Message=str(exc))
         if not engine_available():
             return _failure(
                 CONTAINER_MISC, Message=f"the container engine ({ENGINE} with {RUNTIME}) is not installed"
@@ -293,9 +298,7 @@ class ContainerLaunch:
             ]
         if s.get("workingDirectory", "taskWorkingDirectory") == "taskWorkingDirectory":
             args += ["--workdir", str(spec.working_dir)]
-        opts = s.get("containerRunOptions")
-        if opts:
-            args += model.parse_run_options(str(opts)).args  # accepted at add; checked again here
+        args += self.options  # read in `prepare`
         args += ["--", str(s["imageName"]), *command]
         proc_env = dict(env)
         proc_env["PATH"] = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
