@@ -177,6 +177,8 @@ def test_task_runs_in_the_image_as_the_task_user(
     assert t.container_settings.working_directory == "taskWorkingDirectory"
     assert t.execution_info.exit_code == 3, t.execution_info
     assert t.execution_info.failure_info.code == "FailureExitCode"
+    info = t.execution_info.container_info
+    assert info.state == "exited" and len(info.container_id) == 64, info
     out = read(client, job_id, "t1", "stdout.txt")
     assert "ID=batchyard-test" in out and "debian" not in out.lower(), out
     lines = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)

@@ -278,7 +278,7 @@ class ContainerLaunch:
             "--label",
             f"{LABEL}={self.engine.node_id}",
         ]
-        args += ["--network", "none", "--pull", "never"]
+        args += ["--network", "none", "--pull", "never", "--cidfile", str(self._cidfile())]
         args += [f"--ulimit={u}" for u in _ulimits()]
         if spec.uid is not None:
             args += ["--user", f"{spec.uid}:{spec.gid if spec.gid is not None else spec.uid}"]
@@ -303,6 +303,23 @@ class ContainerLaunch:
         proc_env = dict(env)
         proc_env["PATH"] = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         return args, proc_env
+
+    def _cidfile(self) -> Path:
+        assert self.engine is not None
+        self.engine.private_dir.mkdir(mode=0o700, exist_ok=True)
+        return self.engine.private_dir / f"{self.name}.cid"
+
+    def info(self) -> dict[str, str] | None:
+        """``executionInfo.containerInfo`` once the container is gone: its id and ``exited`` (read once)."""
+        if self.engine is None:
+            return None
+        path = self.engine.private_dir / f"{self.name}.cid"
+        try:
+            cid = path.read_text().strip()
+            path.unlink()
+        except OSError:
+            return None
+        return {"containerId": cid, "state": "exited"} if cid else None
 
     def _mounts(self, spec: RunSpec) -> list[tuple[str, bool]]:
         env = spec.env

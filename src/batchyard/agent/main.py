@@ -353,6 +353,8 @@ class Agent:
                 "writeOps": result.write_ops,
             },
         }
+        if proc.spec.container is not None and (info := proc.spec.container.info()):
+            ev["containerInfo"] = info
         if result.failure is not None:
             ev["failureInfo"] = {
                 "category": result.failure.category,

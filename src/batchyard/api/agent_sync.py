@@ -52,6 +52,12 @@ class FailureInfo(_Strict):
     details: list[NameValue] | None = None
 
 
+class ContainerInfo(_Strict):
+    containerId: str = ""
+    state: str = ""
+    error: str = ""
+
+
 class Event(_Strict):
     type: Literal["started", "completed", "nodeError"]  # nodeError: failureInfo of a node setup step
     ref: str
@@ -64,6 +70,7 @@ class Event(_Strict):
     usage: Usage | None = None
     failureInfo: FailureInfo | None = None
     noRetry: bool = False  # a data-staging failure: completed without a retry
+    containerInfo: ContainerInfo | None = None  # a container task's container (decision 0170)
 
 
 class SyncBody(_Strict):

@@ -292,6 +292,11 @@ def _completed(
         ei["exitCode"] = int(exit_code)
     else:
         ei.pop("exitCode", None)
+    container = ev.get("containerInfo")
+    if container:
+        ei["containerInfo"] = {k: str(v)[:1024] for k, v in container.items() if v}
+    else:
+        ei.pop("containerInfo", None)
     failure = ev.get("failureInfo")
     if failure is not None and not failure.get("details"):
         failure = {k: v for k, v in failure.items() if k != "details"}
