@@ -459,3 +459,24 @@ def test_bad_task_container_settings(
     body = {"id": task_id, "commandLine": "true", "containerSettings": settings}
     assert_error(raw.post(f"/jobs/{raw_job}/tasks", body), 400, code, PropertyName=prop)
     assert raw.get(f"/jobs/{raw_job}/tasks/{task_id}").status_code == 404
+
+
+def test_removing_the_pool_removes_its_running_containers(
+    client: BatchClient, registry: Registry, uid: str
+) -> None:
+    pool_id = f"ctrdel-{uid}"
+    client.create_pool(
+        m.BatchPoolCreateOptions(
+            id=pool_id,
+            vm_size="standard_d2s_v3",
+            target_dedicated_nodes=1,
+            **container_pool(registry),  # type: ignore[arg-type]
+        )
+    )
+    (node,) = wait_idle_nodes(client, pool_id, 1, timeout=120)
+    job_id = f"ctrdel-{uid}"
+    new_job(client, job_id, pool_id)
+    client.create_task(job_id, ctask("t", "sleep 300", registry.image("test:1")))
+    wait_for(lambda: len(containers_of(node.id)) == 1 or None, 30, 0.1, "the container started")
+    client.begin_delete_pool(pool_id, polling_interval=0.2).result()
+    wait_for(lambda: not containers_of(node.id) or None, 30, 0.1, "no container left after the pool is gone")

@@ -20,6 +20,7 @@ import re
 import resource
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -343,13 +344,17 @@ class ContainerLaunch:
         return out
 
     def signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the container's first process (fire and forget; the run line reports the exit)."""
+        """Send ``sig`` to the container's first process, now (spawned at once, so an agent that stops right
+        after still delivers it; the run line reports the exit, the process is reaped by a later spawn)."""
         if self.engine is not None:
-            asyncio.ensure_future(
-                self.engine._run(
-                    [*self.engine._base(), "kill", "--signal", sig.name, self.name], CONTROL_TIMEOUT
+            with contextlib.suppress(OSError):
+                subprocess.Popen(
+                    [*self.engine._base(), "kill", "--signal", sig.name, self.name],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    close_fds=True,
                 )
-            )
 
     def remove(self) -> None:
         """After a kill: make sure the container is gone even if ``podman run`` died before it could clean up."""

@@ -396,6 +396,9 @@ class Agent:
                 await self._sync(0)
 
     async def shutdown(self) -> None:
+        if self.containers is not None:  # at once: the provider kills this agent a few seconds after asking
+            with contextlib.suppress(Exception):
+                await self.containers.remove_stale()
         for proc in list(self.running.values()):
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")

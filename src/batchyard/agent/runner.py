@@ -391,8 +391,11 @@ class TaskProcess:
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.pid is None:
             return
-        if self.spec.container is not None and not self._done.done():
-            self.spec.container.signal(sig)  # the container's processes are not in the group
+        if self.spec.container is not None:
+            if not self._done.done():
+                self.spec.container.signal(sig)  # the container's processes are not in the group
+            if sig != signal.SIGKILL:
+                return  # `podman run` waits for the container's own exit code
         try:
             os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
