@@ -120,7 +120,16 @@ class Engine:
         )
 
     def _base(self) -> list[str]:
-        return [ENGINE, "--log-level=error", "--runtime", RUNTIME, "--cgroup-manager", "cgroupfs"]
+        # no event log: nothing reads it, and writing it costs about a fifth of a short container's run
+        return [
+            ENGINE,
+            "--log-level=error",
+            "--events-backend=none",
+            "--runtime",
+            RUNTIME,
+            "--cgroup-manager",
+            "cgroupfs",
+        ]
 
     async def _run(self, args: list[str], timeout: float) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
