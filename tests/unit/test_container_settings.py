@@ -113,3 +113,12 @@ def test_pool_view_hides_registry_passwords() -> None:
     c.check_pool_configuration(cc)
     assert c.pool_configuration_view(cc)["containerRegistries"] == [{"registryServer": "r", "username": "u"}]
     assert cc["containerRegistries"][0]["password"] == "p"  # kept for the nodes
+
+
+def test_short_names_are_docker_hub_names() -> None:
+    assert c.fully_qualified("ubuntu") == "docker.io/library/ubuntu"
+    assert c.fully_qualified("ubuntu:22.04") == "docker.io/library/ubuntu:22.04"
+    assert c.fully_qualified("me/app:1") == "docker.io/me/app:1"
+    assert c.fully_qualified("docker.io/me/app") == "docker.io/me/app"
+    assert c.fully_qualified("127.0.0.1:5000/x:1") == "127.0.0.1:5000/x:1"
+    assert c.fully_qualified("localhost/x:1") == "localhost/x:1"

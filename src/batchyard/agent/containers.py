@@ -212,7 +212,7 @@ class Engine:
         await self.remove_stale()
         out = []
         for image in self.images:
-            failure = await self.pull(image)
+            failure = await self.pull(model.fully_qualified(image))
             if failure is not None:
                 out.append(failure)
         return out
@@ -255,6 +255,7 @@ class ContainerLaunch:
     name: str
     refusal: FailureInfo | None = None
     options: tuple[str, ...] = ()
+    image: str = ""  # fully qualified, set by `prepare`
 
     @classmethod
     def refused(cls, settings: Mapping[str, Any], failure: FailureInfo) -> ContainerLaunch:
@@ -273,7 +274,8 @@ class ContainerLaunch:
             return _failure(
                 CONTAINER_MISC, Message=f"the container engine ({ENGINE} with {RUNTIME}) is not installed"
             )
-        return await self.engine.pull(str(self.settings["imageName"]), self.settings.get("registry"))
+        self.image = model.fully_qualified(str(self.settings["imageName"]))
+        return await self.engine.pull(self.image, self.settings.get("registry"))
 
     def argv(self, command: list[str], spec: RunSpec) -> tuple[list[str], dict[str, str]]:
         """The ``podman run`` argv and its environment (task variables are passed by name only)."""
@@ -309,7 +311,7 @@ class ContainerLaunch:
         if s.get("workingDirectory", "taskWorkingDirectory") == "taskWorkingDirectory":
             args += ["--workdir", str(spec.working_dir)]
         args += self.options  # read in `prepare`
-        args += ["--", str(s["imageName"]), *command]
+        args += ["--", self.image, *command]
         proc_env = dict(env)
         proc_env["PATH"] = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         return args, proc_env

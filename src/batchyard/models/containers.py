@@ -162,6 +162,14 @@ def registry_host(image: str) -> str:
     return "docker.io"
 
 
+def fully_qualified(image: str) -> str:
+    """The reference `docker pull` means: short names are Docker Hub's (``ubuntu`` → ``docker.io/library/ubuntu``),
+    so the engine never has to resolve a short name itself."""
+    if registry_host(image) != "docker.io" or image.startswith("docker.io/"):
+        return image
+    return f"docker.io/{image}" if "/" in image.split("@")[0].split(":")[0] else f"docker.io/library/{image}"
+
+
 def _check_image(name: object, prop: str) -> str:
     if not isinstance(name, str) or not name:
         raise errors.missing_required_property(prop)
