@@ -207,7 +207,23 @@ def test_image_default_workdir_and_no_bind_mounts(
     client.create_task(
         job_id, ctask("ro", "touch $AZ_BATCH_TASK_WORKING_DIR/x", registry.image("test:1"), settings=ro)
     )
-    tasks = {t.id: t for t in wait_tasks_done(client, job_id, 2, timeout=60)}
+    # a variable the agent does not set here cannot point a bind mount outside the node's directory
+    escape = {"container_host_batch_bind_mounts": [m.ContainerHostBatchBindMountEntry(source="JobPrep")]}
+    client.create_task(
+        job_id,
+        ctask(
+            "escape",
+            "test -e /etc/debian_version && echo host-etc || echo image-etc",
+            registry.image("test:1"),
+            settings=escape,
+            environment_settings=[m.EnvironmentSetting(name="AZ_BATCH_JOB_PREP_DIR", value="/etc")],
+        ),
+    )
+    tasks = {t.id: t for t in wait_tasks_done(client, job_id, 3, timeout=60)}
+    assert read(client, job_id, "escape", "stdout.txt") == "image-etc\n", (
+        tasks["escape"].execution_info,
+        read(client, job_id, "escape", "stderr.txt"),
+    )
     assert tasks["t"].execution_info.exit_code == 0
     assert read(client, job_id, "t", "stdout.txt") == "/\nroot-hidden\n/bin\n"
     assert tasks["ro"].execution_info.exit_code == 1  # the task dir is there, read-only
@@ -227,7 +243,23 @@ def test_wall_clock_and_terminate_kill_the_container(
     (node,) = client.list_nodes(pool)
     wait_for(lambda: len(containers_of(node.id)) == 1 or None, 20, 0.1, "the container started")
     client.terminate_task(job_id, "term")
-    tasks = {t.id: t for t in wait_tasks_done(client, job_id, 2, timeout=60)}
+    # a variable the agent does not set here cannot point a bind mount outside the node's directory
+    escape = {"container_host_batch_bind_mounts": [m.ContainerHostBatchBindMountEntry(source="JobPrep")]}
+    client.create_task(
+        job_id,
+        ctask(
+            "escape",
+            "test -e /etc/debian_version && echo host-etc || echo image-etc",
+            registry.image("test:1"),
+            settings=escape,
+            environment_settings=[m.EnvironmentSetting(name="AZ_BATCH_JOB_PREP_DIR", value="/etc")],
+        ),
+    )
+    tasks = {t.id: t for t in wait_tasks_done(client, job_id, 3, timeout=60)}
+    assert read(client, job_id, "escape", "stdout.txt") == "image-etc\n", (
+        tasks["escape"].execution_info,
+        read(client, job_id, "escape", "stderr.txt"),
+    )
     assert tasks["wall"].execution_info.failure_info.code == "TaskEnded"
     assert tasks["wall"].execution_info.failure_info.category == "servererror"
     assert tasks["term"].execution_info.failure_info.code == "TaskEnded"

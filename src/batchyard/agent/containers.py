@@ -303,13 +303,17 @@ class ContainerLaunch:
         env = {k: v for k, v in spec.env.items() if k not in _HOST_ONLY}
         for k in env:
             args += ["--env", k]
-        for src, ro in self._mounts(spec):
+        mounts = self._mounts(spec)
+        for src, ro in mounts:
             args += [
                 "--mount",
                 f"type=bind,source={src},destination={src}" + (",readonly=true" if ro else ""),
             ]
-        if s.get("workingDirectory", "taskWorkingDirectory") == "taskWorkingDirectory":
-            args += ["--workdir", str(spec.working_dir)]
+        wd = str(spec.working_dir)
+        if s.get("workingDirectory", "taskWorkingDirectory") == "taskWorkingDirectory" and any(
+            wd == src or wd.startswith(src + "/") for src, _ in mounts
+        ):  # a working dir that is not mounted in (bind mounts without `Task`) leaves the image's own
+            args += ["--workdir", wd]
         args += self.options  # read in `prepare`
         args += ["--", self.image, *command]
         proc_env = dict(env)
@@ -334,11 +338,19 @@ class ContainerLaunch:
         return {"containerId": cid, "state": "exited"} if cid else None
 
     def _mounts(self, spec: RunSpec) -> list[tuple[str, bool]]:
-        env = spec.env
+        """Bind mounts (same path inside): the node root, or the chosen Batch data paths inside it.
+
+        Paths come from the agent's own variables, and each must resolve inside the node root: a task's
+        ``environmentSettings`` may name a variable the agent does not set here (``AZ_BATCH_JOB_PREP_DIR`` without
+        a preparation task), and nothing outside the node's directory is ever mounted.
+        """
+        assert self.engine is not None
+        root = str(self.engine.private_dir.parent)  # the agent's --root, as AZ_BATCH_NODE_ROOT_DIR says
         binds = self.settings.get("containerHostBatchBindMounts")
         if binds is None:  # Azure's Linux default: the whole node root dir
-            return [(env["AZ_BATCH_NODE_ROOT_DIR"], False)]
-        root = env["AZ_BATCH_NODE_ROOT_DIR"]
+            return [(root, False)]
+        real_root = os.path.realpath(root)
+        env = spec.env
         paths = {
             "Shared": env.get("AZ_BATCH_NODE_SHARED_DIR"),
             "Startup": env.get("AZ_BATCH_NODE_STARTUP_DIR"),
@@ -350,7 +362,10 @@ class ContainerLaunch:
         out = []
         for b in binds:
             path = paths.get(str(b.get("source")))
-            if path and "," not in path and os.path.isdir(path):
+            if not path or "," in path or not os.path.isdir(path):
+                continue
+            real = os.path.realpath(path)
+            if real == real_root or real.startswith(real_root + os.sep):
                 out.append((path, bool(b.get("isReadOnly", False))))
         return out
 
