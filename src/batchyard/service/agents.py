@@ -122,7 +122,10 @@ def sync(
             max_seq = max(max_seq, int(ev.get("seq", 0)))
             kind = ev.get("type")
             if kind == "nodeError":  # a setup step failed when the node joined (e.g. a container image pull)
-                nbody["errors"] = [*(nbody.get("errors") or []), node_error(ev)]
+                # one agent start reports all its setup errors in one batch: they replace older ones
+                nbody["errors"] = (
+                    [*(nbody.get("errors") or []), node_error(ev)] if unusable else [node_error(ev)]
+                )
                 unusable = node_dirty = True
                 continue
             row = rows.get(str(ev.get("ref")))
