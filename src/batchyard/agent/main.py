@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,7 @@ from batchyard.agent.runner import (
 )
 from batchyard.agent.spawner import Spawner
 from batchyard.agent.staging import AUTO_STORAGE_ENV, NodeStaging, needs_staging
+from batchyard.agent.starttask import NodeInfo, StartTaskRunner
 from batchyard.models import identity
 from batchyard.models.startlog import StartLog
 
@@ -121,6 +123,12 @@ class Agent:
         self.client = httpx.AsyncClient(
             base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15)
         )
+        # every start of this process is a boot of the node: its start task runs (agent.starttask)
+        c = self.cfg
+        node = NodeInfo(c.account, c.account_url, c.pool_id, c.node_id, c.dedicated, c.user_accounts)
+        self.start_task = StartTaskRunner(
+            secrets.token_hex(8), node, self.layout, self.files, self.base, self._spawner_for, self._event
+        )
 
     def _event(self, **ev: Any) -> None:
         self.seq += 1
@@ -141,6 +149,8 @@ class Agent:
                     "events": batch,
                     "running": [*self.running, *self.starting, *(w["ref"] for w in self.queue)],
                     "wait": wait,
+                    "boot": self.start_task.boot,
+                    "needStartTask": self.start_task.needed,
                 },
                 headers={"x-batchyard-node-token": self.cfg.token, "x-batchyard-node-id": self.cfg.node_id},
             )
@@ -162,6 +172,7 @@ class Agent:
         ack = int(data.get("ack", 0))
         acked = {e["seq"] for e in batch if e["seq"] <= ack}
         self.events = [e for e in self.events if e["seq"] not in acked]
+        self.start_task.receive(data)
         kill = set(data.get("kill", []))
         if kill:
             self.queue = [w for w in self.queue if w["ref"] not in kill]
@@ -399,6 +410,7 @@ class Agent:
         if self.containers is not None:  # at once: the provider kills this agent a few seconds after asking
             with contextlib.suppress(Exception):
                 await self.containers.remove_stale()
+        await self.start_task.stop()
         for proc in list(self.running.values()):
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")

@@ -59,7 +59,9 @@ class ContainerInfo(_Strict):
 
 
 class Event(_Strict):
-    type: Literal["started", "completed", "nodeError"]  # nodeError: failureInfo of a node setup step
+    type: Literal[
+        "started", "completed", "nodeError", "startTaskStarted", "startTaskCompleted"
+    ]  # nodeError: failureInfo of a node setup step
     ref: str
     seq: int = 0
     time: str | None = None
@@ -70,6 +72,7 @@ class Event(_Strict):
     usage: Usage | None = None
     failureInfo: FailureInfo | None = None
     noRetry: bool = False  # a data-staging failure: completed without a retry
+    retryCount: int = 0  # start task attempts (service.starttask)
     containerInfo: ContainerInfo | None = None  # a container task's container (decision 0170)
 
 
@@ -79,6 +82,8 @@ class SyncBody(_Strict):
     events: list[Event] = msgspec.field(default_factory=list)
     running: list[str] = msgspec.field(default_factory=list)
     wait: float = 0.0
+    boot: str | None = None  # the agent process's boot id: a new one is a node (re)start
+    needStartTask: bool = False  # the agent has not received its boot's start task yet
 
 
 _decoder = msgspec.json.Decoder(SyncBody)
@@ -161,8 +166,9 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     wait = min(body.wait, MAX_WAIT)
     ev = ctx.hub.node_event(node_id)
     ev.clear()
-    out = agents.sync(ctx, node_id, token, events, body.running, body.pid)
-    if not events and not out["run"] and not out["kill"] and wait > 0:
+    boot = (body.boot, body.needStartTask)
+    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, boot)
+    if not events and not out["run"] and not out["kill"] and "startTask" not in out and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)
         out.update(agents.plan(ctx, node_id, body.running))

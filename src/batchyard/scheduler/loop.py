@@ -218,8 +218,8 @@ class Scheduler:
         for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"]):
             if not node_accepts_tasks(NodeState(n["state"])):
                 continue
-            if n["body"].get("schedulingState", "enabled") != "enabled":
-                continue
+            if n["body"].get("schedulingState", "enabled") != "enabled" or "_op" in n["body"]:
+                continue  # disabled, or an operation (reboot, removal…) is waiting for its running tasks
             used = self.ctx.assignments.used_slots(n["id"])
             free = max(0, per_node - used)
             reserve = max(0, PREFETCH * per_node - max(used - per_node, 0))

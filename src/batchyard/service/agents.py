@@ -17,7 +17,7 @@ from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
 from batchyard.models.statistics import attempt_usage
-from batchyard.service import completion
+from batchyard.service import completion, starttask
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Assignments, Ctx, task_ref
 from batchyard.service.taskstate import TaskWriter, move
@@ -96,16 +96,36 @@ def authenticate(tx: Tx, node_id: str, token: str, pid: int | None = None) -> Ro
     return row
 
 
-def _node_state_after(ctx: Ctx, node_id: str, current: str) -> str:
-    if current in ("creating", "starting", "unknown", "idle", "running", "offline"):
-        return "running" if ctx.assignments.running_on(node_id) else "idle"
+# states the agent's own reports decide (a start task may hold a node in starting/waiting/failed)
+_BOOTED = {"creating", "starting", "unknown", "idle", "running", "offline"}
+_BOOTED |= {"waitingforstarttask", "starttaskfailed"}
+
+
+def _node_state_after(ctx: Ctx, node_id: str, current: str, body: Body) -> str:
+    if current in _BOOTED:
+        held = starttask.gate(body)
+        if held is not None:
+            return held
+        if ctx.assignments.running_on(node_id):
+            return "running"
+        # scheduling disabled: `offline` once its tasks are gone (decision 0101)
+        return "offline" if body.get("schedulingState") == "disabled" else "idle"
     return current
 
 
 def sync(
-    ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[str], pid: int | None = None
+    ctx: Ctx,
+    node_id: str,
+    token: str,
+    events: list[Body],
+    running: list[str],
+    pid: int | None = None,
+    boot: tuple[str | None, bool] = (None, False),
 ) -> Body:
-    """Apply events, refresh the node, and compute what the agent must start and kill."""
+    """Apply events, refresh the node, and compute what the agent must start and kill.
+
+    ``boot`` is the agent's boot id and whether it still needs its start task (`service.starttask`).
+    """
     ctx.last_seen[node_id] = monotonic()
     freed = False
     with ctx.store.tx() as tx:
@@ -114,10 +134,14 @@ def sync(
         counts: dict[str, dict[str, int]] = {}
         jobs: dict[str, Row] = {}
         writer = TaskWriter()
+        st_events = [e for e in events if e.get("type") in starttask.KINDS]
+        if st_events:
+            events = [e for e in events if e.get("type") not in starttask.KINDS]
+        node_dirty, booted = starttask.apply(tx, node, boot[0], st_events)
         rows = _load_rows(tx, events)
         _, now_text, etag = ctx.stamp()
-        max_seq = 0
-        node_dirty = unusable = False
+        max_seq = max((int(e.get("seq", 0)) for e in st_events), default=0)
+        unusable = False
         for ev in events:
             max_seq = max(max_seq, int(ev.get("seq", 0)))
             kind = ev.get("type")
@@ -146,10 +170,17 @@ def sync(
             tx.add_counts(jk, d)
         for job in jobs.values():
             completion.check_all_complete(ctx, tx, job)
-        new_state = "unusable" if unusable else _node_state_after(ctx, node_id, node["state"])
+        current = "starting" if booted and node["state"] in starttask.BOOTING else node["state"]
+        if booted and not unusable and nbody.get("errors"):  # a new agent whose image pulls all worked
+            kept = [e for e in nbody["errors"] if not str(e.get("code", "")).startswith("Container")]
+            nbody["errors"] = kept
+            if not kept:
+                del nbody["errors"]
+            node_dirty = True
+        new_state = "unusable" if unusable else _node_state_after(ctx, node_id, current, nbody)
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
-            if node["state"] in ("creating", "starting"):
+            if current in ("creating", "starting"):
                 nbody["lastBootTime"] = now_text
             node_dirty = True
         if node_dirty:
@@ -169,7 +200,7 @@ def sync(
     transitional = any(j["state"] != "active" for j in jobs.values())  # e.g. disabling with 'wait'
     if more or transitional or ((freed or node_dirty) and ctx.place_now is None):
         ctx.hub.wake_scheduler()
-    return {"ack": max_seq, **plan(ctx, node_id, running)}
+    return {"ack": max_seq, **plan(ctx, node_id, running), **starttask.reply(nbody, *boot)}
 
 
 RECENT_TASKS = 10  # node agent 1.10.7's notes: a node's task history holds 10 entries

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from batchyard.models import errors
 from batchyard.models.clock import EtagSource, format_time, parse_time, utcnow
@@ -64,6 +65,18 @@ class Hub:
         self._nodes.pop(node_id, None)
 
 
+class EndpointPorts(Protocol):
+    """Where a node's inbound rules are reachable (the server's port forwarder, decision 0132)."""
+
+    def frontends(
+        self,
+        node_id: str,
+        ordinal: int,
+        address: str,
+        rules: list[tuple[str, str, int, tuple[int, int] | None]],
+    ) -> dict[str, tuple[str, int]]: ...
+
+
 @dataclass
 class Ctx:
     store: SqlStore
@@ -83,6 +96,10 @@ class Ctx:
     recent_tasks: dict[str, list[list[str]]] = field(default_factory=dict)
     # autoscale: the interval floor, per-pool metric samples and recent runs (service.autoscale)
     autoscale: AutoscaleState = field(default_factory=AutoscaleState)
+    # ids of nodes with an operation in progress (a `_op` in their body), for the pool manager (decision 0101)
+    node_ops: set[str] = field(default_factory=set)
+    # the inbound NAT forwarder (set by the server); without one, endpoints are the nodes' own ports
+    endpoints: EndpointPorts | None = None
 
     def node_root(self, node_id: str) -> Path:
         """A local node's directory (its agent's root)."""

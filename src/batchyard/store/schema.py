@@ -156,3 +156,15 @@ job_schedules = Table(
     Column("creation_time", String(32), nullable=False),
     Column("body", Text, nullable=False),
 )
+
+certificates = Table(
+    "certificates",
+    metadata,
+    # `<thumbprintAlgorithm>-<thumbprint>`, lower case (the service compares thumbprints case-insensitively)
+    Column("key", String(80), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("state_transition_time", String(32), nullable=False),
+    Column("etag", String(24), nullable=False),
+    Column("last_modified", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+)
