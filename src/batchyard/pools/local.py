@@ -224,7 +224,7 @@ class LocalProvider:
             spec.root,
             spec.dedicated,
             spec.user_accounts,
-            spec.container,
+            **({"container": spec.container} if spec.container else {}),  # only container pools pass it
         )
 
     def wipe(self, node_id: str, root: Path) -> None:
