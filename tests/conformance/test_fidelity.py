@@ -327,10 +327,16 @@ def test_accelerated_networking_is_kept(raw: Raw, uid: str) -> None:
                         "sku": "22_04-lts",
                     },
                     "nodeAgentSKUId": "batch.node.ubuntu 22.04",
-                    "containerConfiguration": {"type": "dockerCompatible"},
+                    "containerConfiguration": {
+                        "type": "dockerCompatible",
+                        "containerRegistries": [
+                            {"registryServer": "r.example", "identityReference": {"resourceId": "/x"}}
+                        ],
+                    },
                 }
             },
-            "virtualMachineConfiguration.containerConfiguration on pools",
+            # container pools run (decision 0170); managed identities do not exist here
+            "virtualMachineConfiguration.containerConfiguration.containerRegistries[0].identityReference",
         ),
     ],
 )

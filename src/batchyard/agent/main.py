@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from batchyard.agent import multiinstance
+from batchyard.agent import containers, multiinstance
 from batchyard.agent.apppkg import Packages
 from batchyard.agent.jobprep import JobTaskRunner
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
@@ -82,6 +82,8 @@ class AgentConfig:
     # data staging: the account's linked storage (connection string) and the dirs file:// URLs may name
     auto_storage: str | None = None
     file_roots: tuple[Path, ...] = ()
+    # the pool's containerConfiguration as JSON (with registry credentials), decision 0170
+    container_config: str | None = None
 
 
 @dataclass
@@ -116,6 +118,9 @@ class Agent:
         self.start_log = StartLog(self.cfg.root)  # survives this process: see models.startlog
         self.files = NodeStaging(self.cfg.root, self.cfg.auto_storage, self.cfg.file_roots)
         self.jobtasks = JobTaskRunner(self, self.cfg.root)  # job preparation and release tasks
+        self.containers = containers.Engine.for_pool(
+            self.cfg.node_id, self.cfg.root, self.cfg.container_config
+        )
         # A privileged server gives each node a uid block, recorded as the node root's group (decision 0010).
         self.base = self.layout.secure() if os.geteuid() == 0 else None
         if self.base is not None:
@@ -335,6 +340,7 @@ class Agent:
             gid=user.gid if user is not None else None,
             groups=user.extra_groups if user is not None else (),
             dir_gid=self.base,
+            container=containers.launch_for(self.containers, work.get("containerSettings")),
         )
         if work.get("mpi"):
             spec = multiinstance.decorate(spec, work, self.cfg.root)
@@ -425,6 +431,8 @@ class Agent:
                 "writeOps": result.write_ops,
             },
         }
+        if proc.spec.container is not None and (info := proc.spec.container.info()):
+            ev["containerInfo"] = info
         if result.failure is not None:
             ev["failureInfo"] = {
                 "category": result.failure.category,
@@ -466,6 +474,9 @@ class Agent:
                 await self._sync(0)
 
     async def shutdown(self) -> None:
+        if self.containers is not None:  # at once: the provider kills this agent a few seconds after asking
+            with contextlib.suppress(Exception):
+                await self.containers.remove_stale()
         await self.start_task.stop()
         await self.instances.shutdown()
         for proc in list(self.running.values()):
@@ -499,8 +510,12 @@ class Agent:
             return
         self.node_errors = joining.result()
         self.start_task.pool_env = self.packages.pool_env  # a start task sees the pool's packages too
-        tasks = [asyncio.ensure_future(self.poll_loop()), asyncio.ensure_future(self.report_loop())]
         stopper = asyncio.ensure_future(stop.wait())
+        if self.containers is not None:  # images are pulled before the node first reports (it stays starting)
+            join = asyncio.ensure_future(self.containers.join(self._event))
+            await asyncio.wait([stopper, join], return_when=asyncio.FIRST_COMPLETED)
+            join.cancel()
+        tasks = [asyncio.ensure_future(self.poll_loop()), asyncio.ensure_future(self.report_loop())]
         await asyncio.wait([stopper, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
         self.stopping = True
         for t in [*tasks, stopper]:
@@ -548,6 +563,7 @@ def main(argv: list[str] | None = None) -> None:
         user_accounts=tuple(accounts),
         auto_storage=auto_storage,
         file_roots=tuple(r.resolve() for r in a.file_url_root),
+        container_config=os.environ.pop("BATCHYARD_CONTAINER_CONFIG", None),
     )
     try:
         import uvloop

@@ -54,8 +54,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchyard.agent.spawner import Exit, LaunchError, Spawner
+
+if TYPE_CHECKING:
+    from batchyard.agent.containers import ContainerLaunch
 
 USER_ERROR = "usererror"
 SERVER_ERROR = "servererror"
@@ -87,6 +91,8 @@ class RunSpec:
     gid: int | None = None
     groups: tuple[int, ...] = ()
     dir_gid: int | None = None
+    # a container task: the command runs in a container as this user (agent/containers.py, decision 0170)
+    container: ContainerLaunch | None = None
 
 
 @dataclass(frozen=True)
@@ -299,11 +305,18 @@ class TaskProcess:
             except ValueError:
                 self._finish_early(COMMAND_LAUNCH_FAILED)
                 return
-            if not argv:
+            if not argv and spec.container is None:
                 self._finish_early(COMMAND_LAUNCH_FAILED)
                 return
             self._started_at = _now()
-            if spec.uid is not None and spec.uid != 0:
+            env = spec.env
+            if spec.container is not None:
+                failure = await spec.container.prepare()  # the image is pulled while the task is running
+                if failure is not None:
+                    self._finish_early(failure)
+                    return
+                argv, env = spec.container.argv(argv, spec)  # podman (as root) runs it as the task user
+            if spec.uid is not None and spec.uid != 0 and spec.container is None:
                 if spawner is None:
                     self._finish_early(COMMAND_LAUNCH_FAILED)
                     return
@@ -334,7 +347,7 @@ class TaskProcess:
                         stdout=out_fd,
                         stderr=err_fd,
                         cwd=spec.working_dir,
-                        env=spec.env,
+                        env=env,
                         close_fds=True,
                         start_new_session=True,
                         umask=TASK_UMASK,
@@ -378,6 +391,11 @@ class TaskProcess:
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.pid is None:
             return
+        if self.spec.container is not None:
+            if not self._done.done():
+                self.spec.container.signal(sig)  # the container's processes are not in the group
+            if sig != signal.SIGKILL:
+                return  # `podman run` waits for the container's own exit code
         try:
             os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
@@ -410,6 +428,8 @@ class TaskProcess:
         if self._timed_out or self._killed:
             # The leader is a zombie until reaped, so the group id is still ours: clear out stragglers.
             self._signal_group(signal.SIGKILL)
+            if self.spec.container is not None:
+                self.spec.container.remove()
         usage = None
         if self._popen.returncode is None:
             try:

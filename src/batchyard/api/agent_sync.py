@@ -52,11 +52,19 @@ class FailureInfo(_Strict):
     details: list[NameValue] | None = None
 
 
+class ContainerInfo(_Strict):
+    containerId: str = ""
+    state: str = ""
+    error: str = ""
+
+
 class Event(_Strict):
-    # coordinated: a multi-instance instance; preparing…jobrelease: job preparation and release tasks
+    # coordinated: a multi-instance instance; preparing…jobrelease: job preparation and release tasks;
+    # nodeError: failureInfo of a node setup step
     type: Literal[
         "started",
         "completed",
+        "nodeError",
         "startTaskStarted",
         "startTaskCompleted",
         "coordinated",
@@ -79,6 +87,7 @@ class Event(_Strict):
     # jobprep / jobrelease events (service.jobprep): running or completed
     state: Literal["running", "completed"] | None = None
     lastRetryTime: str | None = None
+    containerInfo: ContainerInfo | None = None  # a container task's container (decision 0170)
 
 
 class NodeError(_Strict):

@@ -11,7 +11,7 @@ import datetime
 import re
 from typing import Any
 
-from batchyard.models import errors, images, multiinstance, starttask
+from batchyard.models import containers, errors, images, multiinstance, starttask
 from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
@@ -113,13 +113,13 @@ _NOT_YET = {
     # certificateReferences: checked against the account's certificates by service.certificates;
     # applicationPackageReferences: against the account's packages by service.applications
     "pool": ("mountConfiguration",),
-    "task": ("containerSettings",),
+    "task": (),
 }
 
 
-# Nested pool properties with an effect a local node does not have: VM extensions install software, a container
-# configuration prefetches images for container tasks, application licenses enable licensed renderers.
-_POOL_VM_NOT_YET = ("extensions", "containerConfiguration")
+# Nested pool properties with an effect a local node does not have: VM extensions install software, application
+# licenses enable licensed renderers. (Container configurations run under Podman: decision 0170.)
+_POOL_VM_NOT_YET = ("extensions",)
 
 
 def refuse_unsupported(body: Body, kind: str) -> None:
@@ -142,6 +142,8 @@ def new_pool(spec: Body, now: str) -> Body:
     if not body.get("virtualMachineConfiguration"):
         raise errors.missing_required_property("virtualMachineConfiguration")
     images.check_image(body["virtualMachineConfiguration"])
+    if body["virtualMachineConfiguration"].get("containerConfiguration") is not None:
+        containers.check_pool_configuration(body["virtualMachineConfiguration"]["containerConfiguration"])
     auto = bool(body.get("enableAutoScale", False))  # formula and interval checked by service.autoscale
     check_resize_timeout(body.get("resizeTimeout"))
     # neither target given (and no autoscale): the service creates an empty pool (both targets 0)
@@ -367,6 +369,12 @@ def pool_view(body: Body) -> Body:
         body = dict(
             body, userAccounts=[_user_account_view(u, images.os_type_of(agent)) for u in body["userAccounts"]]
         )
+    cc = (body.get("virtualMachineConfiguration") or {}).get("containerConfiguration")
+    if cc and cc.get("containerRegistries"):
+        vmc = dict(
+            body["virtualMachineConfiguration"], containerConfiguration=containers.pool_configuration_view(cc)
+        )
+        body = dict(body, virtualMachineConfiguration=vmc)
     return body
 
 
@@ -505,6 +513,8 @@ def new_task(spec: Body, now: str, job: Body) -> Body:
     refuse_unsupported(body, "task")
     if not body.get("commandLine"):
         raise errors.missing_required_property("commandLine")
+    if body.get("containerSettings") is not None:
+        containers.check_task_settings(body["containerSettings"])
     cons = dict(body.get("constraints") or {})
     cons.setdefault("maxWallClockTime", INFINITE)
     cons.setdefault("retentionTime", "P7D")

@@ -166,8 +166,12 @@ class LocalProvider:
         root: Path,
         dedicated: bool,
         user_accounts: Iterable[dict[str, Any]] = (),
+        container: dict[str, Any] | None = None,
     ) -> int:
         prepare_root(root)
+        env = agent_env(token, user_accounts, self.auto_storage)
+        if container:  # with registry credentials: in the agent's environment, never on a command line
+            env["BATCHYARD_CONTAINER_CONFIG"] = json.dumps(container)
         fd = os.open(root / ".agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             proc = subprocess.Popen(
@@ -194,7 +198,7 @@ class LocalProvider:
                 stdout=fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=agent_env(token, user_accounts, self.auto_storage),
+                env=env,
                 close_fds=True,
             )
         finally:
@@ -214,7 +218,13 @@ class LocalProvider:
 
     def start(self, spec: NodeSpec) -> int:
         return self.spawn(
-            spec.node_id, spec.token, spec.pool_id, spec.root, spec.dedicated, spec.user_accounts
+            spec.node_id,
+            spec.token,
+            spec.pool_id,
+            spec.root,
+            spec.dedicated,
+            spec.user_accounts,
+            **({"container": spec.container} if spec.container else {}),  # only container pools pass it
         )
 
     def wipe(self, node_id: str, root: Path) -> None:

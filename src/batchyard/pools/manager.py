@@ -54,10 +54,25 @@ class Spawn:
     root: Path
     dedicated: bool
     user_accounts: tuple[dict[str, Any], ...] = ()
+    container: dict[str, Any] | None = None  # the pool's containerConfiguration (decision 0170)
 
     @property
     def spec(self) -> NodeSpec:
-        return NodeSpec(self.node_id, self.token, self.pool_id, self.root, self.dedicated, self.user_accounts)
+        return NodeSpec(
+            self.node_id,
+            self.token,
+            self.pool_id,
+            self.root,
+            self.dedicated,
+            self.user_accounts,
+            self.container,
+        )
+
+
+def _container_of(pool_body: dict[str, Any]) -> dict[str, Any] | None:
+    """The pool's containerConfiguration, for its nodes' agents (decision 0170)."""
+    cc = (pool_body.get("virtualMachineConfiguration") or {}).get("containerConfiguration")
+    return dict(cc) if cc else None
 
 
 def node_spec(ctx: Ctx, n: Row, pool: Row) -> NodeSpec:
@@ -69,6 +84,7 @@ def node_spec(ctx: Ctx, n: Row, pool: Row) -> NodeSpec:
         node_root(ctx, n["id"]),
         bool(n["body"].get("isDedicated", True)),
         tuple(pool["body"].get("userAccounts") or ()),
+        _container_of(pool["body"]),
     )
 
 
@@ -352,7 +368,16 @@ class PoolManager:
             },
         )
         accounts = tuple(pool["body"].get("userAccounts") or ())
-        return Spawn(nid, token, pool["id"], pool["key"], node_root(self.ctx, nid), dedicated, accounts)
+        return Spawn(
+            nid,
+            token,
+            pool["id"],
+            pool["key"],
+            node_root(self.ctx, nid),
+            dedicated,
+            accounts,
+            _container_of(pool["body"]),
+        )
 
     async def _spawn(self, spawns: list[Spawn]) -> None:
         """Start agents in a worker thread; even when the server stops meanwhile, their pids are recorded."""

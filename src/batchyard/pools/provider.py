@@ -25,6 +25,7 @@ class NodeSpec:
     root: Path  # the node's directory ($AZ_BATCH_NODE_ROOT_DIR) as the server sees it
     dedicated: bool
     user_accounts: tuple[dict[str, Any], ...] = field(default=())
+    container: dict[str, Any] | None = None  # the pool's containerConfiguration (decision 0170)
 
 
 class NodeEventKind(StrEnum):

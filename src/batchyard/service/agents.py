@@ -60,10 +60,24 @@ def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
         "resourceFiles": tb.get("resourceFiles") or [],
         "outputFiles": tb.get("outputFiles") or [],
         "applicationPackageReferences": tb.get("applicationPackageReferences") or [],
+        "containerSettings": tb.get("containerSettings"),
         "slots": jobtasks.run_slots(task, node_slots),
         "nodeSlots": node_slots,
         **jobprep.task_work(job),
     }
+
+
+def node_error(ev: Body) -> Body:
+    """A node ``errors[]`` entry from an agent's ``nodeError`` event (its failureInfo, bounded)."""
+    info = ev.get("failureInfo") or {}
+    details = [
+        {"name": str(d.get("name", ""))[:256], "value": str(d.get("value", ""))[:1024]}
+        for d in (info.get("details") or [])[:8]
+    ]
+    out: Body = {"code": str(info.get("code", ""))[:128], "message": str(info.get("message", ""))[:1024]}
+    if details:
+        out["errorDetails"] = details
+    return out
 
 
 def split_ref(ref: str) -> tuple[str, str, int]:
@@ -135,9 +149,17 @@ def sync(
         rows = _load_rows(tx, [e for e in events if e.get("type") not in jobprep.JOB_EVENTS])
         _, now_text, etag = ctx.stamp()
         max_seq = max((int(e.get("seq", 0)) for e in st_events), default=0)
+        unusable = False
         for ev in events:
             max_seq = max(max_seq, int(ev.get("seq", 0)))
             kind = ev.get("type")
+            if kind == "nodeError":  # a setup step failed when the node joined (e.g. a container image pull)
+                # one agent start reports all its setup errors in one batch: they replace older ones
+                nbody["errors"] = (
+                    [*(nbody.get("errors") or []), node_error(ev)] if unusable else [node_error(ev)]
+                )
+                unusable = node_dirty = True
+                continue
             row = rows.get(str(ev.get("ref")))
             if kind in jobprep.EVENTS:
                 jobprep.on_event(ctx, tx, node, ev, row, jobs, now_text, etag, counts, writer)
@@ -160,10 +182,21 @@ def sync(
         for job in jobs.values():
             completion.check_all_complete(ctx, tx, job)
         current = "starting" if booted and node["state"] in starttask.BOOTING else node["state"]
-        new_state = _node_state_after(ctx, node_id, current, nbody)
-        if node_errors is not None:  # the agent's start-up report (application packages)
-            new_state = _agent_errors(nbody, new_state, node_errors)
+        if booted and not unusable and nbody.get("errors"):  # a new agent whose image pulls all worked
+            kept = [e for e in nbody["errors"] if not str(e.get("code", "")).startswith("Container")]
+            nbody["errors"] = kept
+            if not kept:
+                del nbody["errors"]
             node_dirty = True
+        new_state = "unusable" if unusable else _node_state_after(ctx, node_id, current, nbody)
+        if node_errors is not None:  # the agent's start-up report (application packages)
+            node_dirty = True
+            if unusable:  # a container image failed in the same start-up: keep every error
+                nbody["errors"] = [*(nbody.get("errors") or []), *node_errors]
+                if node_errors:
+                    nbody["_agentErrors"] = True
+            else:
+                new_state = _agent_errors(nbody, new_state, node_errors)
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
             if current in ("creating", "starting"):
@@ -329,6 +362,11 @@ def _completed(
         ei["exitCode"] = int(exit_code)
     else:
         ei.pop("exitCode", None)
+    container = ev.get("containerInfo")
+    if container:
+        ei["containerInfo"] = {k: str(v)[:1024] for k, v in container.items() if v}
+    else:
+        ei.pop("containerInfo", None)
     failure = ev.get("failureInfo")
     if failure is not None and not failure.get("details"):
         failure = {k: v for k, v in failure.items() if k != "details"}
