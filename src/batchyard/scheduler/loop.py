@@ -14,7 +14,7 @@ from sqlalchemy import and_
 
 from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
-from batchyard.service import account, completion, jobschedule_runs
+from batchyard.service import account, completion, housekeeping, jobschedule_runs
 from batchyard.service import tasks as task_ops
 from batchyard.service.agents import node_info, requeue, work_for
 from batchyard.service.common import set_state, stamp_body
@@ -74,6 +74,10 @@ class Scheduler:
                 jobschedule_runs.tick(self.ctx)
             except Exception:  # keep ticking
                 log.exception("job schedule pass failed")
+            try:
+                housekeeping.tick(self.ctx)  # auto pools, pool usage (service.housekeeping)
+            except Exception:  # keep ticking
+                log.exception("housekeeping pass failed")
 
     def timers(self) -> None:
         _, now_text, _ = self.ctx.stamp()

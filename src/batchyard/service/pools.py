@@ -67,32 +67,43 @@ def _save(tx: Tx, row: Row, body: Body, ctx: Ctx) -> Written:
 def create_pool(ctx: Ctx, spec: Body) -> Written:
     pool_id = check_id(spec.get("id"))
     program = autoscale.check_create(ctx, spec)
-    _, now_text, etag = ctx.stamp()
-    body = new_pool(spec, now_text)
-    stamp_body(body, etag, now_text)
+    body = new_pool(spec, "")
     with ctx.store.tx() as tx:
-        try:
-            tx.insert(
-                schema.pools,
-                {
-                    "key": key_of(pool_id),
-                    "id": pool_id,
-                    "state": "active",
-                    "alloc_state": "resizing",
-                    "etag": etag,
-                    "last_modified": now_text,
-                    "creation_time": now_text,
-                    "body": body,
-                },
-            )
-        except DuplicateKey:
-            raise errors.pool_exists() from None
-        if program is not None:
-            row = tx.get_for_update(schema.pools, key=key_of(pool_id))
-            assert row is not None
-            autoscale.run_now(ctx, tx, row, program)
+        etag, now_text = insert_pool(ctx, tx, pool_id, body, program)
     ctx.hub.wake_pools()
     return Written(etag, now_text, f"/pools/{pool_id}")
+
+
+def insert_pool(ctx: Ctx, tx: Tx, pool_id: str, body: Body, program: Any = None) -> tuple[str, str]:
+    """Insert a checked pool body (from `new_pool`) inside the caller's transaction (an auto pool is
+    created in its job's); returns the new ETag and time."""
+    _, now_text, etag = ctx.stamp()
+    if "id" not in body:
+        body = {"id": pool_id, **body}
+    for k in ("stateTransitionTime", "allocationStateTransitionTime", "creationTime"):
+        body[k] = now_text
+    stamp_body(body, etag, now_text)
+    try:
+        tx.insert(
+            schema.pools,
+            {
+                "key": key_of(pool_id),
+                "id": pool_id,
+                "state": "active",
+                "alloc_state": "resizing",
+                "etag": etag,
+                "last_modified": now_text,
+                "creation_time": now_text,
+                "body": body,
+            },
+        )
+    except DuplicateKey:
+        raise errors.pool_exists() from None
+    if program is not None:
+        row = tx.get_for_update(schema.pools, key=key_of(pool_id))
+        assert row is not None
+        autoscale.run_now(ctx, tx, row, program)
+    return etag, now_text
 
 
 def get_pool(ctx: Ctx, pool_id: str, cond: Conditions = NO_CONDITIONS) -> Body:
@@ -113,16 +124,20 @@ def delete_pool(ctx: Ctx, pool_id: str, cond: Conditions) -> None:
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         cond.check(row, write=True)
-        body = row["body"]
-        if body["state"] == "deleting":
-            return
+        begin_delete(ctx, tx, row)
+    ctx.hub.wake_pools()
+
+
+def begin_delete(ctx: Ctx, tx: Tx, row: Row) -> None:
+    """Mark a pool `deleting` inside the caller's transaction; the pool manager removes its nodes."""
+    body = row["body"]
+    if body["state"] != "deleting":
         _, now_text, _ = ctx.stamp()
         body["state"] = "deleting"
         body["stateTransitionTime"] = now_text
         body["allocationState"] = "resizing"
         body["allocationStateTransitionTime"] = now_text
         _save(tx, row, body, ctx)
-    ctx.hub.wake_pools()
 
 
 def _writable(row: Row) -> Body:
