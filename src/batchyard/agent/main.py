@@ -32,6 +32,7 @@ from batchyard.agent.runner import (
 )
 from batchyard.agent.spawner import Spawner
 from batchyard.agent.staging import AUTO_STORAGE_ENV, NodeStaging, needs_staging
+from batchyard.agent.usage import UsageSampler
 from batchyard.models import identity
 from batchyard.models.startlog import StartLog
 
@@ -115,6 +116,7 @@ class Agent:
         self.client = httpx.AsyncClient(
             base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15)
         )
+        self.usage = UsageSampler(self.cfg.root)  # resource figures for pool statistics (agent.usage)
 
     def _event(self, **ev: Any) -> None:
         self.seq += 1
@@ -126,20 +128,25 @@ class Agent:
         batch = [e for e in self.events if e["seq"] not in self.in_flight]
         for e in batch:
             self.in_flight.add(e["seq"])
+        body: dict[str, Any] = {
+            "nodeId": self.cfg.node_id,
+            "pid": os.getpid(),
+            "events": batch,
+            "running": [*self.running, *self.starting, *(w["ref"] for w in self.queue)],
+            "wait": wait,
+        }
+        stats = self.usage.take()
+        if stats is not None:
+            body["stats"] = stats
         try:
             resp = await self.client.post(
                 SYNC_PATH,
-                json={
-                    "nodeId": self.cfg.node_id,
-                    "pid": os.getpid(),
-                    "events": batch,
-                    "running": [*self.running, *self.starting, *(w["ref"] for w in self.queue)],
-                    "wait": wait,
-                },
+                json=body,
                 headers={"x-batchyard-node-token": self.cfg.token, "x-batchyard-node-id": self.cfg.node_id},
             )
         except httpx.HTTPError as exc:
             log.info("server unreachable: %s", exc)
+            self.usage.give_back(stats)
             return False
         finally:
             for e in batch:
@@ -401,6 +408,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         tasks = [asyncio.ensure_future(self.poll_loop()), asyncio.ensure_future(self.report_loop())]
+        tasks.append(asyncio.ensure_future(self.usage.run(lambda: self._sync(0))))
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopper, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
         self.stopping = True

@@ -21,7 +21,7 @@ import msgspec
 
 from batchyard.models import errors
 from batchyard.models.decode import MAX_JSON_DEPTH
-from batchyard.service import agents
+from batchyard.service import agents, usage
 from batchyard.service.context import Ctx
 
 NODE_ID_HEADER = "x-batchyard-node-id"
@@ -66,12 +66,32 @@ class Event(_Strict):
     noRetry: bool = False  # a data-staging failure: completed without a retry
 
 
+class NodeStats(_Strict):
+    """Cumulative resource figures of the agent process `boot` (agent.usage, service.usage)."""
+
+    boot: str = ""
+    seconds: float = 0.0
+    cpuSeconds: float = 0.0
+    coreSeconds: float = 0.0
+    memGiBSeconds: float = 0.0
+    memPeakGiB: float = 0.0
+    diskGiBSeconds: float = 0.0
+    diskPeakGiB: float = 0.0
+    diskReadOps: float = 0.0
+    diskWriteOps: float = 0.0
+    diskReadBytes: float = 0.0
+    diskWriteBytes: float = 0.0
+    netReadBytes: float = 0.0
+    netWriteBytes: float = 0.0
+
+
 class SyncBody(_Strict):
     nodeId: str
     pid: int | None = None
     events: list[Event] = msgspec.field(default_factory=list)
     running: list[str] = msgspec.field(default_factory=list)
     wait: float = 0.0
+    stats: NodeStats | None = None  # sent every few seconds, not on every sync
 
 
 _decoder = msgspec.json.Decoder(SyncBody)
@@ -107,6 +127,13 @@ def decode_sync(data: bytes) -> SyncBody:
     if not body.wait >= 0:  # also refuses NaN
         raise errors.invalid_property_value("wait", str(body.wait), "The wait must be >= 0 seconds.")
     return body
+
+
+def _note_stats(ctx: Ctx, node_id: str, stats: NodeStats) -> None:
+    figures: dict[str, Any] = msgspec.to_builtins(stats)
+    if not all(v >= 0 and v < 1e18 for k, v in figures.items() if k != "boot"):  # also refuses NaN
+        raise errors.invalid_property_value("stats", "", "Resource figures are finite and >= 0.")
+    usage.note_stats(ctx, node_id, figures)
 
 
 def _raise(err: errors.BatchError) -> SyncBody:
@@ -155,6 +182,8 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     ev = ctx.hub.node_event(node_id)
     ev.clear()
     out = agents.sync(ctx, node_id, token, events, body.running, body.pid)
+    if body.stats is not None:  # after agents.sync authenticated the node
+        _note_stats(ctx, node_id, body.stats)
     if not events and not out["run"] and not out["kill"] and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)

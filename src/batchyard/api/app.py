@@ -375,7 +375,7 @@ def create_app(
 
     async def get_pool(c: Call) -> Response:
         pid = _p(c, "pool_id")
-        body = pools.get_pool(ctx, pid, c.cond())
+        body = pools.get_pool(ctx, pid, c.cond(), c.list_query().expand)
         if c.request.method == "HEAD":
             return http.empty(200, http.entity_headers(body["eTag"], body["lastModified"]))
         return _entity(c, "pools", f"/pools/{body['id']}", body, c.list_query().select)
@@ -569,11 +569,6 @@ def create_app(
         body = account.lifetime_job_stats(ctx, f"{c.base_url}/lifetimejobstats")
         return http.json_response({"odata.metadata": f"{c.base_url}/$metadata#jobstats/@Element", **body})
 
-    async def lifetime_pool_stats(c: Call) -> Response:
-        if c.api_version >= LIFETIME_STATS_REMOVED_IN:
-            raise errors.invalid_uri()
-        raise errors.not_implemented("get all pool lifetime statistics (pool usage and resource statistics)")
-
     async def supported_images(c: Call) -> Response:
         q = c.list_query()
         return _list(c, "supportedimages", None, nodes.supported_images(q), q)
@@ -655,7 +650,6 @@ def create_app(
         Route("/supportedimages", o(supported_images), methods=["GET"]),
         Route("/nodecounts", o(node_counts), methods=["GET"]),
         Route("/lifetimejobstats", o(lifetime_job_stats), methods=["GET"]),
-        Route("/lifetimepoolstats", o(lifetime_pool_stats), methods=["GET"]),
         Route("/batchyard/agent/v1/sync", agent_sync, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
@@ -664,7 +658,6 @@ def create_app(
     pending = [
         ("/applications", ["GET"], "list applications"),
         ("/applications/{application_id}", ["GET"], "get application"),
-        ("/poolusagemetrics", ["GET"], "list pool usage metrics"),
         (P + "/removenodes", ["POST"], "remove nodes"),
         (J + "/jobpreparationandreleasetaskstatus", ["GET"], "job preparation and release task status"),
         (T + "/subtasksinfo", ["GET"], "list subtasks (multi-instance tasks)"),
@@ -677,6 +670,9 @@ def create_app(
         (_CERT, ["GET", "DELETE"], "certificates"),
         (_CERT + "/canceldelete", ["POST"], "certificates"),
     ]
+    from batchyard.api import poolstats
+
+    routes += poolstats.routes(o, ctx)
     for path, methods, name in pending:
         routes.append(Route(path, o(not_implemented(name)), methods=methods))
     from batchyard.api import jobschedules  # its handlers use this module's rendering helpers

@@ -27,6 +27,7 @@ log = logging.getLogger("batchyard.pools")
 
 #: Variables an agent inherits from the server; everything else (account key, database URL…) stays behind.
 AGENT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "HOME")
+AGENT_ENV += ("BATCHYARD_STATS_INTERVAL",)  # how often agents sample resource use (agent.usage)
 
 
 def agent_env(

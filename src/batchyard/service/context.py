@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from batchyard.models import errors
 from batchyard.models.clock import EtagSource, format_time, parse_time, utcnow
@@ -83,6 +84,8 @@ class Ctx:
     recent_tasks: dict[str, list[list[str]]] = field(default_factory=dict)
     # autoscale: the interval floor, per-pool metric samples and recent runs (service.autoscale)
     autoscale: AutoscaleState = field(default_factory=AutoscaleState)
+    # node id -> the newest cumulative resource figures its agent reported (service.usage)
+    node_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def node_root(self, node_id: str) -> Path:
         """A local node's directory (its agent's root)."""

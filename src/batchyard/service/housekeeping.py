@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from batchyard.service import autopools
+from batchyard.models.clock import monotonic
+from batchyard.service import autopools, usage
 from batchyard.service.context import Ctx
 
 log = logging.getLogger("batchyard.housekeeping")
+
+
+_last_usage: dict[int, float] = {}
 
 
 def tick(ctx: Ctx) -> None:
@@ -16,3 +20,10 @@ def tick(ctx: Ctx) -> None:
         autopools.tick(ctx)
     except Exception:  # the other parts still run; the next pass retries
         log.exception("auto pool pass failed")
+    now = monotonic()
+    if now - _last_usage.get(id(ctx), 0.0) >= usage.PASS_EVERY:
+        _last_usage[id(ctx)] = now
+        try:
+            usage.tick(ctx)
+        except Exception:  # the next pass retries; figures are cumulative, so nothing is lost
+            log.exception("pool usage pass failed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from batchyard.models import errors, images, odata
@@ -106,18 +107,39 @@ def insert_pool(ctx: Ctx, tx: Tx, pool_id: str, body: Body, program: Any = None)
     return etag, now_text
 
 
-def get_pool(ctx: Ctx, pool_id: str, cond: Conditions = NO_CONDITIONS) -> Body:
+def _shaper(ctx: Ctx, tx: Tx, expand: list[str] | None) -> Callable[[Row], Body]:
+    """The pool body a read returns; with `$expand=stats`, its usage and resource statistics."""
+    from batchyard.service import usage
+
+    wanted = [e.lower() for e in expand or []]
+    if any(e != "stats" for e in wanted):
+        raise errors.invalid_query_parameter("$expand", ",".join(expand or []), "Only stats can be expanded")
+
+    def shape(row: Row) -> Body:
+        body = _item(row)
+        if wanted:
+            body["stats"] = usage.pool_stats(ctx, tx, row, f"/pools/{row['id']}")
+        return body
+
+    return shape
+
+
+def get_pool(
+    ctx: Ctx, pool_id: str, cond: Conditions = NO_CONDITIONS, expand: list[str] | None = None
+) -> Body:
     with ctx.store.tx() as tx:
         row = tx.get(schema.pools, key=key_of(pool_id))
         if row is None:
             raise errors.pool_not_found()
         cond.check(row, write=False)
-        return _item(row)
+        return _shaper(ctx, tx, expand)(row)
 
 
 def list_pools(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
     with ctx.store.tx() as tx:
-        return page_rows(tx, schema.pools, "key", None, q, odata.POOLS, _columns(), _item)
+        return page_rows(
+            tx, schema.pools, "key", None, q, odata.POOLS, _columns(), _shaper(ctx, tx, q.expand)
+        )
 
 
 def delete_pool(ctx: Ctx, pool_id: str, cond: Conditions) -> None:
