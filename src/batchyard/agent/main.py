@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
+from batchyard.agent.mounts import NodeMounts
 from batchyard.agent.runner import (
     TASK_ENDED_BY_USER,
     USER_ERROR,
@@ -117,6 +118,7 @@ class Agent:
             base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15)
         )
         self.usage = UsageSampler(self.cfg.root)  # resource figures for pool statistics (agent.usage)
+        self.mounts = NodeMounts(self.cfg.root)  # the pool's mountConfiguration (agent.mounts)
 
     def _event(self, **ev: Any) -> None:
         self.seq += 1
@@ -138,6 +140,9 @@ class Agent:
         stats = self.usage.take()
         if stats is not None:
             body["stats"] = stats
+        mounts = self.mounts.report()
+        if mounts is not None:
+            body["mounts"] = mounts
         try:
             resp = await self.client.post(
                 SYNC_PATH,
@@ -163,6 +168,7 @@ class Agent:
         ack = int(data.get("ack", 0))
         acked = {e["seq"] for e in batch if e["seq"] <= ack}
         self.events = [e for e in self.events if e["seq"] not in acked]
+        self.mounts.receive(data, lambda: self._sync(0))
         kill = set(data.get("kill", []))
         if kill:
             self.queue = [w for w in self.queue if w["ref"] not in kill]
@@ -394,6 +400,7 @@ class Agent:
                 await self._sync(0)
 
     async def shutdown(self) -> None:
+        await self.mounts.close()
         for proc in list(self.running.values()):
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")

@@ -85,6 +85,19 @@ class NodeStats(_Strict):
     netWriteBytes: float = 0.0
 
 
+class MountError(_Strict):
+    code: str = ""
+    message: str = ""
+    errorDetails: list[NameValue] | None = None
+
+
+class MountReport(_Strict):
+    """The agent's mounting of its pool's mountConfiguration (agent.mounts, service.nodemounts)."""
+
+    state: Literal["unknown", "pending", "ok", "failed"] = "unknown"
+    errors: list[MountError] = msgspec.field(default_factory=list)
+
+
 class SyncBody(_Strict):
     nodeId: str
     pid: int | None = None
@@ -92,6 +105,7 @@ class SyncBody(_Strict):
     running: list[str] = msgspec.field(default_factory=list)
     wait: float = 0.0
     stats: NodeStats | None = None  # sent every few seconds, not on every sync
+    mounts: MountReport | None = None  # only until the node has mounted its pool's file systems
 
 
 _decoder = msgspec.json.Decoder(SyncBody)
@@ -181,10 +195,11 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     wait = min(body.wait, MAX_WAIT)
     ev = ctx.hub.node_event(node_id)
     ev.clear()
-    out = agents.sync(ctx, node_id, token, events, body.running, body.pid)
+    mounts = msgspec.to_builtins(body.mounts) if body.mounts is not None else None
+    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, mounts)
     if body.stats is not None:  # after agents.sync authenticated the node
         _note_stats(ctx, node_id, body.stats)
-    if not events and not out["run"] and not out["kill"] and wait > 0:
+    if not events and not out["run"] and not out["kill"] and "mountConfiguration" not in out and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)
         out.update(agents.plan(ctx, node_id, body.running))

@@ -10,7 +10,7 @@ import copy
 import datetime
 from typing import Any
 
-from batchyard.models import errors, images
+from batchyard.models import errors, images, mounts
 from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
@@ -107,7 +107,7 @@ def check_user_accounts(body: Body) -> None:
 
 # Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
 _NOT_YET = {
-    "pool": ("startTask", "mountConfiguration", "applicationPackageReferences", "certificateReferences"),
+    "pool": ("startTask", "applicationPackageReferences", "certificateReferences"),
     "task": (
         "multiInstanceSettings",
         "applicationPackageReferences",
@@ -174,6 +174,8 @@ def new_pool(spec: Body, now: str) -> Body:
     if body.get("networkConfiguration") is not None:
         body["networkConfiguration"] = network_configuration(body["networkConfiguration"])
     check_user_accounts(body)
+    if body.get("mountConfiguration") is not None:
+        body["mountConfiguration"] = mounts.check(body["mountConfiguration"])  # mounted by each node
     if "vmSize" in body:
         body["vmSize"] = str(body["vmSize"]).lower()  # the service reports VM sizes in lower case
     body.update(
@@ -292,6 +294,8 @@ def pool_view(body: Body) -> Body:
     """
     if int(body.get("currentDedicatedNodes", 0)) + int(body.get("currentLowPriorityNodes", 0)) > 0:
         body = dict(body, currentNodeCommunicationMode="simplified")
+    if body.get("mountConfiguration"):
+        body = dict(body, mountConfiguration=mounts.view(body["mountConfiguration"]))
     if body.get("userAccounts"):
         agent = str((body.get("virtualMachineConfiguration") or {}).get("nodeAgentSKUId", ""))
         body = dict(

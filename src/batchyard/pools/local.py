@@ -26,8 +26,9 @@ from batchyard.models import identity
 log = logging.getLogger("batchyard.pools")
 
 #: Variables an agent inherits from the server; everything else (account key, database URL…) stays behind.
-AGENT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "HOME")
-AGENT_ENV += ("BATCHYARD_STATS_INTERVAL",)  # how often agents sample resource use (agent.usage)
+# BATCHYARD_STATS_INTERVAL: how often agents sample the resources they use (agent.usage)
+AGENT_ENV: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "HOME")
+AGENT_ENV += ("BATCHYARD_STATS_INTERVAL",)
 
 
 def agent_env(

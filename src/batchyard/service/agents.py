@@ -17,7 +17,7 @@ from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
 from batchyard.models.statistics import attempt_usage
-from batchyard.service import completion
+from batchyard.service import completion, nodemounts
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Assignments, Ctx, task_ref
 from batchyard.service.taskstate import TaskWriter, move
@@ -89,9 +89,16 @@ def _node_state_after(ctx: Ctx, node_id: str, current: str) -> str:
 
 
 def sync(
-    ctx: Ctx, node_id: str, token: str, events: list[Body], running: list[str], pid: int | None = None
+    ctx: Ctx,
+    node_id: str,
+    token: str,
+    events: list[Body],
+    running: list[str],
+    pid: int | None = None,
+    mounts: Body | None = None,
 ) -> Body:
-    """Apply events, refresh the node, and compute what the agent must start and kill."""
+    """Apply events, refresh the node, and compute what the agent must start and kill (`mounts`: the agent's
+    mount report, service.nodemounts)."""
     ctx.last_seen[node_id] = monotonic()
     freed = False
     with ctx.store.tx() as tx:
@@ -126,6 +133,7 @@ def sync(
         for job in jobs.values():
             completion.check_all_complete(ctx, tx, job)
         new_state = _node_state_after(ctx, node_id, node["state"])
+        new_state, mount_reply = nodemounts.gate(tx, node, mounts, new_state, nbody)
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
             if node["state"] in ("creating", "starting"):
@@ -148,7 +156,7 @@ def sync(
     transitional = any(j["state"] != "active" for j in jobs.values())  # e.g. disabling with 'wait'
     if more or transitional or ((freed or node_dirty) and ctx.place_now is None):
         ctx.hub.wake_scheduler()
-    return {"ack": max_seq, **plan(ctx, node_id, running)}
+    return {"ack": max_seq, **plan(ctx, node_id, running), **mount_reply}
 
 
 RECENT_TASKS = 10  # node agent 1.10.7's notes: a node's task history holds 10 entries

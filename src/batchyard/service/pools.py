@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from batchyard.models import errors, images, odata
+from batchyard.models import errors, images, mounts, odata
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import (
     check_resize_timeout,
@@ -207,6 +207,8 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 v = network_configuration(v)
             if k == "vmSize" and isinstance(v, str):
                 v = v.lower()  # the service reports VM sizes in lower case
+            if k == "mountConfiguration" and v is not None:
+                v = mounts.check(v)
             if k == "virtualMachineConfiguration" and v is not None:
                 images.check_image(v)
                 vm_configuration_defaults(v)
