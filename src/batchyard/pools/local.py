@@ -26,15 +26,15 @@ from batchyard.models import identity
 log = logging.getLogger("batchyard.pools")
 
 #: Variables an agent inherits from the server; everything else (account key, database URL…) stays behind.
-# BATCHYARD_STATS_INTERVAL: how often agents sample the resources they use (agent.usage)
-AGENT_ENV: tuple[str, ...] = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "HOME")
-AGENT_ENV += ("BATCHYARD_STATS_INTERVAL",)
+AGENT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "HOME")
+#: how often agents sample the resources they use (agent.usage)
+AGENT_TUNING_ENV = ("BATCHYARD_STATS_INTERVAL",)
 
 
 def agent_env(
     token: str, accounts: Iterable[dict[str, Any]] = (), auto_storage: str | None = None
 ) -> dict[str, str]:
-    env = {k: os.environ[k] for k in AGENT_ENV if k in os.environ}
+    env = {k: os.environ[k] for k in (*AGENT_ENV, *AGENT_TUNING_ENV) if k in os.environ}
     env["BATCHYARD_NODE_TOKEN"] = token
     if auto_storage:
         env["BATCHYARD_AUTO_STORAGE"] = auto_storage
