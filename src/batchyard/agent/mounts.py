@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from batchyard.models.mounts import relative_path
+from batchyard.storage.mountpoints import unmount_below
 
 log = logging.getLogger("batchyard.agent.mounts")
 
@@ -55,28 +56,9 @@ def mounts_dir(root: Path) -> Path:
     return root / "fsmounts"
 
 
-def mounted_under(path: Path) -> list[Path]:
-    """Mount points at or below `path`, deepest first (from /proc/self/mounts)."""
-    base = os.path.realpath(path)
-    found: list[Path] = []
-    try:
-        text = Path("/proc/self/mounts").read_text()
-    except OSError:
-        return found
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        point = parts[1].replace("\\040", " ")
-        if point == base or point.startswith(base + "/"):
-            found.append(Path(point))
-    return sorted(found, key=lambda p: len(str(p)), reverse=True)
-
-
 def unmount_all(root: Path) -> None:
     """Detach every mount below the node's mounts directory (a stale one from an earlier agent, or at exit)."""
-    for point in mounted_under(mounts_dir(root)):
-        subprocess.run(["umount", "-l", str(point)], capture_output=True, timeout=MOUNT_TIMEOUT, check=False)
+    unmount_below(mounts_dir(root))
 
 
 def _run(cmd: list[str], rel: str, kind: str, env: dict[str, str] | None = None) -> None:

@@ -28,6 +28,7 @@ from batchyard.service.agents import flush_node_totals, requeue_node_tasks
 from batchyard.service.common import set_state
 from batchyard.service.context import Ctx
 from batchyard.service.files import node_root
+from batchyard.storage.mountpoints import unmount_below
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
 
@@ -187,7 +188,8 @@ class PoolManager:
         def finish() -> None:
             """After the grace period: whatever is left of the node goes, then its directory."""
             self.provider.kill(pid, node_id)
-            shutil.rmtree(root, ignore_errors=True)
+            if not unmount_below(root):  # a share still mounted there is never deleted into
+                shutil.rmtree(root, ignore_errors=True)
 
         asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
