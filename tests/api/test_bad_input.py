@@ -589,7 +589,6 @@ def test_unsupported_verb_is_a_json_batch_error(raw: Raw) -> None:
     "method,path,body",
     [
         ("GET", "/applications", None),
-        ("GET", "/poolusagemetrics", None),
         ("POST", "/pools/{pool}/removenodes", {"nodeList": ["n1"]}),
         ("GET", "/certificates", None),
     ],
