@@ -259,3 +259,27 @@ def test_schedule_auto_pool_errors_name_the_job_specification(raw: Raw, uid: str
         "InvalidPropertyValue",
         PropertyName="jobSpecification.poolInfo.autoPoolSpecification.pool.taskSlotsPerNode",
     )
+
+
+def test_auto_pool_mount_credentials_are_never_returned(raw: Raw, uid: str) -> None:
+    blob = {
+        "azureBlobFileSystemConfiguration": {
+            "accountName": "acct",
+            "containerName": "data",
+            "accountKey": "c2VjcmV0",
+            "relativeMountPath": "blob",
+        }
+    }
+    job_id = f"apmnt-{uid}"
+    r = raw.post(
+        "/jobs", {"id": job_id, "poolInfo": {"autoPoolSpecification": _auto({"mountConfiguration": [blob]})}}
+    )
+    assert r.status_code == 201, r.text()
+    job = raw.json(f"/jobs/{job_id}")
+    got = job["poolInfo"]["autoPoolSpecification"]["pool"]["mountConfiguration"][0][
+        "azureBlobFileSystemConfiguration"
+    ]
+    assert got == {"accountName": "acct", "containerName": "data", "relativeMountPath": "blob"}
+    pool = raw.json(f"/pools/{job['executionInfo']['poolId']}")
+    assert pool["mountConfiguration"] == [{"azureBlobFileSystemConfiguration": got}]
+    assert raw.delete(f"/jobs/{job_id}").status_code == 202

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_
 
-from batchyard.models import errors
+from batchyard.models import errors, mounts
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import new_pool
 from batchyard.service import autoscale, pools
@@ -122,6 +122,18 @@ def _spec_view(body: Body) -> Body:
     out = {k: rest.pop(k) for k in _SPEC_ORDER if k in rest}
     out.update(rest)
     return out
+
+
+def view(info: object) -> object:
+    """A poolInfo as reads return it: an auto pool specification's mount credentials are never returned."""
+    if not isinstance(info, dict) or not isinstance(info.get("autoPoolSpecification"), dict):
+        return info
+    auto = info["autoPoolSpecification"]
+    pool = auto.get("pool")
+    if not isinstance(pool, dict) or not pool.get("mountConfiguration"):
+        return info
+    pool = dict(pool, mountConfiguration=mounts.view(pool["mountConfiguration"]))
+    return dict(info, autoPoolSpecification=dict(auto, pool=pool))
 
 
 def new_pool_id(prefix: str | None) -> str:

@@ -162,6 +162,8 @@ def _shaper(tx: Tx, expand: list[str] | None) -> Callable[[Row], Body]:
 
     def shape(row: Row) -> Body:
         body = item(row)
+        if "poolInfo" in body:
+            body["poolInfo"] = autopools.view(body["poolInfo"])
         if stats:
             counts = tx.get(schema.task_counts, job_key=row["key"]) or {}
             body["stats"] = job_stats(

@@ -17,7 +17,7 @@ from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import new_job
 from batchyard.models.schedule import due_after_update, parse_config
 from batchyard.models.statistics import job_stats
-from batchyard.service import completion, jobs
+from batchyard.service import autopools, completion, jobs
 from batchyard.service import jobschedule_runs as runs
 from batchyard.service.common import Body, item
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
@@ -136,6 +136,9 @@ def _shaper(tx: Tx, expand: list[str] | None, now_text: str) -> Any:
 
     def shape(row: Row) -> Body:
         body = item(row)
+        spec = body.get("jobSpecification")
+        if isinstance(spec, dict) and "poolInfo" in spec:
+            body["jobSpecification"] = dict(spec, poolInfo=autopools.view(spec["poolInfo"]))
         if not body.get("schedule"):
             body.pop("schedule", None)  # an empty schedule is omitted (openapi example JobScheduleGet)
         if wanted:
