@@ -27,3 +27,10 @@ def tick(ctx: Ctx) -> None:
             usage.tick(ctx)
         except Exception:  # the next pass retries; figures are cumulative, so nothing is lost
             log.exception("pool usage pass failed")
+
+
+def on_start(ctx: Ctx) -> None:
+    """Before the server answers: record that the nodes in the store are here now, so a node removed before
+    the first timer pass is not taken to have left before this start (service.usage)."""
+    usage.tick(ctx)
+    _last_usage[id(ctx)] = monotonic()

@@ -240,6 +240,21 @@ def _dur(seconds: float) -> str:
     return format_duration(timedelta(seconds=max(seconds, 0.0)))
 
 
+def _settled(tx: Tx, rows: list[Row]) -> list[Row]:
+    """Open spans of nodes that are gone end where the next pass will end them (a read never counts a node
+    after it left, even before that pass ran, e.g. just after a restart)."""
+    if not any(r["end"] is None for r in rows):
+        return rows
+    present = {r[0] for r in tx.conn.execute(select(schema.nodes.c.id)).all()}
+    previous = _last_pass(tx)
+    out = []
+    for r in rows:
+        if r["end"] is None and r["node_id"] not in present and previous and previous > r["start"]:
+            r = dict(r, end=previous)
+        out.append(r)
+    return out
+
+
 def _live_figures(ctx: Ctx, rows: list[Row]) -> list[Row]:
     """Rows with the figures reported since the last pass merged in (a read sees the newest reports)."""
     out = []
@@ -255,7 +270,7 @@ def pool_stats(ctx: Ctx, tx: Tx, pool: Row, url: str) -> Body:
     """A pool's `stats` (`$expand=stats`): its nodes since the pool was created."""
     _, now_text, _ = ctx.stamp()
     rows = tx.select(U, and_(U.c.pool_key == pool["key"], U.c.pool_created == pool["creation_time"]))
-    rows += unrecorded(tx, _open_ids(tx), now_text, pool["key"])
+    rows = _settled(tx, rows) + unrecorded(tx, _open_ids(tx), now_text, pool["key"])
     return _stats(url, pool["creation_time"], now_text, _live_figures(ctx, rows))
 
 
@@ -266,8 +281,7 @@ def lifetime_pool_stats(ctx: Ctx, url: str) -> Body:
     _, now_text, _ = ctx.stamp()
     with ctx.store.tx() as tx:
         start = account_epoch(tx)
-        rows = tx.select(U)
-        rows += unrecorded(tx, _open_ids(tx), now_text)
+        rows = _settled(tx, tx.select(U)) + unrecorded(tx, _open_ids(tx), now_text)
     return _stats(url, start, now_text, _live_figures(ctx, rows))
 
 
@@ -315,7 +329,7 @@ def usage_metrics(
     if hi > lo:
         with ctx.store.tx() as tx:
             rows = tx.select(U, and_(U.c.start < _text(hi), or_(U.c.end.is_(None), U.c.end > _text(lo))))
-            rows += unrecorded(tx, _open_ids(tx), _text(hi))
+            rows = _settled(tx, rows) + unrecorded(tx, _open_ids(tx), _text(hi))
         per: dict[tuple[float, str, str], float] = {}
         for r in rows:
             s = max(_ts(r["start"]), lo)
