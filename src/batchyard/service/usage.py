@@ -125,14 +125,16 @@ def _record_pass(tx: Tx, now: datetime) -> None:
 def unrecorded(tx: Tx, recorded: set[str], now_text: str, pool_key: str | None = None) -> list[Row]:
     """Spans for the nodes (of one pool, or all) that have none open yet: what the next pass inserts."""
     n = schema.nodes
-    stmt = select(n.c.id, n.c.pool_key, n.c.body)
+    ids = select(n.c.id)
     if pool_key is not None:
-        stmt = stmt.where(n.c.pool_key == pool_key)
+        ids = ids.where(n.c.pool_key == pool_key)
+    missing = sorted({r[0] for r in tx.conn.execute(ids).all()} - recorded)
+    if not missing:  # the usual case: only ids are read, never node bodies
+        return []
+    stmt = select(n.c.id, n.c.pool_key, n.c.body).where(n.c.id.in_(missing[:1000]))
     pools: dict[str, Row | None] = {}
     out: list[Row] = []
     for node_id, key, body_text in tx.conn.execute(stmt).all():
-        if node_id in recorded:
-            continue
         if key not in pools:
             pools[key] = tx.get(schema.pools, key=key)
         pool = pools[key]
