@@ -283,3 +283,28 @@ def test_auto_pool_mount_credentials_are_never_returned(raw: Raw, uid: str) -> N
     pool = raw.json(f"/pools/{job['executionInfo']['poolId']}")
     assert pool["mountConfiguration"] == [{"azureBlobFileSystemConfiguration": got}]
     assert raw.delete(f"/jobs/{job_id}").status_code == 202
+
+
+def test_bad_autoscale_formula_completes_the_job_with_a_scheduling_error(
+    client: BatchClient, uid: str
+) -> None:
+    """As recorded for auto pool creation failures: the create succeeds, the job is completed at once with
+    executionInfo.schedulingError and no terminateReason, and no pool exists."""
+    job_id = f"apfx-{uid}"
+    auto = spec(0)
+    auto.pool.target_dedicated_nodes = None
+    auto.pool.enable_auto_scale = True
+    auto.pool.auto_scale_formula = "$TargetDedicatedNodes = ;"
+    client.create_job(
+        m.BatchJobCreateOptions(id=job_id, pool_info=m.BatchPoolInfo(auto_pool_specification=auto))
+    )
+    job = client.get_job(job_id)
+    assert job.state == "completed" and job.execution_info is not None
+    err = job.execution_info.scheduling_error
+    assert (
+        err is not None and err.code == "InvalidAutoScaleFormulaInAutoPool" and err.category == "UserError"
+    )  # as recorded
+    assert job.execution_info.termination_reason is None and job.execution_info.end_time is not None
+    assert pool_gone(client, job.execution_info.pool_id)
+    assert job.pool_info.auto_pool_specification.pool.auto_scale_formula == "$TargetDedicatedNodes = ;"
+    client.begin_delete_job(job_id, polling_interval=0.2).result()

@@ -67,11 +67,39 @@ def _prefixed(e: errors.BatchError, prefix: str) -> errors.BatchError:
     return errors.BatchError(e.status, e.code, e.message, values)
 
 
+#: A formula that compiles, put in place of one that does not while the rest of a specification is checked.
+_PLACEHOLDER_FORMULA = "$TargetDedicatedNodes = 0;"
+
+
+def formula_error(pool_spec: Body) -> Body | None:
+    """The job's schedulingError when the auto pool's autoscale formula does not compile: the service accepts
+    the job and completes it at once with this error instead of creating the pool."""
+    formula = pool_spec.get("autoScaleFormula")
+    if not pool_spec.get("enableAutoScale") or not isinstance(formula, str) or not formula.strip():
+        return None
+    try:
+        autoscale.compile_or_refuse(formula)
+    except errors.BatchError as e:
+        return {
+            "category": "UserError",
+            "code": "InvalidAutoScaleFormulaInAutoPool",
+            "message": "The specified autoscale formula for the auto pool is invalid",
+            "details": [
+                {"name": "Reason", "value": e.message},
+                *({"name": k, "value": v} for k, v in e.values),
+            ],
+        }
+    return None
+
+
 def _pool_body(ctx: Ctx, pool_spec: Body, at: str) -> tuple[Body, Any]:
-    """The pool rules of pool create, errors named under `at`; returns the pool body and autoscale program."""
+    """The pool rules of pool create, errors named under `at`; returns the pool body and autoscale program.
+    A formula that does not compile is not a request error here (see `formula_error`)."""
     if "id" in pool_spec:
         raise errors.invalid_property_value(f"{at}.id", pool_spec["id"], "An auto pool's id is generated")
     spec = copy.deepcopy(pool_spec)
+    if formula_error(spec) is not None:
+        spec["autoScaleFormula"] = _PLACEHOLDER_FORMULA
     try:
         program = autoscale.check_create(ctx, spec)
         body = new_pool(spec, "")
@@ -109,6 +137,8 @@ def check(ctx: Ctx, info: Body, plain_job: bool, at: str = SPEC) -> Body:
     if not isinstance(pool_spec, dict):
         raise errors.missing_required_property(f"{at}.pool")
     body, _ = _pool_body(ctx, pool_spec, f"{at}.pool")
+    if "autoScaleFormula" in body:
+        body["autoScaleFormula"] = pool_spec["autoScaleFormula"]  # as sent, even one that does not compile
     out: Body = {}
     if prefix:
         out["autoPoolIdPrefix"] = prefix
@@ -148,11 +178,14 @@ def _schedule_pool_id(prefix: str | None, schedule_key: str, created: str) -> st
     return f"{prefix}_{guid}" if prefix else guid
 
 
-def create_for_job(ctx: Ctx, tx: Tx, job_key: str, info: Body) -> str:
+def create_for_job(ctx: Ctx, tx: Tx, job_key: str, info: Body) -> tuple[str, Body | None]:
     """Create (or, for a schedule-lifetime pool, find) the job's auto pool inside the job's transaction;
-    returns the pool id."""
+    returns the pool id and, when the pool cannot be created, the job's schedulingError (no pool then)."""
     auto = info["autoPoolSpecification"]
     prefix = auto.get("autoPoolIdPrefix") or None
+    failure = formula_error(auto["pool"])
+    if failure is not None:
+        return new_pool_id(prefix), failure
     owner: Body
     if auto["poolLifetimeOption"] == "jobschedule":
         schedule_key = job_key.split(":", 1)[0]
@@ -161,7 +194,7 @@ def create_for_job(ctx: Ctx, tx: Tx, job_key: str, info: Body) -> str:
         pool_id = _schedule_pool_id(prefix, schedule_key, created)
         existing = tx.get(schema.pools, key=key_of(pool_id))
         if existing is not None and existing["state"] != "deleting":
-            return pool_id
+            return pool_id, None
         owner = {"schedule": schedule_key}
     else:
         pool_id = new_pool_id(prefix)
@@ -170,7 +203,7 @@ def create_for_job(ctx: Ctx, tx: Tx, job_key: str, info: Body) -> str:
     body = {"id": pool_id, **body, "_autoPool": {**owner, "keepAlive": bool(auto.get("keepAlive"))}}
     pools.insert_pool(ctx, tx, pool_id, body, program)
     ctx.hub.wake_pools()
-    return pool_id
+    return pool_id, None
 
 
 def set_keep_alive(tx: Tx, pool_id: str, keep: bool) -> None:

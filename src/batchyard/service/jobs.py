@@ -123,10 +123,14 @@ def insert_job(ctx: Ctx, tx: Tx, job_id: str, spec: Body) -> Written:
     """Create one job inside the caller's transaction (a job schedule creates its runs this way)."""
     pool_id = _pool_id(spec)
     _check_unsupported(spec)
+    failure = None
     if not pool_id:  # an auto pool, created with its job in this transaction (decision 0140)
-        pool_id = autopools.create_for_job(ctx, tx, key_of(job_id), spec["poolInfo"])
+        pool_id, failure = autopools.create_for_job(ctx, tx, key_of(job_id), spec["poolInfo"])
     _, now_text, etag = ctx.stamp()
     body = new_job({"id": job_id, **spec}, now_text, pool_id)
+    if failure is not None:  # the job exists, completed at once with the reason (recorded)
+        body["state"] = "completed"
+        body["executionInfo"].update(endTime=now_text, schedulingError=failure)
     stamp_body(body, etag, now_text)
     seq = tx.next_counter("job_seq")
     try:
@@ -136,7 +140,7 @@ def insert_job(ctx: Ctx, tx: Tx, job_id: str, spec: Body) -> Written:
                 "key": key_of(job_id),
                 "id": job_id,
                 "pool_key": key_of(pool_id),
-                "state": "active",
+                "state": body["state"],
                 "priority": body["priority"],
                 "seq": seq,
                 "task_seq": 0,
