@@ -138,16 +138,20 @@ def decode_sync(data: bytes) -> SyncBody:
         return _raise(errors.invalid_request_body(str(e).replace("`", "")))
     if body.pid is not None and not 0 < body.pid < 2**31:
         raise errors.invalid_property_value("pid", str(body.pid), "Not a process id.")
+    if body.stats is not None:
+        figures = msgspec.to_builtins(body.stats)
+        for k, v in figures.items():
+            if k != "boot" and not 0 <= v < 1e18:  # also refuses NaN and infinities
+                raise errors.invalid_property_value(
+                    f"stats.{k}", str(v), "Resource figures are finite and >= 0."
+                )
     if not body.wait >= 0:  # also refuses NaN
         raise errors.invalid_property_value("wait", str(body.wait), "The wait must be >= 0 seconds.")
     return body
 
 
 def _note_stats(ctx: Ctx, node_id: str, stats: NodeStats) -> None:
-    figures: dict[str, Any] = msgspec.to_builtins(stats)
-    if not all(v >= 0 and v < 1e18 for k, v in figures.items() if k != "boot"):  # also refuses NaN
-        raise errors.invalid_property_value("stats", "", "Resource figures are finite and >= 0.")
-    usage.note_stats(ctx, node_id, figures)
+    usage.note_stats(ctx, node_id, msgspec.to_builtins(stats))
 
 
 def _raise(err: errors.BatchError) -> SyncBody:
