@@ -589,8 +589,6 @@ def test_unsupported_verb_is_a_json_batch_error(raw: Raw) -> None:
     "method,path,body",
     [
         ("GET", "/applications", None),
-        ("POST", "/pools/{pool}/removenodes", {"nodeList": ["n1"]}),
-        ("GET", "/certificates", None),
     ],
 )
 def test_unimplemented_operation_501(raw: Raw, pool: str, method: str, path: str, body: Any) -> None:

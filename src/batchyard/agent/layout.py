@@ -24,9 +24,9 @@ Environment variables set by `NodeLayout.task_env` (from the docs table unless n
 * all tasks except the start and job preparation tasks, when the job has a preparation task:
   ``AZ_BATCH_JOB_PREP_DIR``, ``AZ_BATCH_JOB_PREP_WORKING_DIR``.
 
-Not set yet: the multi-instance set (``AZ_BATCH_HOST_LIST``, ``AZ_BATCH_NODE_LIST``, ``AZ_BATCH_MASTER_NODE``,
-``AZ_BATCH_IS_CURRENT_NODE_MASTER``, ``AZ_BATCH_TASK_SHARED_DIR``, ``CCP_NODES``: only for multi-instance
-tasks), ``AZ_BATCH_APP_PACKAGE_*`` (only with application packages) and ``AZ_BATCH_AUTHENTICATION_TOKEN``
+The multi-instance set (``AZ_BATCH_HOST_LIST``, ``AZ_BATCH_NODE_LIST``, ``AZ_BATCH_MASTER_NODE``,
+``AZ_BATCH_IS_CURRENT_NODE_MASTER``, ``AZ_BATCH_TASK_SHARED_DIR``, ``CCP_NODES``) comes with the work of
+multi-instance tasks (``service.subtasks``, ``agent.multiinstance``). Not set yet: ``AZ_BATCH_APP_PACKAGE_*`` (only with application packages) and ``AZ_BATCH_AUTHENTICATION_TOKEN``
 (retired by the service on 2024-09-30).
 
 Order of precedence, lowest first: a few variables inherited from the agent (``LANG``, ``LC_ALL``, ``TZ``,

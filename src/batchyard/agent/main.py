@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from batchyard.agent import multiinstance
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
 from batchyard.agent.mounts import NodeMounts
 from batchyard.agent.runner import (
@@ -33,6 +35,7 @@ from batchyard.agent.runner import (
 )
 from batchyard.agent.spawner import Spawner
 from batchyard.agent.staging import AUTO_STORAGE_ENV, NodeStaging, needs_staging
+from batchyard.agent.starttask import NodeInfo, StartTaskRunner
 from batchyard.agent.usage import UsageSampler
 from batchyard.models import identity
 from batchyard.models.startlog import StartLog
@@ -114,8 +117,15 @@ class Agent:
         self.base = self.layout.secure() if os.geteuid() == 0 else None
         if self.base is not None:
             os.umask(0o027)
+        self.instances = multiinstance.Instances(self, self.cfg.root, self.base)
         self.client = httpx.AsyncClient(
             base_url=self.cfg.server, timeout=httpx.Timeout(self.cfg.poll_wait + 15)
+        )
+        # every start of this process is a boot of the node: its start task runs (agent.starttask)
+        c = self.cfg
+        node = NodeInfo(c.account, c.account_url, c.pool_id, c.node_id, c.dedicated, c.user_accounts)
+        self.start_task = StartTaskRunner(
+            secrets.token_hex(8), node, self.layout, self.files, self.base, self._spawner_for, self._event
         )
         self.usage = UsageSampler(self.cfg.root)  # resource figures for pool statistics (agent.usage)
         self.mounts = NodeMounts(self.cfg.root)  # the pool's mountConfiguration (agent.mounts)
@@ -134,8 +144,15 @@ class Agent:
             "nodeId": self.cfg.node_id,
             "pid": os.getpid(),
             "events": batch,
-            "running": [*self.running, *self.starting, *(w["ref"] for w in self.queue)],
+            "running": [
+                *self.running,
+                *self.starting,
+                *(w["ref"] for w in self.queue),
+                *self.instances.refs(),
+            ],
             "wait": wait,
+            "boot": self.start_task.boot,
+            "needStartTask": self.start_task.needed,
         }
         stats = self.usage.take()
         if stats is not None:
@@ -169,6 +186,7 @@ class Agent:
         acked = {e["seq"] for e in batch if e["seq"] <= ack}
         self.events = [e for e in self.events if e["seq"] not in acked]
         self.mounts.receive(data, lambda: self._sync(0))
+        self.start_task.receive(data)
         kill = set(data.get("kill", []))
         if kill:
             self.queue = [w for w in self.queue if w["ref"] not in kill]
@@ -179,6 +197,7 @@ class Agent:
             proc = self.running.get(ref)
             if proc is not None:
                 asyncio.ensure_future(proc.kill("the server no longer assigns this task"))
+            asyncio.ensure_future(self.instances.kill(ref))
         queued = {w["ref"] for w in self.queue}
         for work in data.get("run", []):
             ref = work["ref"]
@@ -189,7 +208,11 @@ class Agent:
                 and ref not in self.finished
             ):
                 self.node_slots = max(self.node_slots, int(work.get("nodeSlots", 1)))
-                self.queue.append(work)
+                if multiinstance.is_instance(work):
+                    self.instances.start(work)
+                    continue
+                # a multi-instance primary takes no slot (its instance holds it): it never waits in line
+                self.queue.insert(0, work) if work.get("mpi") else self.queue.append(work)
                 queued.add(work["ref"])
         await self._pump()
         if data.get("stop"):
@@ -280,6 +303,8 @@ class Agent:
             groups=user.extra_groups if user is not None else (),
             dir_gid=self.base,
         )
+        if work.get("mpi"):
+            spec = multiinstance.decorate(spec, work, self.cfg.root)
         return spec, user
 
     async def _start(
@@ -400,10 +425,12 @@ class Agent:
                 await self._sync(0)
 
     async def shutdown(self) -> None:
-        await self.mounts.close()
+        await self.start_task.stop()
+        await self.instances.shutdown()
         for proc in list(self.running.values()):
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")
+        await self.mounts.close()  # after the tasks that may use them
         await self.client.aclose()
         await self.files.aclose()
         for sp in self.spawners.values():

@@ -53,7 +53,8 @@ class FailureInfo(_Strict):
 
 
 class Event(_Strict):
-    type: Literal["started", "completed"]
+    # coordinated: a multi-instance instance
+    type: Literal["started", "completed", "startTaskStarted", "startTaskCompleted", "coordinated"]
     ref: str
     seq: int = 0
     time: str | None = None
@@ -64,6 +65,7 @@ class Event(_Strict):
     usage: Usage | None = None
     failureInfo: FailureInfo | None = None
     noRetry: bool = False  # a data-staging failure: completed without a retry
+    retryCount: int = 0  # start task attempts (service.starttask)
 
 
 class NodeStats(_Strict):
@@ -104,6 +106,8 @@ class SyncBody(_Strict):
     events: list[Event] = msgspec.field(default_factory=list)
     running: list[str] = msgspec.field(default_factory=list)
     wait: float = 0.0
+    boot: str | None = None  # the agent process's boot id: a new one is a node (re)start
+    needStartTask: bool = False  # the agent has not received its boot's start task yet
     stats: NodeStats | None = None  # sent every few seconds, not on every sync
     mounts: MountReport | None = None  # only until the node has mounted its pool's file systems
 
@@ -199,11 +203,13 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     wait = min(body.wait, MAX_WAIT)
     ev = ctx.hub.node_event(node_id)
     ev.clear()
+    boot = (body.boot, body.needStartTask)
     mounts = msgspec.to_builtins(body.mounts) if body.mounts is not None else None
-    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, mounts)
+    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, boot, mounts)
     if body.stats is not None:  # after agents.sync authenticated the node
         _note_stats(ctx, node_id, body.stats)
-    if not events and not out["run"] and not out["kill"] and "mountConfiguration" not in out and wait > 0:
+    answer_now = "startTask" in out or "mountConfiguration" in out
+    if not events and not out["run"] and not out["kill"] and not answer_now and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)
         out.update(agents.plan(ctx, node_id, body.running))

@@ -602,8 +602,6 @@ def create_app(
         ready, details = await readiness.check()
         return http.json_response(details, 200 if ready else 503, headers={"Cache-Control": "no-store"})
 
-    # certificate entity URIs are OData keys: /certificates(thumbprintAlgorithm=sha1,thumbprint=...)
-    _CERT = "/certificates(thumbprintAlgorithm={thumbprint_algorithm},thumbprint={thumbprint})"
     P = "/pools/{pool_id}"
     J = "/jobs/{job_id}"
     T = J + "/tasks/{task_id}"
@@ -658,18 +656,21 @@ def create_app(
     pending = [
         ("/applications", ["GET"], "list applications"),
         ("/applications/{application_id}", ["GET"], "get application"),
-        (P + "/removenodes", ["POST"], "remove nodes"),
         (J + "/jobpreparationandreleasetaskstatus", ["GET"], "job preparation and release task status"),
-        (T + "/subtasksinfo", ["GET"], "list subtasks (multi-instance tasks)"),
-        (N + "/users", ["POST"], "node users"),
-        (N + "/users/{user_name}", ["PUT", "DELETE"], "node users"),
         (N + "/{action}", ["POST", "GET"], "node operations"),
-        (N + "/extensions", ["GET"], "node extensions"),
-        (N + "/extensions/{extension_name}", ["GET"], "node extensions"),
-        ("/certificates", ["GET", "POST"], "certificates"),
-        (_CERT, ["GET", "DELETE"], "certificates"),
-        (_CERT + "/canceldelete", ["POST"], "certificates"),
     ]
+    from batchyard.api import subtasks  # its handlers use this module's rendering helpers
+
+    routes += subtasks.routes(o, ctx)
+    from batchyard.api import nodes as node_api  # node operations and the preemption extension
+
+    routes += node_api.routes(o, ctx)
+    from batchyard.api import certificates as certificate_routes
+
+    routes += certificate_routes.routes(o, ctx)
+    from batchyard.api import node_access as node_access_routes
+
+    routes += node_access_routes.routes(o, ctx)
     from batchyard.api import poolstats
 
     routes += poolstats.routes(o, ctx)

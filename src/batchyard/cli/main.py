@@ -29,6 +29,7 @@ from batchyard.pools.quota import DEFAULT_DEDICATED_CORES, DEFAULT_LOW_PRIORITY_
 
 if TYPE_CHECKING:
     from batchyard.pools.manager import PoolManager
+    from batchyard.service.context import Ctx
 
 DEV_ACCOUNT = "devbatchaccount1"
 DEV_KEY = "ipJe2CPszs8w7KA3JShMAycxucJfI9LmzIetgJZD75y/WMKu35WnZBH5/tgFXBMvAJZeJNDEY7g7cNN5x3PMPQ=="
@@ -208,11 +209,23 @@ def _serve(a: argparse.Namespace) -> None:
     scheduler = Scheduler(ctx)
     ctx.place_now = scheduler.place_now
 
+    from batchyard.pools.nat import Forwarder, public_address
+
+    forwarder = Forwarder(a.host, public_address(a.host, a.public_url))
+    ctx.endpoints = forwarder  # inbound NAT and remote login (decision 0132)
+
     async def start_loops() -> None:
         manager.adopt()
         ctx.hub.wake_scheduler()
         ctx.hub.wake_pools()
-        await asyncio.gather(scheduler.run(), scheduler.timers_loop(), manager.run(), Autoscaler(ctx).run())
+        await asyncio.gather(
+            scheduler.run(),
+            scheduler.timers_loop(),
+            manager.run(),
+            Autoscaler(ctx).run(),
+            forwarder.run(ctx.store),
+            _sweep_node_users(ctx),
+        )
 
     app = create_app(ctx, Settings(account=account, key=key, public_url=a.public_url), [start_loops])
     endpoint = a.public_url or local_url
@@ -270,6 +283,14 @@ def _serve(a: argparse.Namespace) -> None:
     lock.close()
 
 
+async def _sweep_node_users(ctx: Ctx) -> None:
+    """Node user accounts of nodes that are gone (removed while the server was down, or a crash): deleted."""
+    from batchyard.pools.hostusers import HostAccounts
+    from batchyard.service.node_users import recorded_accounts
+
+    await asyncio.to_thread(HostAccounts(ctx.data_dir).sweep, recorded_accounts(ctx))
+
+
 def _after_stop(manager: PoolManager, data_dir: Path, a: argparse.Namespace, pg: bool) -> None:
     """Say what keeps running after the server (one line), or stop it all with --stop-nodes."""
     if a.stop_nodes:
@@ -324,10 +345,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args or args[0] in ("-h", "--help"):
         print(
-            "usage: batchyard [--version] {server,stop-nodes,agent} [options]\n\n"
+            "usage: batchyard [--version] {server,stop-nodes,agent,preempt} [options]\n\n"
             "  server      run the API, scheduler and pool manager\n"
             "  stop-nodes  stop the node agents a stopped server left running\n"
-            "  agent       run one compute node agent"
+            "  agent       run one compute node agent\n"
+            "  preempt     preempt low-priority nodes of a running server (fault injection)"
         )
         return
     cmd, rest = args[0], args[1:]
@@ -335,6 +357,10 @@ def main(argv: list[str] | None = None) -> None:
         _server(rest)
     elif cmd == "stop-nodes":
         _stop_nodes(rest)
+    elif cmd == "preempt":
+        from batchyard.cli.preempt import main as preempt_main
+
+        preempt_main(rest)
     elif cmd == "agent":
         from batchyard.agent.main import main as agent_main
 

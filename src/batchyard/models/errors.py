@@ -328,6 +328,52 @@ def node_state_unusable() -> BatchError:
     return _e(409, "NodeStateUnusable", "The node is in an unusable state.")
 
 
+# --- node operations (decision 0101) -------------------------------------------------------------------------
+
+
+def node_being_created() -> BatchError:
+    return _e(409, "NodeBeingCreated", "The specified node is being created.")
+
+
+def node_being_started() -> BatchError:
+    return _e(409, "NodeBeingStarted", "The specified node is being started.")
+
+
+def node_being_rebooted() -> BatchError:
+    return _e(409, "NodeBeingRebooted", "The specified node is being rebooted.")
+
+
+def node_being_reimaged() -> BatchError:
+    return _e(409, "NodeBeingReimaged", "The specified node is being reimaged.")
+
+
+def node_already_in_target_scheduling_state() -> BatchError:
+    return _e(
+        409,
+        "NodeAlreadyInTargetSchedulingState",
+        "The specified node is already in the target scheduling state.",
+    )
+
+
+def operation_not_valid_on_node(reason: str) -> BatchError:
+    return _e(
+        409,
+        "OperationNotValidOnNode",
+        "The specified operation is not valid on the node in its current state.",
+        Reason=reason,
+    )
+
+
+def operation_not_valid_on_pool(reason: str, **values: str) -> BatchError:
+    return _e(
+        409,
+        "OperationNotValidOnPool",
+        "The specified operation is not valid on the pool in its current state.",
+        Reason=reason,
+        **values,
+    )
+
+
 # --- pool images (decision 0060) --------------------------------------------------------------------------
 
 
@@ -451,4 +497,83 @@ def too_many_enable_autoscale_requests() -> BatchError:
         503,
         "TooManyEnableAutoScaleRequests",
         "The enable autoscale request was made too soon after the previous one for this pool.",
+    )
+
+
+# --- certificates, node users, node access (issue 9) ----------------------------------------------------------
+
+
+def certificate_not_found() -> BatchError:
+    return _e(404, "CertificateNotFound", "The specified certificate does not exist.")
+
+
+def certificate_exists() -> BatchError:
+    return _e(409, "CertificateExists", "The specified certificate already exists.")
+
+
+def certificate_being_deleted() -> BatchError:
+    return _e(409, "CertificateBeingDeleted", "The specified certificate has been marked for deletion.")
+
+
+def certificate_state_active() -> BatchError:
+    """The recorded answer to canceldelete on an active certificate."""
+    return _e(409, "CertificateStateActive", "The specified certificate is in active state.")
+
+
+def invalid_certificate_references(missing: Sequence[str]) -> BatchError:
+    """A pool naming certificates the account does not have (values keyed like the auto-pool error)."""
+    return BatchError(
+        409,
+        "InvalidCertificateReferences",
+        "One or more certificates specified for the pool are invalid",
+        [(name, "The specified certificate does not exist.") for name in missing],
+    )
+
+
+def node_user_exists(reason: str = "") -> BatchError:
+    vals = {"Reason": reason} if reason else {}
+    return _e(409, "NodeUserExists", "The specified node user already exists.", **vals)
+
+
+def node_user_not_found() -> BatchError:
+    return _e(404, "NodeUserNotFound", "The specified node user does not exist.")
+
+
+_NODE_BUSY = {
+    "creating": ("NodeBeingCreated", "The specified node is being created."),
+    "starting": ("NodeBeingStarted", "The specified node is being started."),
+    "waitingforstarttask": ("NodeBeingStarted", "The specified node is being started."),
+    "rebooting": ("NodeBeingRebooted", "The specified node is being rebooted."),
+    "reimaging": ("NodeBeingReimaged", "The specified node is being reimaged."),
+    "unusable": ("NodeStateUnusable", "The node is in an unusable state."),
+}
+
+
+def node_not_ready(state: str) -> BatchError:
+    """Node users and remote access need a node that is up (idle or running); the code names why not."""
+    code, message = _NODE_BUSY.get(
+        state, ("OperationNotValidOnNode", "The operation is not valid on the node in its current state.")
+    )
+    return _e(409, code, message, Reason=f"The node is {state}; the operation needs an idle or running node")
+
+
+def node_access_unavailable(reason: str) -> BatchError:
+    """What the server cannot do on this host (not root, a tool missing): refused, never faked."""
+    return _e(
+        501, "NotImplemented", "The requested operation is not implemented on this server.", Reason=reason
+    )
+
+
+def extension_not_found() -> BatchError:
+    return _e(404, "ResourceNotFound", "The specified extension does not exist.")
+
+
+def remote_desktop_needs_cloud_service() -> BatchError:
+    """`GET …/rdp` (api-versions before 2024-07-01) works only on the retired cloud service pools."""
+    return _e(
+        409,
+        "OperationNotValidOnPool",
+        "The operation is not valid on the pool.",
+        Reason="The RDP file is available only for pools with a cloud service configuration, retired on 29 "
+        "February 2024; use GetRemoteLoginSettings for virtual machine configuration pools",
     )

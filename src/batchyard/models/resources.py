@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import datetime
+import re
 from typing import Any
 
-from batchyard.models import errors, images, mounts
+from batchyard.models import errors, images, mounts, multiinstance, starttask
 from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
@@ -43,6 +44,8 @@ def _auto_user(identity: Body | None, prop: str = "userIdentity") -> Body:
         _lower_enum(au, "elevationLevel", {"nonadmin", "admin"}, "userIdentity.autoUser.elevationLevel")
     return out
 
+
+auto_user = _auto_user  # also the start task's defaults (models.starttask)
 
 #: The service's limit on user account names ("up to a maximum length of 20").
 MAX_USER_NAME = 20
@@ -107,9 +110,9 @@ def check_user_accounts(body: Body) -> None:
 
 # Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
 _NOT_YET = {
-    "pool": ("startTask", "applicationPackageReferences", "certificateReferences"),
+    # certificateReferences: checked against the account's certificates by service.certificates
+    "pool": ("applicationPackageReferences",),
     "task": (
-        "multiInstanceSettings",
         "applicationPackageReferences",
         "containerSettings",
     ),
@@ -166,11 +169,8 @@ def new_pool(spec: Body, now: str) -> Body:
         )
     policy["jobDefaultOrder"] = order
     vm_configuration_defaults(body["virtualMachineConfiguration"])
-    if "startTask" in body:
-        st = body["startTask"]
-        st["userIdentity"] = _auto_user(st.get("userIdentity"))
-        st.setdefault("maxTaskRetryCount", 0)
-        st.setdefault("waitForSuccess", True)
+    if body.get("startTask") is not None:
+        body["startTask"] = starttask.normalise(body["startTask"], body.get("userAccounts") or ())
     if body.get("networkConfiguration") is not None:
         body["networkConfiguration"] = network_configuration(body["networkConfiguration"])
     check_user_accounts(body)
@@ -258,7 +258,9 @@ def network_configuration(spec: Body) -> Body:
     pip = net.get("publicIPAddressConfiguration") or {}
     if str(pip.get("provision", "batchmanaged")) != "batchmanaged" or pip.get("ipAddressIds"):
         raise errors.not_implemented("networkConfiguration.publicIPAddressConfiguration on pools")
-    for nat in (net.get("endpointConfiguration") or {}).get("inboundNATPools") or []:
+    nats = (net.get("endpointConfiguration") or {}).get("inboundNATPools") or []
+    check_nat_pools(nats)
+    for nat in nats:
         for rule in nat.get("networkSecurityGroupRules") or []:
             if str(rule.get("access", "")) == "deny":
                 raise errors.not_implemented("networkSecurityGroupRules with access deny on pools")
@@ -267,6 +269,76 @@ def network_configuration(spec: Body) -> Body:
     out.update(net)
     out["enableAcceleratedNetworking"] = bool(net.get("enableAcceleratedNetworking", False))
     return out
+
+
+_NAT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,75}[A-Za-z0-9_])?$")
+_RESERVED_BACKEND = (29876, 29877)
+_RESERVED_FRONTEND = (50000, 55000)
+MAX_NAT_POOLS = 5
+MAX_NSG_RULES = 25
+
+
+def check_nat_pools(nats: list[Body]) -> None:
+    """The rules the service states for inbound NAT pools (each breach is a 400 naming the property)."""
+    at = "networkConfiguration.endpointConfiguration.inboundNATPools"
+    if len(nats) > MAX_NAT_POOLS:
+        raise errors.invalid_property_value(
+            at, len(nats), f"A pool has at most {MAX_NAT_POOLS} inbound NAT pools"
+        )
+    names: set[str] = set()
+    backends: set[int] = set()
+    ranges: list[tuple[int, int]] = []
+    rules = 0
+    for i, nat in enumerate(nats):
+        here = f"{at}[{i}]"
+        name = str(nat.get("name", ""))
+        if not _NAT_NAME.match(name):
+            raise errors.invalid_property_value(f"{here}.name", name)
+        if name.lower() in names:
+            raise errors.invalid_property_value(
+                f"{here}.name", name, "Another inbound NAT pool has this name"
+            )
+        names.add(name.lower())
+        if str(nat.get("protocol", "")).lower() not in ("tcp", "udp"):
+            raise errors.invalid_property_value(f"{here}.protocol", nat.get("protocol"))
+        backend = nat.get("backendPort")
+        if not isinstance(backend, int) or not 1 <= backend <= 65535 or backend in _RESERVED_BACKEND:
+            raise errors.invalid_property_value(f"{here}.backendPort", backend)
+        if backend in backends:
+            raise errors.invalid_property_value(
+                f"{here}.backendPort", backend, "Another inbound NAT pool has this backend port"
+            )
+        backends.add(backend)
+        start, end = nat.get("frontendPortRangeStart"), nat.get("frontendPortRangeEnd")
+        for prop, v in (("frontendPortRangeStart", start), ("frontendPortRangeEnd", end)):
+            if (
+                not isinstance(v, int)
+                or not 1 <= v <= 65534
+                or _RESERVED_FRONTEND[0] <= v <= _RESERVED_FRONTEND[1]
+            ):
+                raise errors.invalid_property_value(f"{here}.{prop}", v)
+        assert isinstance(start, int) and isinstance(end, int)
+        if end - start + 1 < 40:
+            raise errors.invalid_property_value(
+                f"{here}.frontendPortRangeEnd", end, "Each frontend port range must contain at least 40 ports"
+            )
+        if start <= _RESERVED_FRONTEND[0] and end >= _RESERVED_FRONTEND[1]:
+            raise errors.invalid_property_value(
+                f"{here}.frontendPortRangeEnd", end, "Ports 50000-55000 are reserved"
+            )
+        for a, b in ranges:
+            if start <= b and a <= end:
+                raise errors.invalid_property_value(
+                    f"{here}.frontendPortRangeStart",
+                    start,
+                    "The frontend port ranges of a pool cannot overlap",
+                )
+        ranges.append((start, end))
+        rules += len(nat.get("networkSecurityGroupRules") or [])
+    if rules > MAX_NSG_RULES:
+        raise errors.invalid_property_value(
+            at, rules, f"A pool has at most {MAX_NSG_RULES} network security group rules"
+        )
 
 
 def stopped_resize_errors(pool: Body) -> list[Body]:
@@ -322,37 +394,62 @@ def _user_account_view(account: Body, os_type: str) -> Body:
 _REMOTE_PORT = {images.LINUX: 22, images.WINDOWS: 3389}
 
 
-def node_endpoints(pool: Body, ordinal: int, address: str) -> Body:
-    """A node's `endpointConfiguration`: one endpoint per inbound NAT pool, else the SSH/RDP rule.
-
-    The service names them `<natPool>.<n>` (default rule: `SSHRule.<n>`, on Windows too). A local node is
-    this host, so the public address is the node's own and the frontend port is the backend port itself:
-    the port that actually reaches a program listening on the node (decision 0061).
-    """
+def endpoint_rules(pool: Body) -> list[tuple[str, str, int, tuple[int, int] | None]]:
+    """A pool's inbound rules: (name, protocol, backend port, frontend port range or None for the default
+    remote-access rule, whose frontend port the service picks itself)."""
     vmc = pool.get("virtualMachineConfiguration") or {}
     nats = ((pool.get("networkConfiguration") or {}).get("endpointConfiguration") or {}).get(
         "inboundNATPools"
     )
-    rules = [(str(n["name"]), str(n.get("protocol", "tcp")), int(n["backendPort"])) for n in nats or []]
+    rules: list[tuple[str, str, int, tuple[int, int] | None]] = [
+        (
+            str(n["name"]),
+            str(n.get("protocol", "tcp")),
+            int(n["backendPort"]),
+            (int(n["frontendPortRangeStart"]), int(n["frontendPortRangeEnd"])),
+        )
+        for n in nats or []
+    ]
     if not rules:
         port = _REMOTE_PORT[images.os_type_of(str(vmc.get("nodeAgentSKUId", "")))]
-        rules = [("SSHRule", "tcp", port)]
-    return {
-        "inboundEndpoints": [
+        rules = [("SSHRule", "tcp", port, None)]
+    return rules
+
+
+def remote_port(pool: Body) -> int:
+    """The remote-access port of the pool's OS (SSH on Linux, RDP on Windows)."""
+    vmc = pool.get("virtualMachineConfiguration") or {}
+    return _REMOTE_PORT[images.os_type_of(str(vmc.get("nodeAgentSKUId", "")))]
+
+
+#: Where each rule of a node is reachable from outside: rule name -> (address, frontend port).
+Frontends = dict[str, tuple[str, int]]
+
+
+def node_endpoints(pool: Body, ordinal: int, address: str, frontends: Frontends | None = None) -> Body:
+    """A node's `endpointConfiguration`: one endpoint per inbound NAT pool, else the SSH/RDP rule.
+
+    The service names them `<natPool>.<n>` (default rule: `SSHRule.<n>`, on Windows too). The frontend is
+    where the server forwards that rule for this node (decision 0132); a rule without a forwarder is reported
+    at the node's own address and backend port, which reach a program listening on a local node directly.
+    """
+    out = []
+    for name, protocol, port, _ in endpoint_rules(pool):
+        public, front = (frontends or {}).get(name, (address, port))
+        out.append(
             {
                 "name": f"{name}.{ordinal}",
                 "protocol": protocol,
-                "publicIPAddress": address,
+                "publicIPAddress": public,
                 "publicFQDN": "localhost",
-                "frontendPort": port,
+                "frontendPort": front,
                 "backendPort": port,
             }
-            for name, protocol, port in rules
-        ]
-    }
+        )
+    return {"inboundEndpoints": out}
 
 
-def node_view(node: Body, pool: Body, ordinal: int) -> Body:
+def node_view(node: Body, pool: Body, ordinal: int, frontends: Frontends | None = None) -> Body:
     """Read-time shape of a node: endpoints, the image's exact version, no state history, agent info once up.
 
     Nodes have no `previousState` in the service's model (only jobs and tasks do).
@@ -360,7 +457,9 @@ def node_view(node: Body, pool: Body, ordinal: int) -> Body:
     out = {k: v for k, v in node.items() if k not in ("previousState", "previousStateTransitionTime")}
     if out.get("state") in ("creating", "starting"):
         out.pop("nodeAgentInfo", None)  # the agent has not reported yet (recorded creating/starting nodes)
-    out["endpointConfiguration"] = node_endpoints(pool, ordinal, str(node.get("ipAddress", "127.0.0.1")))
+    out["endpointConfiguration"] = node_endpoints(
+        pool, ordinal, str(node.get("ipAddress", "127.0.0.1")), frontends
+    )
     info = out.get("virtualMachineInfo")
     if isinstance(info, dict) and isinstance(info.get("imageReference"), dict):
         ref = dict(info["imageReference"])
@@ -418,6 +517,7 @@ def new_task(spec: Body, now: str, job: Body) -> Body:
     cons["maxTaskRetryCount"] = int(cons.get("maxTaskRetryCount", job["constraints"]["maxTaskRetryCount"]))
     if cons["maxTaskRetryCount"] < -1:
         raise errors.invalid_property_value("constraints.maxTaskRetryCount", cons["maxTaskRetryCount"])
+    multiinstance.check_new_task(body)
     slots = int(body.get("requiredSlots", 1))
     if slots < 1:
         raise errors.invalid_property_value("requiredSlots", slots)

@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from batchyard.models import identity
+from batchyard.pools.provider import NodeEvent, NodeSpec
+from batchyard.storage.mountpoints import unmount_below
 
 log = logging.getLogger("batchyard.pools")
 
@@ -137,7 +140,10 @@ def prepare_root(root: Path) -> None:
 
 
 class LocalProvider:
-    """Spawns and stops agent processes; each runs in its own session so the server can die without them."""
+    """Spawns and stops agent processes; each runs in its own session so the server can die without them.
+
+    The first `NodeProvider` (decision 0100): a node is an agent process on this host, its disk a directory.
+    """
 
     def __init__(
         self,
@@ -197,6 +203,44 @@ class LocalProvider:
         finally:
             os.close(fd)
         return proc.pid
+
+    # --- the NodeProvider contract -------------------------------------------------------------------------
+
+    def create(self, specs: Sequence[NodeSpec]) -> list[int | OSError]:
+        out: list[int | OSError] = []
+        for sp in specs:
+            try:
+                out.append(self.start(sp))
+            except OSError as e:
+                out.append(e)
+        return out
+
+    def start(self, spec: NodeSpec) -> int:
+        return self.spawn(
+            spec.node_id, spec.token, spec.pool_id, spec.root, spec.dedicated, spec.user_accounts
+        )
+
+    def wipe(self, node_id: str, root: Path) -> None:
+        """Empty the node's directory but keep it (and so its node group, decision 0010). A file system of the
+        pool's mountConfiguration still mounted inside is detached first; if one stays, nothing is deleted."""
+        if unmount_below(root):
+            return
+        try:
+            entries = list(os.scandir(root))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+    def events(self) -> list[NodeEvent]:
+        """A host process is never preempted by an engine: preemption here is injected by the server."""
+        return []
 
     @staticmethod
     def alive(pid: int | None, node_id: str) -> bool:

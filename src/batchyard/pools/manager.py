@@ -12,23 +12,24 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from batchyard import __version__
+from batchyard.models import multiinstance
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
-from batchyard.pools.local import LocalProvider
+from batchyard.pools.hostusers import HostAccounts, remove_node_users
+from batchyard.pools.nodeops import NodeOps
+from batchyard.pools.provider import NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
 from batchyard.service.common import set_state
 from batchyard.service.context import Ctx
 from batchyard.service.files import node_root
-from batchyard.storage.mountpoints import unmount_below
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
 
@@ -38,6 +39,8 @@ log = logging.getLogger("batchyard.pools")
 SPAWN_BATCH = 8
 #: Seconds between two passes that add nodes: at most SPAWN_BATCH / SPAWN_PAUSE agents started per second.
 SPAWN_PAUSE = 0.1
+#: Node states whose agent must be alive and syncing (a dead one is started again: a node failure).
+_LEASED = ["idle", "running", "starting", "unknown", "offline", "waitingforstarttask", "starttaskfailed"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,28 @@ class Spawn:
     dedicated: bool
     user_accounts: tuple[dict[str, Any], ...] = ()
 
+    @property
+    def spec(self) -> NodeSpec:
+        return NodeSpec(self.node_id, self.token, self.pool_id, self.root, self.dedicated, self.user_accounts)
+
+
+def node_spec(ctx: Ctx, n: Row, pool: Row) -> NodeSpec:
+    """How to start an existing node's agent again."""
+    return NodeSpec(
+        n["id"],
+        n["token"],
+        pool["id"],
+        node_root(ctx, n["id"]),
+        bool(n["body"].get("isDedicated", True)),
+        tuple(pool["body"].get("userAccounts") or ()),
+    )
+
 
 class PoolManager:
     def __init__(
         self,
         ctx: Ctx,
-        provider: LocalProvider,
+        provider: NodeProvider,
         lease_seconds: float = 30.0,
         quotas: Quotas | None = None,
         spawn_batch: int = SPAWN_BATCH,
@@ -67,6 +86,7 @@ class PoolManager:
         self.lease = lease_seconds
         self.quotas = quotas or Quotas()
         self.spawn_batch = spawn_batch
+        self.ops = NodeOps(ctx, provider, lambda tx, n: self._remove_node(tx, n, "requeue"), self._spawn_of)
 
     async def run(self) -> None:
         hub = self.ctx.hub
@@ -76,6 +96,9 @@ class PoolManager:
             hub.pools.clear()
             try:
                 spawns = self.reconcile()
+                spawns += self.ops.step()
+                if self.ctx.node_ops:  # operations in progress are followed closely
+                    asyncio.get_running_loop().call_later(SPAWN_PAUSE, hub.wake_pools)
                 if spawns:
                     await self._spawn(spawns)
                     # the pool may want more nodes: the next pass follows shortly (a bounded rate)
@@ -91,8 +114,12 @@ class PoolManager:
         """After a restart: keep agents that are still alive, respawn the others (their tasks requeued)."""
         now = monotonic()
         with self.ctx.store.tx() as tx:
-            for n in tx.select(schema.nodes):
+            rows = tx.select(schema.nodes)
+            self.ops.adopt(rows)
+            for n in rows:
                 self.ctx.last_seen[n["id"]] = now
+                if n["id"] in self.ctx.node_ops or n["state"] == "deallocated":
+                    continue  # an operation in progress resumes at its stored step; a deallocated node has no agent
                 if self.provider.alive(n["pid"], n["id"]) and n["server_url"] == self.provider.server_url:
                     continue
                 self.provider.kill(n["pid"], n["id"])
@@ -107,14 +134,7 @@ class PoolManager:
             return
         body = n["body"]
         try:
-            pid = self.provider.spawn(
-                n["id"],
-                n["token"],
-                pool["id"],
-                node_root(self.ctx, n["id"]),
-                bool(body.get("isDedicated", True)),
-                pool["body"].get("userAccounts") or (),
-            )
+            pid = self.provider.start(node_spec(self.ctx, n, pool))
         except OSError as e:
             log.error("cannot start the agent of node %s: %s", n["id"], e)
             self._unusable(tx, n, e, now_text)
@@ -185,11 +205,16 @@ class PoolManager:
         pid, node_id = n["pid"], n["id"]
         root = node_root(self.ctx, node_id)
 
+        has_users = bool(n["body"].get("_users"))
+
         def finish() -> None:
-            """After the grace period: whatever is left of the node goes, then its directory."""
+            """After the grace period: whatever is left of the node goes, then its directory and its users."""
             self.provider.kill(pid, node_id)
-            if not unmount_below(root):  # a share still mounted there is never deleted into
-                shutil.rmtree(root, ignore_errors=True)
+            self.provider.wipe(node_id, root)
+            with contextlib.suppress(OSError):
+                root.rmdir()
+            if has_users:  # node user accounts on this host (decision 0131)
+                remove_node_users(HostAccounts(self.ctx.data_dir), node_id)
 
         asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
@@ -203,9 +228,13 @@ class PoolManager:
         nodes = tx.select(
             schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal]
         )
+        # nodes being removed (removenodes) no longer count toward the target; the pool stays resizing until
+        # they are gone
+        leaving = {n["id"] for n in nodes if (n["body"].get("_op") or {}).get("kind") == "remove"}
+        nodes = [n for n in nodes if n["id"] not in leaving]
         option = str(body.get("_deallocation", "requeue"))
         stopped = body["allocationState"] == "stopping"
-        done = True
+        done = not leaving
         spawns: list[Spawn] = []
         resize_errors: list[dict[str, object]] = []
         if body["allocationState"] == "resizing":
@@ -227,7 +256,11 @@ class PoolManager:
                         done = False
                     else:
                         resize_errors.append(quota_error(dedicated, quota, in_use, cores))
-                    nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                    nodes = [
+                        n
+                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                        if n["id"] not in leaving
+                    ]
                 elif len(mine) > target:
                     excess = len(mine) - target
                     busy = {n["id"]: self.ctx.assignments.used_slots(n["id"]) for n in mine}
@@ -237,7 +270,11 @@ class PoolManager:
                             done = False
                             continue
                         self._remove_node(tx, n, option)
-                    nodes = tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                    nodes = [
+                        n
+                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
+                        if n["id"] not in leaving
+                    ]
         _, now_text, _ = self.ctx.stamp()
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
@@ -264,19 +301,31 @@ class PoolManager:
             if bool(n["body"].get("isDedicated", True)) == dedicated
         )
 
+    def _spawn_of(self, n: Row, pool: Row) -> Spawn:
+        """Start an existing node's agent again (the end of a reboot, reimage, deallocation or preemption)."""
+        sp = node_spec(self.ctx, n, pool)
+        return Spawn(sp.node_id, sp.token, sp.pool_id, pool["key"], sp.root, sp.dedicated, sp.user_accounts)
+
     def _add_node(self, tx: Tx, pool: Row, ordinal: int, dedicated: bool) -> Spawn:
         """Write the node row (`creating`, no agent yet); `run` starts its agent off the event loop."""
         _, now_text, _ = self.ctx.stamp()
         salt = secrets.token_hex(4)
         nid = make_node_id(pool["id"], ordinal, dedicated, salt)
         token = secrets.token_hex(24)
+        # each local node has its own loopback address, on which the others reach it (decision 0161)
+        used: set[str] | None = getattr(self, "_addresses", None)
+        if used is None:  # read once; later picks are remembered (freed addresses are not reused)
+            used = {str(n["body"].get("ipAddress", "")) for n in tx.select(schema.nodes)}
+            self._addresses = used
+        address = multiinstance.pick_address(str(self.ctx.data_dir), used)
+        used.add(address)
         body = {
             "id": nid,
             "state": "creating",
             "schedulingState": "enabled",
             "stateTransitionTime": now_text,
             "allocationTime": now_text,
-            "ipAddress": "127.0.0.1",
+            "ipAddress": address,
             "affinityId": f"TVM:{nid}",
             "vmSize": pool["body"].get("vmSize", ""),
             "totalTasksRun": 0,
@@ -317,16 +366,7 @@ class PoolManager:
 
     def _spawn_all(self, spawns: list[Spawn]) -> list[tuple[Spawn, int | OSError]]:
         """Start the agents (in a worker thread: no store access here)."""
-        out: list[tuple[Spawn, int | OSError]] = []
-        for sp in spawns:
-            try:
-                pid = self.provider.spawn(
-                    sp.node_id, sp.token, sp.pool_id, sp.root, sp.dedicated, sp.user_accounts
-                )
-                out.append((sp, pid))
-            except OSError as e:
-                out.append((sp, e))
-        return out
+        return list(zip(spawns, self.provider.create([sp.spec for sp in spawns]), strict=True))
 
     def _record_spawns(self, started: list[tuple[Spawn, int | OSError]]) -> None:
         """Record the agents' pids; a node whose agent could not start leaves, and its pool says why."""
@@ -334,6 +374,15 @@ class PoolManager:
         with self.ctx.store.tx() as tx:
             for sp, result in started:
                 row = tx.get(schema.nodes, id=sp.node_id)
+                if (
+                    isinstance(result, OSError)
+                    and row is not None
+                    and isinstance(row["body"].get("_op"), dict)
+                ):
+                    row["body"].pop("_op", None)
+                    self.ctx.node_ops.discard(sp.node_id)
+                    self._unusable(tx, row, result, self.ctx.stamp()[1])
+                    continue
                 if isinstance(result, OSError):
                     failed.setdefault(sp.pool_key, result)
                     if row is not None:
@@ -344,7 +393,20 @@ class PoolManager:
                     self.provider.stop(result, sp.node_id)
                     continue
                 values: dict[str, object] = {"pid": result}
-                if row["state"] == "creating":  # its first sync may already have made it idle
+                op = row["body"].get("_op")
+                if isinstance(op, dict):
+                    if op.get("phase") != "spawn":  # taken over by another operation meanwhile
+                        self.provider.stop(result, sp.node_id)
+                        continue
+                    # back from reboot, reimage, deallocation or preemption: the agent's first sync makes it idle
+                    _, now_text, _ = self.ctx.stamp()
+                    body = row["body"]
+                    body.pop("_op", None)
+                    set_state(body, "starting", now_text)
+                    values.update(state="starting", body=body, state_transition_time=now_text)
+                    self.ctx.node_ops.discard(sp.node_id)
+                    self.ctx.hub.wake_node(sp.node_id)
+                elif row["state"] == "creating":  # its first sync may already have made it idle
                     _, now_text, _ = self.ctx.stamp()
                     body = row["body"]
                     set_state(body, "starting", now_text)
@@ -422,9 +484,9 @@ class PoolManager:
     def check_leases(self) -> None:
         now = monotonic()
         with self.ctx.store.tx() as tx:
-            for n in tx.select(
-                schema.nodes, schema.nodes.c.state.in_(["idle", "running", "starting", "unknown"])
-            ):
+            for n in tx.select(schema.nodes, schema.nodes.c.state.in_(_LEASED)):
+                if n["id"] in self.ctx.node_ops:
+                    continue  # an operation in progress stops and starts this agent itself
                 seen = self.ctx.last_seen.get(n["id"], now)
                 self.ctx.last_seen.setdefault(n["id"], now)
                 dead = not self.provider.alive(n["pid"], n["id"])

@@ -13,6 +13,7 @@ import shutil
 from sqlalchemy import and_
 
 from batchyard.models.states import NodeState, node_accepts_tasks
+from batchyard.scheduler import gang
 from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
 from batchyard.service import account, completion, housekeeping, jobschedule_runs
 from batchyard.service import tasks as task_ops
@@ -222,13 +223,14 @@ class Scheduler:
         for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"]):
             if not node_accepts_tasks(NodeState(n["state"])):
                 continue
-            if n["body"].get("schedulingState", "enabled") != "enabled":
-                continue
+            if n["body"].get("schedulingState", "enabled") != "enabled" or "_op" in n["body"]:
+                continue  # disabled, or an operation (reboot, removal…) is waiting for its running tasks
             used = self.ctx.assignments.used_slots(n["id"])
             free = max(0, per_node - used)
             reserve = max(0, PREFETCH * per_node - max(used - per_node, 0))
             if free > 0 or reserve > 0:
                 nodes.append(NodeSlots(n["id"], free, per_node, reserve))
+        gang.hold_gang_nodes(self.ctx, nodes)
         if not nodes:
             return False
         node_rows = {n.node_id: n for n in nodes}
@@ -265,6 +267,11 @@ class Scheduler:
                 order_by=[schema.tasks.c.seq],
                 limit=limit,
             )
+            if any(gang.is_multi(r) for r in rows):  # multi-instance tasks: all instances at once
+                placed_any |= gang.place_gangs(
+                    self.ctx, tx, pool, job, [r for r in rows if gang.is_multi(r)], nodes, woken
+                )
+                rows = [r for r in rows if not gang.is_multi(r)]
             if not rows:
                 continue
             too_big = [r for r in rows if int(r["slots"]) > per_node]

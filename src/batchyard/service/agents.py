@@ -17,7 +17,7 @@ from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
 from batchyard.models.statistics import attempt_usage
-from batchyard.service import completion, nodemounts
+from batchyard.service import completion, nodemounts, starttask, subtasks
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Assignments, Ctx, task_ref
 from batchyard.service.taskstate import TaskWriter, move
@@ -82,9 +82,20 @@ def authenticate(tx: Tx, node_id: str, token: str, pid: int | None = None) -> Ro
     return row
 
 
-def _node_state_after(ctx: Ctx, node_id: str, current: str) -> str:
-    if current in ("creating", "starting", "unknown", "idle", "running", "offline"):
-        return "running" if ctx.assignments.running_on(node_id) else "idle"
+# states the agent's own reports decide (a start task may hold a node in starting/waiting/failed)
+_BOOTED = {"creating", "starting", "unknown", "idle", "running", "offline"}
+_BOOTED |= {"waitingforstarttask", "starttaskfailed"}
+
+
+def _node_state_after(ctx: Ctx, node_id: str, current: str, body: Body) -> str:
+    if current in _BOOTED:
+        held = starttask.gate(body)
+        if held is not None:
+            return held
+        if ctx.assignments.running_on(node_id):
+            return "running"
+        # scheduling disabled: `offline` once its tasks are gone (decision 0101)
+        return "offline" if body.get("schedulingState") == "disabled" else "idle"
     return current
 
 
@@ -95,10 +106,14 @@ def sync(
     events: list[Body],
     running: list[str],
     pid: int | None = None,
+    boot: tuple[str | None, bool] = (None, False),
     mounts: Body | None = None,
 ) -> Body:
-    """Apply events, refresh the node, and compute what the agent must start and kill (`mounts`: the agent's
-    mount report, service.nodemounts)."""
+    """Apply events, refresh the node, and compute what the agent must start and kill.
+
+    ``boot`` is the agent's boot id and whether it still needs its start task (`service.starttask`);
+    ``mounts`` its report on mounting the pool's file systems (`service.nodemounts`), which come first.
+    """
     ctx.last_seen[node_id] = monotonic()
     freed = False
     with ctx.store.tx() as tx:
@@ -107,10 +122,16 @@ def sync(
         counts: dict[str, dict[str, int]] = {}
         jobs: dict[str, Row] = {}
         writer = TaskWriter()
+        st_events = [e for e in events if e.get("type") in starttask.KINDS]
+        if st_events:
+            events = [e for e in events if e.get("type") not in starttask.KINDS]
+        node_dirty, booted = starttask.apply(tx, node, boot[0], st_events)
+        instance_events = [e for e in events if subtasks.is_instance_event(e)]
+        if instance_events:  # multi-instance tasks' instances (service.subtasks)
+            freed |= subtasks.apply_events(ctx, tx, node_id, instance_events, *ctx.stamp()[1:])
         rows = _load_rows(tx, events)
         _, now_text, etag = ctx.stamp()
-        max_seq = 0
-        node_dirty = False
+        max_seq = max((int(e.get("seq", 0)) for e in st_events), default=0)
         for ev in events:
             max_seq = max(max_seq, int(ev.get("seq", 0)))
             kind = ev.get("type")
@@ -132,11 +153,14 @@ def sync(
             tx.add_counts(jk, d)
         for job in jobs.values():
             completion.check_all_complete(ctx, tx, job)
-        new_state = _node_state_after(ctx, node_id, node["state"])
-        new_state, mount_reply = nodemounts.gate(tx, node, mounts, new_state, nbody)
+        current = "starting" if booted and node["state"] in starttask.BOOTING else node["state"]
+        new_state = _node_state_after(ctx, node_id, current, nbody)
+        new_state, mount_reply, mounting = nodemounts.gate(
+            tx, node["pool_key"], current, mounts, new_state, nbody
+        )
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
-            if node["state"] in ("creating", "starting"):
+            if current in ("creating", "starting"):
                 nbody["lastBootTime"] = now_text
             node_dirty = True
         if node_dirty:
@@ -156,7 +180,8 @@ def sync(
     transitional = any(j["state"] != "active" for j in jobs.values())  # e.g. disabling with 'wait'
     if more or transitional or ((freed or node_dirty) and ctx.place_now is None):
         ctx.hub.wake_scheduler()
-    return {"ack": max_seq, **plan(ctx, node_id, running), **mount_reply}
+    start = {} if mounting else starttask.reply(nbody, *boot)  # the start task runs once mounts are made
+    return {"ack": max_seq, **plan(ctx, node_id, running), **start, **mount_reply}
 
 
 RECENT_TASKS = 10  # node agent 1.10.7's notes: a node's task history holds 10 entries
@@ -275,7 +300,8 @@ def _completed(
         return None
     body = row["body"]
     ei = body.setdefault("executionInfo", {"retryCount": 0, "requeueCount": 0})
-    ei["startTime"] = ev.get("startTime") or ei.get("startTime") or now_text
+    if "_gang" not in body or not ei.get("startTime"):  # a gang's task started with its instances
+        ei["startTime"] = ev.get("startTime") or ei.get("startTime") or now_text
     ei["endTime"] = ev.get("endTime") or now_text
     exit_code = ev.get("exitCode")
     if exit_code is not None:
@@ -377,6 +403,7 @@ def requeue_node_tasks(ctx: Ctx, tx: Tx, node_id: str, now_text: str, etag: str)
                 continue
             # started (the agent's start log says so) but the report was lost with the agent: a rerun
         requeue(tx, row, now_text, etag)
+    subtasks.requeue_broken(ctx, tx, now_text, etag)  # gangs with an instance on the node rerun too
     if rows:
         ctx.hub.wake_scheduler()
     return len(rows)
@@ -412,6 +439,10 @@ def rebuild_assignments(ctx: Ctx) -> None:
             pool = pools.get(job["pool_key"])
             if pool is None:
                 pool = pools[job["pool_key"]] = tx.get(schema.pools, key=job["pool_key"]) or {"body": {}}
+            if subtasks.is_multi(r["body"]):
+                if r["state"] == "running":
+                    subtasks.rebuild(ctx, job, r)
+                continue
             slots = int(pool["body"].get("taskSlotsPerNode", 1))
             ref = task_ref(r["job_key"], r["key"])
             work = work_for(job, r, slots)

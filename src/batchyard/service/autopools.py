@@ -17,7 +17,8 @@ from sqlalchemy import and_
 from batchyard.models import errors, mounts
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import new_pool
-from batchyard.service import autoscale, pools
+from batchyard.service import autoscale, certificates, pools
+from batchyard.service import starttask as start_task
 from batchyard.service.common import Body
 from batchyard.service.context import Ctx
 from batchyard.store import schema
@@ -103,6 +104,7 @@ def _pool_body(ctx: Ctx, pool_spec: Body, at: str) -> tuple[Body, Any]:
     try:
         program = autoscale.check_create(ctx, spec)
         body = new_pool(spec, "")
+        start_task.check(body)
     except errors.BatchError as e:
         raise _prefixed(e, at) from None
     return body, program
@@ -136,6 +138,10 @@ def check(ctx: Ctx, info: Body, plain_job: bool, at: str = SPEC) -> Body:
     pool_spec = auto.get("pool")
     if not isinstance(pool_spec, dict):
         raise errors.missing_required_property(f"{at}.pool")
+    try:  # as pool create: unknown certificates 409, known ones 501 (decision 0130)
+        certificates.check_references(ctx, pool_spec.get("certificateReferences"))
+    except errors.BatchError as e:
+        raise _prefixed(e, f"{at}.pool") from None
     body, _ = _pool_body(ctx, pool_spec, f"{at}.pool")
     if "autoScaleFormula" in body:
         body["autoScaleFormula"] = pool_spec["autoScaleFormula"]  # as sent, even one that does not compile

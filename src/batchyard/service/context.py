@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from batchyard.models import errors
 from batchyard.models.clock import EtagSource, format_time, parse_time, utcnow
@@ -65,6 +65,18 @@ class Hub:
         self._nodes.pop(node_id, None)
 
 
+class EndpointPorts(Protocol):
+    """Where a node's inbound rules are reachable (the server's port forwarder, decision 0132)."""
+
+    def frontends(
+        self,
+        node_id: str,
+        ordinal: int,
+        address: str,
+        rules: list[tuple[str, str, int, tuple[int, int] | None]],
+    ) -> dict[str, tuple[str, int]]: ...
+
+
 @dataclass
 class Ctx:
     store: SqlStore
@@ -84,8 +96,15 @@ class Ctx:
     recent_tasks: dict[str, list[list[str]]] = field(default_factory=dict)
     # autoscale: the interval floor, per-pool metric samples and recent runs (service.autoscale)
     autoscale: AutoscaleState = field(default_factory=AutoscaleState)
+    # ids of nodes with an operation in progress (a `_op` in their body), for the pool manager (decision 0101)
+    node_ops: set[str] = field(default_factory=set)
+    # the inbound NAT forwarder (set by the server); without one, endpoints are the nodes' own ports
+    endpoints: EndpointPorts | None = None
     # node id -> the newest cumulative resource figures its agent reported (service.usage)
     node_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.assignments.wake = self.hub.wake_node  # ending a gang kills instances on other nodes
 
     def node_root(self, node_id: str) -> Path:
         """A local node's directory (its agent's root)."""
@@ -155,6 +174,11 @@ class Assignments:
         self.started: set[str] = (
             set()
         )  # placed tasks whose process has started (the rest are queued on the agent)
+        # multi-instance tasks: task ref -> its instances' refs (service.subtasks); task refs whose gang
+        # lost a node (to be requeued by whoever dropped it); how to tell a node its mailbox changed
+        self.gangs: dict[str, list[str]] = {}
+        self.broken: list[str] = []
+        self.wake: Callable[[str], None] | None = None
 
     def add(self, node_id: str, ref: str, work: dict[str, object], slots: int) -> None:
         self.by_node.setdefault(node_id, {})[ref] = work
@@ -162,6 +186,18 @@ class Assignments:
         self.slots[node_id] = self.slots.get(node_id, 0) + slots
 
     def remove(self, ref: str) -> str | None:
+        if ref in self.gangs:
+            self.release_gang(ref)
+        return self._remove_one(ref)
+
+    def release_gang(self, task_ref: str) -> None:
+        """Take back every instance of a multi-instance task: their agents end them."""
+        for iref in self.gangs.pop(task_ref, []):
+            node_id = self._remove_one(iref)
+            if node_id is not None and self.wake is not None:
+                self.wake(node_id)
+
+    def _remove_one(self, ref: str) -> str | None:
         node_id = self.node_of.pop(ref, None)
         self.started.discard(ref)
         if node_id is not None:
@@ -191,6 +227,10 @@ class Assignments:
             self.node_of.pop(r, None)
             self.started.discard(r)
         self.slots.pop(node_id, None)
+        for task, members in list(self.gangs.items()):
+            if any(m in refs for m in members):
+                self.broken.append(task)  # a gang that lost a node reruns as a whole
+                self.release_gang(task)
         return refs
 
 

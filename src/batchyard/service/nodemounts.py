@@ -12,29 +12,41 @@ from typing import Any
 
 from batchyard.service.common import Body
 from batchyard.store import schema
-from batchyard.store.sql import Row, Tx
+from batchyard.store.sql import Tx
 
-#: States a mount report may hold back (a node in another state, e.g. unusable, keeps it).
-_HELD = ("creating", "starting", "idle", "running", "unknown", "offline")
+#: States a mount report may hold back (a node in another state, e.g. rebooting, keeps it).
+_HELD = (
+    "creating",
+    "starting",
+    "idle",
+    "running",
+    "unknown",
+    "offline",
+    "waitingforstarttask",
+    "starttaskfailed",
+)
 
 
-def gate(tx: Tx, node: Row, report: dict[str, Any] | None, new_state: str, nbody: Body) -> tuple[str, Body]:
-    """The node's state given its agent's mount report, and what the reply adds (the configuration)."""
+def gate(
+    tx: Tx, pool_key: str, current: str, report: dict[str, Any] | None, new_state: str, nbody: Body
+) -> tuple[str, Body, bool]:
+    """The node's state given its agent's mount report, what the reply adds (the configuration), and whether
+    mounting is still under way (the start task waits for it, as on the service)."""
     if report is None:
-        return new_state, {}
+        return new_state, {}, False
     state = str(report.get("state", "unknown"))
     extra: Body = {}
     if state == "unknown":
-        pool = tx.get(schema.pools, key=node["pool_key"])
+        pool = tx.get(schema.pools, key=pool_key)
         entries = (pool["body"].get("mountConfiguration") or []) if pool is not None else []
         extra["mountConfiguration"] = entries
         if not entries:
-            return new_state, extra
+            return new_state, extra, False
     if new_state not in _HELD:
-        return new_state, extra
+        return new_state, extra, state in ("unknown", "pending")
     if state in ("unknown", "pending"):
-        return ("starting" if node["state"] in ("creating", "starting") else node["state"]), extra
+        return ("starting" if current in ("creating", "starting") else current), extra, True
     if state == "failed":
         nbody["errors"] = list(report.get("errors") or [])
-        return "unusable", extra
-    return new_state, extra
+        return "unusable", extra, False
+    return new_state, extra, False

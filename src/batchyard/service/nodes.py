@@ -7,6 +7,7 @@ from typing import Any
 from batchyard.models import errors, odata
 from batchyard.models.ids import key_of
 from batchyard.models.images import SUPPORTED_IMAGES
+from batchyard.models.resources import endpoint_rules
 from batchyard.models.resources import node_view as node_shape
 from batchyard.service.agents import RECENT_TASKS, node_view
 from batchyard.service.common import Body, public
@@ -68,8 +69,18 @@ def _recent_tasks(ctx: Ctx, tx: Tx, node_id: str, stored: Body, job_ids: dict[st
     return out
 
 
+def frontends(ctx: Ctx, row: Row, pool: Body) -> dict[str, tuple[str, int]] | None:
+    """Where the server forwards the node's inbound rules (None: no forwarder, the nodes' own ports)."""
+    if ctx.endpoints is None:
+        return None
+    address = str(row["body"].get("ipAddress", "127.0.0.1"))
+    return ctx.endpoints.frontends(row["id"], int(row["ordinal"]), address, endpoint_rules(pool))
+
+
 def _node_item(ctx: Ctx, tx: Tx, row: Row, pool: Body, job_ids: dict[str, str]) -> Body:
-    body = node_shape(public(node_view(ctx, row["id"], row["body"])), pool, int(row["ordinal"]))
+    body = node_shape(
+        public(node_view(ctx, row["id"], row["body"])), pool, int(row["ordinal"]), frontends(ctx, row, pool)
+    )
     recent = _recent_tasks(ctx, tx, row["id"], row["body"], job_ids)
     if recent:
         body["recentTasks"] = recent

@@ -16,7 +16,8 @@ from batchyard.models.resources import (
     refuse_unsupported,
     vm_configuration_defaults,
 )
-from batchyard.service import autoscale
+from batchyard.service import autoscale, certificates
+from batchyard.service import starttask as start_task
 from batchyard.service.common import Body, public, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -67,8 +68,10 @@ def _save(tx: Tx, row: Row, body: Body, ctx: Ctx) -> Written:
 
 def create_pool(ctx: Ctx, spec: Body) -> Written:
     pool_id = check_id(spec.get("id"))
+    certificates.check_references(ctx, spec.get("certificateReferences"))
     program = autoscale.check_create(ctx, spec)
     body = new_pool(spec, "")
+    start_task.check(body)
     with ctx.store.tx() as tx:
         etag, now_text = insert_pool(ctx, tx, pool_id, body, program)
     ctx.hub.wake_pools()
@@ -193,6 +196,7 @@ _PATCHABLE_WHEN_EMPTY = {
 
 def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
     refuse_unsupported(spec, "pool")
+    certificates.check_references(ctx, spec.get("certificateReferences"))
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         cond.check(row, write=True)
@@ -216,6 +220,8 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 body[k] = v
         if "userAccounts" in spec:
             check_user_accounts(body)
+        if "startTask" in spec:
+            start_task.check(body)  # applies to nodes at their next boot (decision 0110)
         if "taskSchedulingPolicy" in spec:
             fill = str(body["taskSchedulingPolicy"].get("nodeFillType", "spread")).lower()
             body["taskSchedulingPolicy"]["nodeFillType"] = "Pack" if fill == "pack" else "Spread"
@@ -225,6 +231,7 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
 
 def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
     refuse_unsupported(spec, "pool")
+    certificates.check_references(ctx, spec.get("certificateReferences"))
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         body = _writable(row)
@@ -236,6 +243,7 @@ def replace_pool_properties(ctx: Ctx, pool_id: str, spec: Body) -> Written:
                 body[k] = spec[k]
             else:
                 body.pop(k, None)
+        start_task.check(body)  # replaced or removed; nodes see it at their next boot (decision 0110)
         return _save(tx, row, body, ctx)
 
 

@@ -34,6 +34,9 @@ def check_staging(body: dict[str, Any]) -> None:
     service returns its enums."""
     try:
         parse_resource_files(body.get("resourceFiles"))
+        mis = body.get("multiInstanceSettings")
+        if isinstance(mis, dict):  # downloaded by every instance (service.subtasks)
+            parse_resource_files(mis.get("commonResourceFiles"), "multiInstanceSettings.commonResourceFiles")
         outputs = parse_output_files(body.get("outputFiles"))
     except SpecError as e:
         if e.unsupported:

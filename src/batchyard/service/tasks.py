@@ -12,7 +12,7 @@ from batchyard.models import errors, exitconditions, odata
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import new_task
 from batchyard.models.statistics import task_stats
-from batchyard.service import completion, jobs
+from batchyard.service import completion, jobs, subtasks
 from batchyard.service.common import Body, item, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written, task_ref
 from batchyard.service.listing import ListQuery, page_rows
@@ -305,6 +305,7 @@ def delete_task(ctx: Ctx, job_id: str, task_id: str, cond: Conditions) -> tuple[
         remove_rows(ctx, tx, [row])
         completion.check_all_complete(ctx, tx, job)
     ctx.hub.wake_scheduler()
+    subtasks.remove_instance_dirs(ctx, job["id"], row)  # the primary's: by the caller
     return job["id"], row["id"], row["body"].get("nodeInfo", {}).get("nodeId")
 
 

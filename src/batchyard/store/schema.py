@@ -157,6 +157,18 @@ job_schedules = Table(
     Column("body", Text, nullable=False),
 )
 
+certificates = Table(
+    "certificates",
+    metadata,
+    # `<thumbprintAlgorithm>-<thumbprint>`, lower case (the service compares thumbprints case-insensitively)
+    Column("key", String(80), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("state_transition_time", String(32), nullable=False),
+    Column("etag", String(24), nullable=False),
+    Column("last_modified", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+)
+
 # one row per node presence in a pool: its core time (start..end, end NULL while the node is there) and the
 # cumulative resource figures its agent reported (JSON), for pool statistics and usage metrics (0009_pool_usage)
 pool_usage = Table(

@@ -2,7 +2,7 @@
 resource figures its agent reported.
 
 Revision ID: 0009_pool_usage
-Revises: 0004_sched
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_pool_usage"
-down_revision = "0004_sched"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
