@@ -293,3 +293,31 @@ def test_patch_mounts_checked_and_only_on_an_empty_pool(raw: Raw, client: BatchC
     got = client.get_pool(pool_id).mount_configuration
     assert got is not None and got[0].nfs_mount_configuration.source == "h:/x"  # type: ignore[union-attr]
     client.begin_delete_pool(pool_id, polling_interval=0.2).result()
+
+
+def test_start_task_waits_for_the_mounts(client: BatchClient, uid: str) -> None:
+    """As on the service, a node mounts first and then runs its start task: a node whose mount failed never
+    ran it."""
+    pool_id = f"mntst-{uid}"
+    client.create_pool(
+        m.BatchPoolCreateOptions(
+            id=pool_id,
+            vm_size="standard_d2s_v3",
+            virtual_machine_configuration=m.VirtualMachineConfiguration(
+                image_reference=IMAGE, node_agent_sku_id=SKU
+            ),
+            target_dedicated_nodes=1,
+            start_task=m.BatchStartTask(command_line="/bin/true"),
+            mount_configuration=[
+                m.MountConfiguration(
+                    azure_blob_file_system_configuration=m.AzureBlobFileSystemConfiguration(
+                        account_name="acct", container_name="data", sas_key="sv=x", relative_mount_path="blob"
+                    )
+                )
+            ],
+        )
+    )
+    node = _unusable(client, pool_id)
+    assert _detail(node)["MountType"] == "azureBlobFileSystemConfiguration"
+    assert node.start_task_info is None
+    client.begin_delete_pool(pool_id, polling_interval=0.2).result()

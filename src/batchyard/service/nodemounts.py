@@ -31,7 +31,7 @@ def gate(
     tx: Tx, pool_key: str, current: str, report: dict[str, Any] | None, new_state: str, nbody: Body
 ) -> tuple[str, Body, bool]:
     """The node's state given its agent's mount report, what the reply adds (the configuration), and whether
-    mounting is still under way (the start task waits for it, as on the service)."""
+    the start task must wait (mounts come first, as on the service; a node whose mounts failed never runs it)."""
     if report is None:
         return new_state, {}, False
     state = str(report.get("state", "unknown"))
@@ -43,10 +43,10 @@ def gate(
         if not entries:
             return new_state, extra, False
     if new_state not in _HELD:
-        return new_state, extra, state in ("unknown", "pending")
+        return new_state, extra, state != "ok"
     if state in ("unknown", "pending"):
         return ("starting" if current in ("creating", "starting") else current), extra, True
     if state == "failed":
         nbody["errors"] = list(report.get("errors") or [])
-        return "unusable", extra, False
+        return "unusable", extra, True
     return new_state, extra, False
