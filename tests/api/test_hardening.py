@@ -380,6 +380,16 @@ def test_agent_sync_with_a_wrong_token_for_a_real_node_is_403(
             "events[0].x",
         ),
         (b'{"nodeId": "@", "surprise": 1}', "UnsupportedProperty", "surprise"),
+        (
+            b'{"nodeId": "@", "events": [{"type": "jobprep", "ref": "a", "state": "exploded"}]}',
+            "InvalidPropertyValue",
+            "events[0].state",
+        ),
+        (
+            b'{"nodeId": "@", "events": [{"type": "jobrelease", "ref": "a", "retryCount": "x"}]}',
+            "InvalidPropertyValue",
+            "events[0].retryCount",
+        ),
         (b'{"nodeId": "someone-else"}', "InvalidPropertyValue", "nodeId"),
     ],
 )
@@ -395,6 +405,27 @@ def test_agent_sync_malformed_bodies_are_400(
     if prop is not None:
         assert values.get("PropertyName") == prop, values
     assert raw.json(f"/pools/{pool_id}/nodes/{node_id}")["state"] == "idle"  # the node is unharmed
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "jobprep", "ref": "no-such-job", "state": "completed", "exitCode": 1},
+        {"type": "jobrelease", "ref": "no-such-job", "state": "running"},
+        {"type": "preparing", "ref": "no-such-job/t#0"},
+        {"type": "prepfailed", "ref": "nothing-here"},
+        {"type": "jobprep", "ref": "", "state": "running", "retryCount": -1},
+    ],
+)
+def test_agent_sync_stale_job_task_events_are_ignored(
+    live: LiveServer, raw: Raw, node: tuple[str, str, str], event: dict[str, object]
+) -> None:
+    """Job preparation/release events about jobs or attempts the node does not have change nothing."""
+    node_id, token, pool_id = node
+    body = json.dumps({"nodeId": node_id, "events": [dict(event, seq=1)]}).encode()
+    status, _, text = _sync(live, body, {"x-batchyard-node-token": token, "x-batchyard-node-id": node_id})
+    assert status == 200, text
+    assert raw.json(f"/pools/{pool_id}/nodes/{node_id}")["state"] == "idle"
 
 
 def test_agent_sync_body_over_its_limit_is_413(live: LiveServer, node: tuple[str, str, str]) -> None:

@@ -90,16 +90,32 @@ def schedule_ids(raw: Raw) -> list[str]:
             {},
         ),
         (
-            {"jobSpecification": {"poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "x"}}},
+            {
+                "jobSpecification": {
+                    "poolInfo": {"poolId": "p"},
+                    "jobPreparationTask": {"commandLine": "x", "containerSettings": {"imageName": "i"}},
+                }
+            },
             501,
             "NotImplemented",
             {},
         ),
         (
             {"jobSpecification": {"poolInfo": {"poolId": "p"}, "jobReleaseTask": {"commandLine": "x"}}},
-            501,
-            "NotImplemented",
-            {},
+            400,
+            "MissingRequiredProperty",
+            {"PropertyName": "jobSpecification.jobPreparationTask"},
+        ),
+        (
+            {
+                "jobSpecification": {
+                    "poolInfo": {"poolId": "p"},
+                    "jobManagerTask": {"id": "jm", "commandLine": "x", "requiredSlots": 0},
+                }
+            },
+            400,
+            "InvalidPropertyValue",
+            {"PropertyName": "jobSpecification.jobManagerTask.requiredSlots"},
         ),
         (
             {

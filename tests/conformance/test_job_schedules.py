@@ -398,7 +398,11 @@ def test_refused_job_specification_properties_are_501(c: BatchClient) -> None:
                 id=s_id,
                 schedule=m.BatchJobScheduleConfiguration(),
                 job_specification=spec(
-                    job_manager_task=m.BatchJobManagerTask(id="jm", command_line="/bin/true")
+                    job_manager_task=m.BatchJobManagerTask(
+                        id="jm",
+                        command_line="/bin/true",
+                        container_settings=m.BatchTaskContainerSettings(image_name="busybox"),
+                    )
                 ),
             )
         )

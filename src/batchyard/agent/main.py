@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from batchyard.agent import multiinstance
+from batchyard.agent.jobprep import JobTaskRunner
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
 from batchyard.agent.mounts import NodeMounts
 from batchyard.agent.runner import (
@@ -113,6 +114,7 @@ class Agent:
         self.layout.ensure()
         self.start_log = StartLog(self.cfg.root)  # survives this process: see models.startlog
         self.files = NodeStaging(self.cfg.root, self.cfg.auto_storage, self.cfg.file_roots)
+        self.jobtasks = JobTaskRunner(self, self.cfg.root)  # job preparation and release tasks
         # A privileged server gives each node a uid block, recorded as the node root's group (decision 0010).
         self.base = self.layout.secure() if os.geteuid() == 0 else None
         if self.base is not None:
@@ -149,6 +151,7 @@ class Agent:
                 *self.starting,
                 *(w["ref"] for w in self.queue),
                 *self.instances.refs(),
+                *self.jobtasks.running_releases(),
             ],
             "wait": wait,
             "boot": self.start_task.boot,
@@ -214,6 +217,8 @@ class Agent:
                 # a multi-instance primary takes no slot (its instance holds it): it never waits in line
                 self.queue.insert(0, work) if work.get("mpi") else self.queue.append(work)
                 queued.add(work["ref"])
+        for work in data.get("release", []):
+            self.jobtasks.release(work)
         await self._pump()
         if data.get("stop"):
             self.stopping = True
@@ -233,13 +238,40 @@ class Agent:
             self.used_slots += slots
             self.starting.add(ref)
             spec, user = self._prepare(work)
-            if user is not None and needs_staging(work):
-                self.staging[ref] = asyncio.ensure_future(self._start_staged(ref, spec, user, work))
-            elif user is not None and user.uid not in (None, 0):
-                asyncio.ensure_future(self._start(ref, spec, user))  # pipelined through the helper
-            else:  # nothing is awaited inside: starts at once
-                missing = str((work.get("userIdentity") or {}).get("username"))
-                await self._start(ref, spec, user, missing)
+            if self.jobtasks.gates(work):  # the job's preparation task runs here first
+                self.staging[ref] = asyncio.ensure_future(self._start_prepared(ref, spec, user, work))
+                continue
+            await self._launch(ref, spec, user, work)
+
+    async def _launch(
+        self, ref: str, spec: RunSpec, user: identity.TaskUser | None, work: dict[str, Any]
+    ) -> None:
+        if user is not None and needs_staging(work):
+            self.staging[ref] = asyncio.ensure_future(self._start_staged(ref, spec, user, work))
+        elif user is not None and user.uid not in (None, 0):
+            asyncio.ensure_future(self._start(ref, spec, user))  # pipelined through the helper
+        else:  # nothing is awaited inside: starts at once
+            missing = str((work.get("userIdentity") or {}).get("username"))
+            await self._start(ref, spec, user, missing)
+
+    async def _start_prepared(
+        self, ref: str, spec: RunSpec, user: identity.TaskUser | None, work: dict[str, Any]
+    ) -> None:
+        """Wait for the job's preparation task on this node, then start the attempt or hand it back."""
+        try:
+            ok = await self.jobtasks.ready(work, lambda: self._event(type="preparing", ref=ref))
+        except BaseException:  # killed while waiting: the server no longer assigns it
+            self.staging.pop(ref, None)
+            self._release(ref)
+            raise
+        self.staging.pop(ref, None)
+        if not ok:  # no task of this job runs on this node
+            self._release(ref)
+            self.finished[ref] = time.monotonic()
+            self._event(type="prepfailed", ref=ref)
+            await self._pump()
+            return
+        await self._launch(ref, spec, user, work)
 
     def _release(self, ref: str) -> None:
         self.starting.discard(ref)
@@ -288,6 +320,7 @@ class Agent:
                 environment=tuple((k, v) for k, v in work.get("environment") or []),
                 task_user=user.name if user is not None else None,
                 task_user_identity=user.label if user is not None else "PoolNonAdmin",
+                job_prep_task_id=work.get("jobPrepTaskId"),
             )
         )
         if user is not None and user.uid is not None:

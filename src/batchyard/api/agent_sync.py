@@ -53,8 +53,18 @@ class FailureInfo(_Strict):
 
 
 class Event(_Strict):
-    # coordinated: a multi-instance instance
-    type: Literal["started", "completed", "startTaskStarted", "startTaskCompleted", "coordinated"]
+    # coordinated: a multi-instance instance; preparing…jobrelease: job preparation and release tasks
+    type: Literal[
+        "started",
+        "completed",
+        "startTaskStarted",
+        "startTaskCompleted",
+        "coordinated",
+        "preparing",
+        "prepfailed",
+        "jobprep",
+        "jobrelease",
+    ]
     ref: str
     seq: int = 0
     time: str | None = None
@@ -65,7 +75,10 @@ class Event(_Strict):
     usage: Usage | None = None
     failureInfo: FailureInfo | None = None
     noRetry: bool = False  # a data-staging failure: completed without a retry
-    retryCount: int = 0  # start task attempts (service.starttask)
+    retryCount: int = 0  # start task attempts (service.starttask), job preparation retries (service.jobprep)
+    # jobprep / jobrelease events (service.jobprep): running or completed
+    state: Literal["running", "completed"] | None = None
+    lastRetryTime: str | None = None
 
 
 class NodeStats(_Strict):
@@ -209,7 +222,8 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
     if body.stats is not None:  # after agents.sync authenticated the node
         _note_stats(ctx, node_id, body.stats)
     answer_now = "startTask" in out or "mountConfiguration" in out
-    if not events and not out["run"] and not out["kill"] and not answer_now and wait > 0:
+    quiet = not out["run"] and not out["kill"] and not out["release"] and not answer_now
+    if not events and quiet and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)
         out.update(agents.plan(ctx, node_id, body.running))

@@ -656,12 +656,14 @@ def create_app(
     pending = [
         ("/applications", ["GET"], "list applications"),
         ("/applications/{application_id}", ["GET"], "get application"),
-        (J + "/jobpreparationandreleasetaskstatus", ["GET"], "job preparation and release task status"),
         (N + "/{action}", ["POST", "GET"], "node operations"),
     ]
     from batchyard.api import subtasks  # its handlers use this module's rendering helpers
 
     routes += subtasks.routes(o, ctx)
+    from batchyard.api import jobtasks as jobtask_routes
+
+    routes += jobtask_routes.routes(o, ctx)
     from batchyard.api import nodes as node_api  # node operations and the preemption extension
 
     routes += node_api.routes(o, ctx)

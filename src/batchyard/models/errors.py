@@ -314,6 +314,30 @@ def task_files_unavailable() -> BatchError:
     return _e(409, "TaskFilesUnavailable", "The files of the specified task are not available on a node.")
 
 
+def task_id_same_as_job_preparation_task() -> BatchError:
+    return _e(
+        409,
+        "TaskIdSameAsJobPreparationTask",
+        "The specified task id is the same as the id of the job's Job Preparation task.",
+    )
+
+
+def task_id_same_as_job_release_task() -> BatchError:
+    return _e(
+        409,
+        "TaskIdSameAsJobReleaseTask",
+        "The specified task id is the same as the id of the job's Job Release task.",
+    )
+
+
+def job_preparation_task_not_specified() -> BatchError:
+    return _e(
+        409,
+        "JobPreparationTaskNotSpecified",
+        "The specified job does not have a Job Preparation task.",
+    )
+
+
 def operation_invalid_for_current_state(reason: str = "") -> BatchError:
     vals = {"Reason": reason} if reason else {}
     return _e(

@@ -28,6 +28,7 @@ from batchyard.service.agents import requeue_node_tasks
 from batchyard.service.common import set_state
 from batchyard.service.context import Ctx
 from batchyard.service.files import node_root
+from batchyard.service.jobprep import node_reimaged
 from batchyard.store import schema
 from batchyard.store.sql import Row, Tx
 
@@ -143,6 +144,7 @@ class NodeOps:
             requeue_node_tasks(self.ctx, tx, node_id, now_text, etag)
             if kind in ("reimage", "preempt"):
                 self.provider.wipe(node_id, node_root(self.ctx, node_id))
+                node_reimaged(tx, row)  # a fresh disk: jobs whose preparation failed here may run again
                 if body.pop("_users", None):  # a fresh OS disk has no node users (decision 0131)
                     remove_node_users(HostAccounts(self.ctx.data_dir), node_id)
             if kind == "deallocate":

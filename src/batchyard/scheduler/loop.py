@@ -14,8 +14,9 @@ from sqlalchemy import and_
 
 from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler import gang
-from batchyard.scheduler.placement import Candidate, NodeSlots, free_capacity, place
-from batchyard.service import account, completion, housekeeping, jobschedule_runs
+from batchyard.scheduler.jobplacement import plan_job
+from batchyard.scheduler.placement import NodeSlots, free_capacity
+from batchyard.service import account, completion, housekeeping, jobprep, jobschedule_runs
 from batchyard.service import tasks as task_ops
 from batchyard.service.agents import node_info, requeue, work_for
 from batchyard.service.common import set_state, stamp_body
@@ -142,10 +143,15 @@ class Scheduler:
             if st != "enabling":
                 self._unreserve(tx, job)
             if st == "deleting":
+                if jobprep.releasing(self.ctx, tx, job):  # its release tasks run first
+                    self._end_running(tx, job, "Task was ended because its job was deleted")
+                    continue
                 self._delete_job(tx, job)
             elif st == "terminating":
                 # running tasks are killed; active tasks stay active, as the service documents
                 self._end_running(tx, job, "Task was ended because its job was terminated")
+                if jobprep.releasing(self.ctx, tx, job):
+                    continue  # terminating until its release tasks have run
                 self._set_job_state(tx, job, "completed", end=True)
             elif st == "disabling":
                 opt = job["body"].get("_disableTasks", "requeue")
@@ -212,6 +218,7 @@ class Scheduler:
         tx.delete(schema.task_counts, job_key=job["key"])
         completion.forget_job(tx, job["key"])
         tx.delete(schema.jobs, key=job["key"])
+        jobprep.forget_job(self.ctx, job["key"])
         remove_job_files(self.ctx, tx, job)
 
     # --- placement ---------------------------------------------------------------------------------------
@@ -220,11 +227,14 @@ class Scheduler:
         pbody = pool["body"]
         per_node = int(pbody.get("taskSlotsPerNode", 1))
         nodes: list[NodeSlots] = []
+        low_priority: set[str] = set()
         for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"]):
             if not node_accepts_tasks(NodeState(n["state"])):
                 continue
             if n["body"].get("schedulingState", "enabled") != "enabled" or "_op" in n["body"]:
                 continue  # disabled, or an operation (reboot, removal…) is waiting for its running tasks
+            if n["body"].get("isDedicated") is False:
+                low_priority.add(n["id"])
             used = self.ctx.assignments.used_slots(n["id"])
             free = max(0, per_node - used)
             reserve = max(0, PREFETCH * per_node - max(used - per_node, 0))
@@ -278,8 +288,7 @@ class Scheduler:
             for r in too_big:
                 self._unschedulable(tx, job, r, per_node)
             by_ref = {task_ref(r["job_key"], r["key"]): r for r in rows if int(r["slots"]) <= per_node}
-            cands = [Candidate(ref, int(r["slots"]), _affinity(r["body"])) for ref, r in by_ref.items()]
-            plan = place(nodes, cands, pack, prefetch=True)
+            plan = plan_job(job, by_ref, nodes, per_node, pack, low_priority, lambda r: _affinity(r["body"]))
             # a placed task stays 'active' (queued on the node) until its agent reports it started
             reserved = []
             for cand, node_id in plan:

@@ -17,7 +17,7 @@ from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
 from batchyard.models.statistics import attempt_usage
-from batchyard.service import completion, nodemounts, starttask, subtasks
+from batchyard.service import completion, jobprep, jobtasks, nodemounts, starttask, subtasks
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Assignments, Ctx, task_ref
 from batchyard.service.taskstate import TaskWriter, move
@@ -59,15 +59,18 @@ def work_for(job: Row, task: Row, node_slots: int = 1) -> dict[str, Any]:
         "userIdentity": tb.get("userIdentity"),
         "resourceFiles": tb.get("resourceFiles") or [],
         "outputFiles": tb.get("outputFiles") or [],
-        "slots": int(task["slots"]),
+        "slots": jobtasks.run_slots(task, node_slots),
         "nodeSlots": node_slots,
+        **jobprep.task_work(job),
     }
 
 
 def split_ref(ref: str) -> tuple[str, str, int]:
     base, _, attempt = ref.rpartition("#")
     job_key, _, task_key = base.partition("/")
-    return job_key, task_key, int(attempt or 0)
+    if not attempt.isdigit():
+        return job_key, task_key, -1  # not an attempt reference: matches no task
+    return job_key, task_key, int(attempt)
 
 
 def authenticate(tx: Tx, node_id: str, token: str, pid: int | None = None) -> Row:
@@ -129,13 +132,16 @@ def sync(
         instance_events = [e for e in events if subtasks.is_instance_event(e)]
         if instance_events:  # multi-instance tasks' instances (service.subtasks)
             freed |= subtasks.apply_events(ctx, tx, node_id, instance_events, *ctx.stamp()[1:])
-        rows = _load_rows(tx, events)
+        rows = _load_rows(tx, [e for e in events if e.get("type") not in jobprep.JOB_EVENTS])
         _, now_text, etag = ctx.stamp()
         max_seq = max((int(e.get("seq", 0)) for e in st_events), default=0)
         for ev in events:
             max_seq = max(max_seq, int(ev.get("seq", 0)))
             kind = ev.get("type")
             row = rows.get(str(ev.get("ref")))
+            if kind in jobprep.EVENTS:
+                jobprep.on_event(ctx, tx, node, ev, row, jobs, now_text, etag, counts, writer)
+                continue
             if row is None:
                 continue
             if kind == "started":
@@ -235,11 +241,13 @@ def plan(ctx: Ctx, node_id: str, running: list[str]) -> Body:
     start = [w for w in assigned.values() if w["ref"] not in have]
     kill = []
     for ref in running:
+        if ref.endswith(jobprep.RELEASE_SUFFIX):
+            continue  # a job release task the agent runs (service.jobprep)
         base = ref.rpartition("#")[0]
         w = assigned.get(base)
         if w is None or w["ref"] != ref:
             kill.append(ref)
-    return {"run": start, "kill": kill}
+    return {"run": start, "kill": kill, "release": jobprep.releases_for(ctx, node_id, have)}
 
 
 def _load_rows(tx: Tx, events: list[Body]) -> dict[str, Row]:

@@ -137,6 +137,8 @@ def finished(
     ):
         if _release(tx, row["job_key"], row):
             ctx.hub.wake_scheduler()
+    if body.get("_jobManager") and body["_jobManager"].get("killJobOnCompletion", True):
+        begin_terminate(ctx, tx, job, "JMComplete")  # service.jobtasks: the Job Manager ends its job
     if apply_job_action and job["body"].get("onTaskFailure") == "performexitoptionsjobaction":
         if opts.job_action == "terminate":
             begin_terminate(ctx, tx, job, "TaskFailed")

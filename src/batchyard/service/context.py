@@ -94,6 +94,8 @@ class Ctx:
     node_totals: dict[str, list[int]] = field(default_factory=dict)
     # node id -> [job key, task key] of the tasks completed there since the node row was last written
     recent_tasks: dict[str, list[list[str]]] = field(default_factory=dict)
+    # node id -> job key -> the Job Release work the node must start (service.jobprep)
+    releases: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
     # autoscale: the interval floor, per-pool metric samples and recent runs (service.autoscale)
     autoscale: AutoscaleState = field(default_factory=AutoscaleState)
     # ids of nodes with an operation in progress (a `_op` in their body), for the pool manager (decision 0101)

@@ -13,7 +13,7 @@ from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import INFINITE, new_job
 from batchyard.models.states import JobState, check_job_transition
 from batchyard.models.statistics import job_stats
-from batchyard.service import autopools, completion
+from batchyard.service import autopools, completion, jobtasks
 from batchyard.service.common import Body, item, set_state, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -91,20 +91,13 @@ def _pool_id(spec: Body) -> str:
     return check_id(pool_id, "poolInfo.poolId")
 
 
-def _check_unsupported(spec: Body) -> None:
-    for k in ("jobManagerTask", "jobPreparationTask", "jobReleaseTask"):
-        if spec.get(k):
-            raise errors.not_implemented(k)
-
-
 def check_spec(spec: Body, ctx: Ctx | None = None, plain_job: bool = True) -> str:
     """Everything job creation refuses, without creating anything (job schedules check their jobSpecification
     with it); returns the pool id ("" for an auto pool). An auto pool specification gets its defaults in place."""
     pool_id = _pool_id(spec)
     if not pool_id and ctx is not None:
         spec["poolInfo"] = {"autoPoolSpecification": autopools.check(ctx, spec["poolInfo"], plain_job)}
-    _check_unsupported(spec)
-    new_job(spec, "", pool_id)
+    jobtasks.check_job(new_job(spec, "", pool_id))
     return pool_id
 
 
@@ -122,12 +115,12 @@ def create_job(ctx: Ctx, spec: Body) -> Written:
 def insert_job(ctx: Ctx, tx: Tx, job_id: str, spec: Body) -> Written:
     """Create one job inside the caller's transaction (a job schedule creates its runs this way)."""
     pool_id = _pool_id(spec)
-    _check_unsupported(spec)
     failure = None
     if not pool_id:  # an auto pool, created with its job in this transaction (decision 0140)
         pool_id, failure = autopools.create_for_job(ctx, tx, key_of(job_id), spec["poolInfo"])
     _, now_text, etag = ctx.stamp()
     body = new_job({"id": job_id, **spec}, now_text, pool_id)
+    jobtasks.check_job(body)
     if failure is not None:  # the job exists, completed at once with the reason (recorded)
         body["state"] = "completed"
         body["executionInfo"].update(endTime=now_text, schedulingError=failure)
@@ -155,6 +148,8 @@ def insert_job(ctx: Ctx, tx: Tx, job_id: str, spec: Body) -> Written:
         raise errors.job_exists() from None
     tx.insert(schema.task_counts, {"job_key": key_of(job_id)})
     job = tx.get(schema.jobs, key=key_of(job_id))
+    if job is not None and failure is None:
+        jobtasks.add_job_manager(ctx, tx, job)  # the job's first task
     if job is not None and completion.check_all_complete(ctx, tx, job):
         etag, now_text = job["body"]["eTag"], job["body"]["lastModified"]
     return Written(etag, now_text, f"/jobs/{job_id}")

@@ -17,7 +17,7 @@ from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import new_job
 from batchyard.models.schedule import due_after_update, parse_config
 from batchyard.models.statistics import job_stats
-from batchyard.service import autopools, completion, jobs
+from batchyard.service import autopools, completion, jobs, jobtasks
 from batchyard.service import jobschedule_runs as runs
 from batchyard.service.common import Body, item
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
@@ -27,8 +27,6 @@ from batchyard.store.sql import DuplicateKey, Row, Tx
 
 T = runs.T
 S = runs.S
-#: the jobSpecification properties batchyard does not run yet (refused like on a job)
-_SPEC_NOT_YET = ("jobManagerTask", "jobPreparationTask", "jobReleaseTask")
 
 
 def _columns() -> dict[str, Any]:
@@ -49,9 +47,6 @@ def job_specification(ctx: Ctx, spec: object) -> Body:
     """Check a jobSpecification with the job rules and return it with the defaults the service materialises."""
     if not isinstance(spec, dict):
         raise errors.missing_required_property("jobSpecification")
-    for k in _SPEC_NOT_YET:
-        if spec.get(k):
-            raise errors.not_implemented(f"jobSpecification.{k}")
     info = spec.get("poolInfo")
     if not isinstance(info, dict):
         raise errors.missing_required_property("jobSpecification.poolInfo")
@@ -76,6 +71,10 @@ def job_specification(ctx: Ctx, spec: object) -> Body:
             "maxTaskRetryCount": checked["constraints"]["maxTaskRetryCount"],
         },
     }
+    jobtasks.check_job(checked)  # the job's own tasks, with the defaults the service materialises
+    for k in ("jobManagerTask", "jobPreparationTask", "jobReleaseTask"):
+        if k in checked:
+            out[k] = checked[k]
     for k, v in spec.items():
         out.setdefault(k, copy.deepcopy(v))
     return out

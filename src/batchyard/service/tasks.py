@@ -12,7 +12,7 @@ from batchyard.models import errors, exitconditions, odata
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import new_task
 from batchyard.models.statistics import task_stats
-from batchyard.service import completion, jobs, subtasks
+from batchyard.service import completion, jobs, jobtasks, subtasks
 from batchyard.service.common import Body, item, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written, task_ref
 from batchyard.service.listing import ListQuery, page_rows
@@ -55,6 +55,7 @@ def _job_accepting(tx: Tx, job_id: str) -> Row:
 
 def _new_row(job: Row, spec: Body, seq: int, now_text: str, etag: str) -> Row:
     task_id = check_id(spec.get("id"))
+    jobtasks.check_task_id(job, task_id)
     body = new_task(spec, now_text, job["body"])
     check_staging(body)
     exitconditions.check(body.get("exitConditions"), str(job["body"].get("onTaskFailure", "noaction")))
@@ -87,6 +88,16 @@ def _added(tx: Tx, job: Row, rows: list[Row]) -> None:
     slots = sum(int(r["slots"]) for r in rows)
     tx.add_counts(job["key"], {"active": len(rows), "slots_active": slots})
     tx.update(schema.jobs, {"task_seq": job["task_seq"] + len(rows)}, key=job["key"])
+
+
+def new_row(job: Row, spec: Body, seq: int, now_text: str, etag: str) -> Row:
+    """A checked task row (not inserted yet): the job's Job Manager is added this way."""
+    return _new_row(job, spec, seq, now_text, etag)
+
+
+def insert_rows(tx: Tx, job: Row, rows: list[Row]) -> None:
+    """Insert rows made by `new_row` inside the caller's transaction, counts and sequence included."""
+    _added(tx, job, rows)
 
 
 def create_task(ctx: Ctx, job_id: str, spec: Body) -> Written:
