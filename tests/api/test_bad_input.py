@@ -588,7 +588,13 @@ def test_unsupported_verb_is_a_json_batch_error(raw: Raw) -> None:
 @pytest.mark.parametrize(
     "method,path,body",
     [
-        ("GET", "/poolusagemetrics", None),
+        # properties that cannot be honoured here: refused, nothing written
+        ("POST", "/jobs", {"id": "j-501a", "poolInfo": {"poolId": "p"}, "allowTaskPreemption": True}),
+        (
+            "POST",
+            "/jobs",
+            {"id": "j-501b", "poolInfo": {"poolId": "p"}, "networkConfiguration": {"subnetId": "s"}},
+        ),
     ],
 )
 def test_unimplemented_operation_501(raw: Raw, pool: str, method: str, path: str, body: Any) -> None:

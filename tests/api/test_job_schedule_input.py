@@ -123,8 +123,8 @@ def schedule_ids(raw: Raw) -> list[str]:
                     "poolInfo": {"autoPoolSpecification": {"poolLifetimeOption": "jobschedule"}}
                 }
             },
-            501,
-            "NotImplemented",
+            400,
+            "MissingRequiredProperty",
             {},
         ),
         ({"bogus": 1}, 400, "UnsupportedProperty", {"PropertyName": "bogus"}),

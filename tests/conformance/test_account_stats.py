@@ -70,5 +70,6 @@ def test_lifetime_stats_only_in_the_versions_that_have_them(live: LiveServer) ->
         assert_error(raw.get(path, api_version="2025-06-01"), 400, "InvalidUri")
         assert_error(raw.post(path, {}, api_version=OLD), 405, "UnsupportedHttpVerb")
         assert_error(raw.get(path, api_version=OLD, key="d3Jvbmc="), 403, "AuthenticationFailed")
-    # pool usage and resource statistics are not measured yet: the real "not implemented" error
-    assert_error(raw.get("/lifetimepoolstats", api_version=OLD), 501, "NotImplemented")
+    assert (
+        raw.get("/lifetimepoolstats", api_version=OLD).status_code == 200
+    )  # tests/conformance/test_pool_stats.py

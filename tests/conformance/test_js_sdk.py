@@ -115,6 +115,18 @@ def test_lifetime_job_statistics(flow: dict[str, Any]) -> None:
     assert stats["wallClockTime"].startswith("PT")
 
 
+def test_lifetime_pool_statistics(flow: dict[str, Any]) -> None:
+    stats = flow["lifetimePoolStats"]
+    assert stats["hasUrl"] and stats["startTime"]
+    # the flow's pool had nodes for a few seconds: their core time and what their agents measured
+    assert stats["dedicatedCoreTime"].startswith("PT") and stats["dedicatedCoreTime"] != "PT0S"
+    assert 0 <= stats["avgCPUPercentage"] <= 100
+    assert stats["peakMemoryGiB"] > 0
+    assert isinstance(stats["diskReadIOps"], int)
+    # usage metrics: the last half hour that has ended (a fresh server may have none yet)
+    assert flow["usageMetrics"]["isArray"]
+
+
 def test_wrong_key_detail_is_the_string_the_js_client_signed(flow: dict[str, Any]) -> None:
     for method in ("DELETE", "GET", "PATCH", "POST"):
         bad = flow["badKey"][method]

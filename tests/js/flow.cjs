@@ -212,6 +212,18 @@ async function main() {
     wallClockTime: stats.wallClockTime,
   };
 
+  const poolStats = await step("pool.getAllLifetimeStatistics", () => client.pool.getAllLifetimeStatistics());
+  out.lifetimePoolStats = {
+    hasUrl: typeof poolStats.url === "string" && poolStats.url.endsWith("/lifetimepoolstats"),
+    startTime: poolStats.startTime instanceof Date,
+    dedicatedCoreTime: poolStats.usageStats && poolStats.usageStats.dedicatedCoreTime,
+    avgCPUPercentage: poolStats.resourceStats && poolStats.resourceStats.avgCPUPercentage,
+    peakMemoryGiB: poolStats.resourceStats && poolStats.resourceStats.peakMemoryGiB,
+    diskReadIOps: poolStats.resourceStats && poolStats.resourceStats.diskReadIOps,
+  };
+  const usage = await step("pool.listUsageMetrics", () => client.pool.listUsageMetrics());
+  out.usageMetrics = { isArray: Array.isArray(usage), length: usage.length };
+
   // a wrong key: 403 AuthenticationFailed, with the string the server signed for this client's request
   // a wrong key: 403 AuthenticationFailed whose detail is the exact string this client signed, so the
   // HMAC of that string with the (wrong) key the client used equals the signature it sent

@@ -31,3 +31,17 @@ def test_offset_from_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     before = clock()
     _write(p, "0", 3)
     assert clock() >= before  # time never goes backwards
+
+
+def test_a_file_caught_mid_write_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer truncates, then writes; both steps can share one mtime tick. A read between them (an empty
+    file) must not hide the offset written a moment later."""
+    monkeypatch.setattr(fakeclock, "REFRESH", 0.0)
+    p = tmp_path / "clock"
+    p.write_text("")
+    st = p.stat()
+    clock = FileOffsetClock(p)
+    assert abs(clock() - utcnow()) < timedelta(seconds=5)
+    p.write_text("3600")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same mtime as the empty file's
+    assert timedelta(minutes=59) < clock() - utcnow() < timedelta(minutes=61)

@@ -26,6 +26,7 @@ from batchyard.agent import containers, multiinstance
 from batchyard.agent.apppkg import Packages
 from batchyard.agent.jobprep import JobTaskRunner
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
+from batchyard.agent.mounts import NodeMounts
 from batchyard.agent.runner import (
     TASK_ENDED_BY_USER,
     USER_ERROR,
@@ -37,6 +38,7 @@ from batchyard.agent.runner import (
 from batchyard.agent.spawner import Spawner
 from batchyard.agent.staging import AUTO_STORAGE_ENV, NodeStaging, needs_staging
 from batchyard.agent.starttask import NodeInfo, StartTaskRunner
+from batchyard.agent.usage import UsageSampler
 from batchyard.models import identity
 from batchyard.models.startlog import StartLog
 
@@ -138,6 +140,8 @@ class Agent:
         self.packages = Packages(
             self.client, self.cfg.node_id, self.cfg.token, self.layout.applications_dir, self.base
         )
+        self.usage = UsageSampler(self.cfg.root)  # resource figures for pool statistics (agent.usage)
+        self.mounts = NodeMounts(self.cfg.root)  # the pool's mountConfiguration (agent.mounts)
 
     def _event(self, **ev: Any) -> None:
         self.seq += 1
@@ -167,6 +171,12 @@ class Agent:
         reported = self.node_errors
         if reported is not None:
             payload["nodeErrors"] = reported
+        stats = self.usage.take()
+        if stats is not None:
+            payload["stats"] = stats
+        mounts = self.mounts.report()
+        if mounts is not None:
+            payload["mounts"] = mounts
         try:
             resp = await self.client.post(
                 SYNC_PATH,
@@ -175,6 +185,7 @@ class Agent:
             )
         except httpx.HTTPError as exc:
             log.info("server unreachable: %s", exc)
+            self.usage.give_back(stats)
             return False
         finally:
             for e in batch:
@@ -193,6 +204,7 @@ class Agent:
         ack = int(data.get("ack", 0))
         acked = {e["seq"] for e in batch if e["seq"] <= ack}
         self.events = [e for e in self.events if e["seq"] not in acked]
+        self.mounts.receive(data, lambda: self._sync(0))
         self.start_task.receive(data)
         kill = set(data.get("kill", []))
         if kill:
@@ -482,6 +494,7 @@ class Agent:
         for proc in list(self.running.values()):
             with contextlib.suppress(Exception):
                 await proc.kill("the node is being removed")
+        await self.mounts.close()  # after the tasks that may use them
         await self.client.aclose()
         await self.files.aclose()
         for sp in self.spawners.values():
@@ -516,6 +529,7 @@ class Agent:
             await asyncio.wait([stopper, join], return_when=asyncio.FIRST_COMPLETED)
             join.cancel()
         tasks = [asyncio.ensure_future(self.poll_loop()), asyncio.ensure_future(self.report_loop())]
+        tasks.append(asyncio.ensure_future(self.usage.run(lambda: self._sync(0))))
         await asyncio.wait([stopper, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
         self.stopping = True
         for t in [*tasks, stopper]:

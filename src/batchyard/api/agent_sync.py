@@ -21,7 +21,7 @@ import msgspec
 
 from batchyard.models import errors
 from batchyard.models.decode import MAX_JSON_DEPTH
-from batchyard.service import agents
+from batchyard.service import agents, usage
 from batchyard.service.context import Ctx
 
 NODE_ID_HEADER = "x-batchyard-node-id"
@@ -96,6 +96,38 @@ class NodeError(_Strict):
     errorDetails: list[NameValue] | None = None
 
 
+class NodeStats(_Strict):
+    """Cumulative resource figures of the agent process `boot` (agent.usage, service.usage)."""
+
+    boot: str = ""
+    seconds: float = 0.0
+    cpuSeconds: float = 0.0
+    coreSeconds: float = 0.0
+    memGiBSeconds: float = 0.0
+    memPeakGiB: float = 0.0
+    diskGiBSeconds: float = 0.0
+    diskPeakGiB: float = 0.0
+    diskReadOps: float = 0.0
+    diskWriteOps: float = 0.0
+    diskReadBytes: float = 0.0
+    diskWriteBytes: float = 0.0
+    netReadBytes: float = 0.0
+    netWriteBytes: float = 0.0
+
+
+class MountError(_Strict):
+    code: str = ""
+    message: str = ""
+    errorDetails: list[NameValue] | None = None
+
+
+class MountReport(_Strict):
+    """The agent's mounting of its pool's mountConfiguration (agent.mounts, service.nodemounts)."""
+
+    state: Literal["unknown", "pending", "ok", "failed"] = "unknown"
+    errors: list[MountError] = msgspec.field(default_factory=list)
+
+
 class SyncBody(_Strict):
     nodeId: str
     pid: int | None = None
@@ -105,6 +137,8 @@ class SyncBody(_Strict):
     boot: str | None = None  # the agent process's boot id: a new one is a node (re)start
     needStartTask: bool = False  # the agent has not received its boot's start task yet
     nodeErrors: list[NodeError] | None = None  # sent once after start-up: [] = joined cleanly
+    stats: NodeStats | None = None  # sent every few seconds, not on every sync
+    mounts: MountReport | None = None  # only until the node has mounted its pool's file systems
 
 
 _decoder = msgspec.json.Decoder(SyncBody)
@@ -137,9 +171,20 @@ def decode_sync(data: bytes) -> SyncBody:
         return _raise(errors.invalid_request_body(str(e).replace("`", "")))
     if body.pid is not None and not 0 < body.pid < 2**31:
         raise errors.invalid_property_value("pid", str(body.pid), "Not a process id.")
+    if body.stats is not None:
+        figures = msgspec.to_builtins(body.stats)
+        for k, v in figures.items():
+            if k != "boot" and not 0 <= v < 1e18:  # also refuses NaN and infinities
+                raise errors.invalid_property_value(
+                    f"stats.{k}", str(v), "Resource figures are finite and >= 0."
+                )
     if not body.wait >= 0:  # also refuses NaN
         raise errors.invalid_property_value("wait", str(body.wait), "The wait must be >= 0 seconds.")
     return body
+
+
+def _note_stats(ctx: Ctx, node_id: str, stats: NodeStats) -> None:
+    usage.note_stats(ctx, node_id, msgspec.to_builtins(stats))
 
 
 def _raise(err: errors.BatchError) -> SyncBody:
@@ -193,8 +238,12 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
         node_errors = [
             {k: v for k, v in e.items() if v is not None} for e in msgspec.to_builtins(body.nodeErrors)
         ]
-    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, boot, node_errors)
-    quiet = not out["run"] and not out["kill"] and not out["release"] and "startTask" not in out
+    mounts = msgspec.to_builtins(body.mounts) if body.mounts is not None else None
+    out = agents.sync(ctx, node_id, token, events, body.running, body.pid, boot, node_errors, mounts)
+    if body.stats is not None:  # after agents.sync authenticated the node
+        _note_stats(ctx, node_id, body.stats)
+    answer_now = "startTask" in out or "mountConfiguration" in out
+    quiet = not out["run"] and not out["kill"] and not out["release"] and not answer_now
     if not events and quiet and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)

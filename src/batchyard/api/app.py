@@ -377,7 +377,7 @@ def create_app(
 
     async def get_pool(c: Call) -> Response:
         pid = _p(c, "pool_id")
-        body = pools.get_pool(ctx, pid, c.cond())
+        body = pools.get_pool(ctx, pid, c.cond(), c.list_query().expand)
         if c.request.method == "HEAD":
             return http.empty(200, http.entity_headers(body["eTag"], body["lastModified"]))
         return _entity(c, "pools", f"/pools/{body['id']}", body, c.list_query().select)
@@ -571,11 +571,6 @@ def create_app(
         body = account.lifetime_job_stats(ctx, f"{c.base_url}/lifetimejobstats")
         return http.json_response({"odata.metadata": f"{c.base_url}/$metadata#jobstats/@Element", **body})
 
-    async def lifetime_pool_stats(c: Call) -> Response:
-        if c.api_version >= LIFETIME_STATS_REMOVED_IN:
-            raise errors.invalid_uri()
-        raise errors.not_implemented("get all pool lifetime statistics (pool usage and resource statistics)")
-
     async def supported_images(c: Call) -> Response:
         q = c.list_query()
         return _list(c, "supportedimages", None, nodes.supported_images(q), q)
@@ -655,14 +650,12 @@ def create_app(
         Route("/supportedimages", o(supported_images), methods=["GET"]),
         Route("/nodecounts", o(node_counts), methods=["GET"]),
         Route("/lifetimejobstats", o(lifetime_job_stats), methods=["GET"]),
-        Route("/lifetimepoolstats", o(lifetime_pool_stats), methods=["GET"]),
         Route("/batchyard/agent/v1/sync", agent_sync, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
     ]
     # operations this server does not implement yet: a clear Batch error, never a 404 or a fake success
     pending = [
-        ("/poolusagemetrics", ["GET"], "list pool usage metrics"),
         (N + "/{action}", ["POST", "GET"], "node operations"),
     ]
     from batchyard.api import subtasks  # its handlers use this module's rendering helpers
@@ -683,6 +676,9 @@ def create_app(
     from batchyard.api import applications  # its handlers use this module's rendering helpers
 
     routes += applications.routes(o, ctx)
+    from batchyard.api import poolstats
+
+    routes += poolstats.routes(o, ctx)
     for path, methods, name in pending:
         routes.append(Route(path, o(not_implemented(name)), methods=methods))
     from batchyard.api import jobschedules  # its handlers use this module's rendering helpers

@@ -183,6 +183,7 @@ def _serve(a: argparse.Namespace) -> None:
     from batchyard.pools.manager import PoolManager
     from batchyard.pools.quota import Quotas
     from batchyard.scheduler.loop import Scheduler
+    from batchyard.service import housekeeping
     from batchyard.service.account import ensure_epoch
     from batchyard.service.agents import rebuild_assignments
     from batchyard.service.context import Ctx
@@ -195,6 +196,7 @@ def _serve(a: argparse.Namespace) -> None:
     ctx.autoscale.min_interval = min_interval
     rebuild_assignments(ctx)
     ensure_epoch(ctx)
+    housekeeping.on_start(ctx)
     roots = tuple(r.resolve() for r in a.file_url_root)
     for r in roots:
         if not r.is_dir():

@@ -11,7 +11,7 @@ import datetime
 import re
 from typing import Any
 
-from batchyard.models import containers, errors, images, multiinstance, starttask
+from batchyard.models import containers, errors, images, mounts, multiinstance, starttask
 from batchyard.models.decode import parse_duration
 
 INFINITE = "P10675199DT2H48M5.4775807S"
@@ -108,24 +108,15 @@ def check_user_accounts(body: Body) -> None:
             del ua["linuxUserConfiguration"]["sshPrivateKey"]  # ignored without inter-node communication
 
 
-# Properties batchyard stores but cannot honour yet: refused clearly instead of silently ignored.
-_NOT_YET = {
-    # certificateReferences: checked against the account's certificates by service.certificates;
-    # applicationPackageReferences: against the account's packages by service.applications
-    "pool": ("mountConfiguration",),
-    "task": (),
-}
-
-
 # Nested pool properties with an effect a local node does not have: VM extensions install software, application
 # licenses enable licensed renderers. (Container configurations run under Podman: decision 0170.)
 _POOL_VM_NOT_YET = ("extensions",)
 
 
 def refuse_unsupported(body: Body, kind: str) -> None:
-    for prop in _NOT_YET[kind]:
-        if body.get(prop) not in (None, [], {}):
-            raise errors.not_implemented(f"{prop} on {kind}s")
+    """Properties batchyard cannot honour: refused clearly instead of stored and ignored (decision 0062).
+    (Pool `certificateReferences` are checked by service.certificates, `applicationPackageReferences` by
+    service.applications.)"""
     if kind == "pool":
         if body.get("applicationLicenses") not in (None, []):
             raise errors.not_implemented("applicationLicenses on pools")
@@ -174,6 +165,8 @@ def new_pool(spec: Body, now: str) -> Body:
     if body.get("networkConfiguration") is not None:
         body["networkConfiguration"] = network_configuration(body["networkConfiguration"])
     check_user_accounts(body)
+    if body.get("mountConfiguration") is not None:
+        body["mountConfiguration"] = mounts.check(body["mountConfiguration"])  # mounted by each node
     if "vmSize" in body:
         body["vmSize"] = str(body["vmSize"]).lower()  # the service reports VM sizes in lower case
     body.update(
@@ -364,6 +357,8 @@ def pool_view(body: Body) -> Body:
     """
     if int(body.get("currentDedicatedNodes", 0)) + int(body.get("currentLowPriorityNodes", 0)) > 0:
         body = dict(body, currentNodeCommunicationMode="simplified")
+    if body.get("mountConfiguration"):
+        body = dict(body, mountConfiguration=mounts.view(body["mountConfiguration"]))
     if body.get("userAccounts"):
         agent = str((body.get("virtualMachineConfiguration") or {}).get("nodeAgentSKUId", ""))
         body = dict(

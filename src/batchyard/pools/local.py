@@ -24,17 +24,20 @@ import psutil
 
 from batchyard.models import identity
 from batchyard.pools.provider import NodeEvent, NodeSpec
+from batchyard.storage.mountpoints import unmount_below
 
 log = logging.getLogger("batchyard.pools")
 
 #: Variables an agent inherits from the server; everything else (account key, database URL…) stays behind.
 AGENT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "HOME")
+#: how often agents sample the resources they use (agent.usage)
+AGENT_TUNING_ENV = ("BATCHYARD_STATS_INTERVAL",)
 
 
 def agent_env(
     token: str, accounts: Iterable[dict[str, Any]] = (), auto_storage: str | None = None
 ) -> dict[str, str]:
-    env = {k: os.environ[k] for k in AGENT_ENV if k in os.environ}
+    env = {k: os.environ[k] for k in (*AGENT_ENV, *AGENT_TUNING_ENV) if k in os.environ}
     env["BATCHYARD_NODE_TOKEN"] = token
     if auto_storage:
         env["BATCHYARD_AUTO_STORAGE"] = auto_storage
@@ -228,7 +231,10 @@ class LocalProvider:
         )
 
     def wipe(self, node_id: str, root: Path) -> None:
-        """Empty the node's directory but keep it (and so its node group, decision 0010)."""
+        """Empty the node's directory but keep it (and so its node group, decision 0010). A file system of the
+        pool's mountConfiguration still mounted inside is detached first; if one stays, nothing is deleted."""
+        if unmount_below(root):
+            return
         try:
             entries = list(os.scandir(root))
         except OSError:

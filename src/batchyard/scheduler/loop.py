@@ -16,7 +16,7 @@ from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler import gang
 from batchyard.scheduler.jobplacement import plan_job
 from batchyard.scheduler.placement import NodeSlots, free_capacity
-from batchyard.service import account, completion, jobprep, jobschedule_runs
+from batchyard.service import account, completion, housekeeping, jobprep, jobschedule_runs
 from batchyard.service import tasks as task_ops
 from batchyard.service.agents import node_info, requeue, work_for
 from batchyard.service.common import set_state, stamp_body
@@ -76,6 +76,10 @@ class Scheduler:
                 jobschedule_runs.tick(self.ctx)
             except Exception:  # keep ticking
                 log.exception("job schedule pass failed")
+            try:
+                housekeeping.tick(self.ctx)  # auto pools, pool usage (service.housekeeping)
+            except Exception:  # keep ticking
+                log.exception("housekeeping pass failed")
 
     def timers(self) -> None:
         _, now_text, _ = self.ctx.stamp()

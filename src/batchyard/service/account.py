@@ -54,6 +54,11 @@ def _epoch(tx: Tx) -> str:
     return format_time(datetime.fromtimestamp(int(row["value"]) / 1e6, UTC))
 
 
+def account_epoch(tx: Tx) -> str:
+    """When the account's statistics begin (recorded on the first read if the store predates it)."""
+    return _epoch(tx)
+
+
 def ensure_epoch(ctx: Ctx) -> None:
     """Record when the account's statistics begin (the first start of a new store)."""
     with ctx.store.tx() as tx:

@@ -17,7 +17,7 @@ from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
 from batchyard.models.decode import parse_duration
 from batchyard.models.statistics import attempt_usage
-from batchyard.service import completion, jobprep, jobtasks, starttask, subtasks
+from batchyard.service import completion, jobprep, jobtasks, nodemounts, starttask, subtasks
 from batchyard.service.common import Body, set_state
 from batchyard.service.context import Assignments, Ctx, task_ref
 from batchyard.service.taskstate import TaskWriter, move
@@ -126,10 +126,12 @@ def sync(
     pid: int | None = None,
     boot: tuple[str | None, bool] = (None, False),
     node_errors: list[Body] | None = None,
+    mounts: Body | None = None,
 ) -> Body:
     """Apply events, refresh the node, and compute what the agent must start and kill.
 
-    ``boot`` is the agent's boot id and whether it still needs its start task (`service.starttask`).
+    ``boot`` is the agent's boot id and whether it still needs its start task (`service.starttask`);
+    ``mounts`` its report on mounting the pool's file systems (`service.nodemounts`), which come first.
     """
     ctx.last_seen[node_id] = monotonic()
     freed = False
@@ -197,6 +199,9 @@ def sync(
                     nbody["_agentErrors"] = True
             else:
                 new_state = _agent_errors(nbody, new_state, node_errors)
+        new_state, mount_reply, mounting = nodemounts.gate(
+            tx, node["pool_key"], current, mounts, new_state, nbody
+        )
         if new_state != node["state"]:
             set_state(nbody, new_state, now_text)
             if current in ("creating", "starting"):
@@ -219,7 +224,8 @@ def sync(
     transitional = any(j["state"] != "active" for j in jobs.values())  # e.g. disabling with 'wait'
     if more or transitional or ((freed or node_dirty) and ctx.place_now is None):
         ctx.hub.wake_scheduler()
-    return {"ack": max_seq, **plan(ctx, node_id, running), **starttask.reply(nbody, *boot)}
+    start = {} if mounting else starttask.reply(nbody, *boot)  # the start task runs once mounts are made
+    return {"ack": max_seq, **plan(ctx, node_id, running), **start, **mount_reply}
 
 
 def _agent_errors(nbody: Body, state: str, node_errors: list[Body]) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from batchyard.models import errors
 from batchyard.models.clock import EtagSource, format_time, parse_time, utcnow
@@ -102,6 +102,8 @@ class Ctx:
     node_ops: set[str] = field(default_factory=set)
     # the inbound NAT forwarder (set by the server); without one, endpoints are the nodes' own ports
     endpoints: EndpointPorts | None = None
+    # node id -> the newest cumulative resource figures its agent reported (service.usage)
+    node_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.assignments.wake = self.hub.wake_node  # ending a gang kills instances on other nodes

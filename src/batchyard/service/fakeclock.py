@@ -26,7 +26,7 @@ class FileOffsetClock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = timedelta(0)
-        self._mtime: int | None = None
+        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read completely
         self._checked = -1.0
         self._last: datetime | None = None
 
@@ -37,17 +37,21 @@ class FileOffsetClock:
             try:
                 st = os.stat(self.path)
             except OSError:
-                self._mtime, self._offset = None, timedelta(0)
+                self._seen, self._offset = None, timedelta(0)
             else:
-                if st.st_mtime_ns != self._mtime:
-                    self._mtime = st.st_mtime_ns
-                    self._offset = self._read()
+                seen = (st.st_mtime_ns, st.st_size)
+                if seen != self._seen:
+                    offset = self._read()
+                    if offset is not None:  # a file caught mid-write (empty) is read again next time
+                        self._seen, self._offset = seen, offset
         return self._offset
 
-    def _read(self) -> timedelta:
+    def _read(self) -> timedelta | None:
+        """The file's offset; None when it is empty (being rewritten: a writer truncates, then writes, often
+        within one tick of the file system's clock, so the mtime alone would not show the second step)."""
         try:
             text = self.path.read_text().strip()
-            return timedelta(seconds=float(text)) if text else timedelta(0)
+            return timedelta(seconds=float(text)) if text else None
         except (OSError, ValueError, OverflowError):
             log.warning("fake clock file %s does not hold a number of seconds; offset unchanged", self.path)
             return self._offset

@@ -13,7 +13,7 @@ from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import INFINITE, new_job
 from batchyard.models.states import JobState, check_job_transition
 from batchyard.models.statistics import job_stats
-from batchyard.service import completion, jobtasks
+from batchyard.service import autopools, completion, jobtasks
 from batchyard.service.common import Body, item, set_state, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
 from batchyard.service.listing import ListQuery, page_rows
@@ -52,7 +52,7 @@ def save(tx: Tx, ctx: Ctx, row: Row, body: Body) -> Written:
             "last_modified": now_text,
             "state": body["state"],
             "priority": int(body.get("priority", 0)),
-            "pool_key": key_of(body["poolInfo"].get("poolId", "")),
+            "pool_key": key_of(pool_of(body)),
             "deadline": deadline(body),
         },
         key=row["key"],
@@ -60,6 +60,11 @@ def save(tx: Tx, ctx: Ctx, row: Row, body: Body) -> Written:
     row["body"] = body
     row["state"] = body["state"]
     return Written(etag, now_text, f"/jobs/{body['id']}")
+
+
+def pool_of(body: Body) -> str:
+    """The pool a job runs on: its auto pool's id is in executionInfo, poolInfo keeps the specification."""
+    return str(body["poolInfo"].get("poolId") or body.get("executionInfo", {}).get("poolId") or "")
 
 
 def deadline(body: Body) -> str | None:
@@ -74,28 +79,31 @@ def deadline(body: Body) -> str | None:
 
 
 def _pool_id(spec: Body) -> str:
+    """The job's pool id; "" for an auto pool (its id is chosen when the pool is created with the job)."""
     info = spec.get("poolInfo")
     if not isinstance(info, dict):
         raise errors.missing_required_property("poolInfo")
-    if info.get("autoPoolSpecification"):
-        raise errors.not_implemented("poolInfo.autoPoolSpecification (auto pools)")
+    if info.get("autoPoolSpecification") is not None:
+        return ""
     pool_id = info.get("poolId")
     if not pool_id:
         raise errors.missing_required_property("poolInfo.poolId")
     return check_id(pool_id, "poolInfo.poolId")
 
 
-def check_spec(spec: Body) -> str:
+def check_spec(spec: Body, ctx: Ctx | None = None, plain_job: bool = True) -> str:
     """Everything job creation refuses, without creating anything (job schedules check their jobSpecification
-    with it); returns the pool id."""
+    with it); returns the pool id ("" for an auto pool). An auto pool specification gets its defaults in place."""
     pool_id = _pool_id(spec)
+    if not pool_id and ctx is not None:
+        spec["poolInfo"] = {"autoPoolSpecification": autopools.check(ctx, spec["poolInfo"], plain_job)}
     jobtasks.check_job(new_job(spec, "", pool_id))
     return pool_id
 
 
 def create_job(ctx: Ctx, spec: Body) -> Written:
     job_id = check_id(spec.get("id"))
-    check_spec(spec)
+    check_spec(spec, ctx)
     with ctx.store.tx() as tx:
         if tx.exists(schema.job_schedules, key=key_of(job_id)):
             raise errors.job_schedule_with_same_id_exists()
@@ -107,9 +115,15 @@ def create_job(ctx: Ctx, spec: Body) -> Written:
 def insert_job(ctx: Ctx, tx: Tx, job_id: str, spec: Body) -> Written:
     """Create one job inside the caller's transaction (a job schedule creates its runs this way)."""
     pool_id = _pool_id(spec)
+    failure = None
+    if not pool_id:  # an auto pool, created with its job in this transaction (decision 0140)
+        pool_id, failure = autopools.create_for_job(ctx, tx, key_of(job_id), spec["poolInfo"])
     _, now_text, etag = ctx.stamp()
     body = new_job({"id": job_id, **spec}, now_text, pool_id)
     jobtasks.check_job(body)
+    if failure is not None:  # the job exists, completed at once with the reason (recorded)
+        body["state"] = "completed"
+        body["executionInfo"].update(endTime=now_text, schedulingError=failure)
     stamp_body(body, etag, now_text)
     seq = tx.next_counter("job_seq")
     try:
@@ -119,7 +133,7 @@ def insert_job(ctx: Ctx, tx: Tx, job_id: str, spec: Body) -> Written:
                 "key": key_of(job_id),
                 "id": job_id,
                 "pool_key": key_of(pool_id),
-                "state": "active",
+                "state": body["state"],
                 "priority": body["priority"],
                 "seq": seq,
                 "task_seq": 0,
@@ -134,7 +148,7 @@ def insert_job(ctx: Ctx, tx: Tx, job_id: str, spec: Body) -> Written:
         raise errors.job_exists() from None
     tx.insert(schema.task_counts, {"job_key": key_of(job_id)})
     job = tx.get(schema.jobs, key=key_of(job_id))
-    if job is not None:
+    if job is not None and failure is None:
         jobtasks.add_job_manager(ctx, tx, job)  # the job's first task
     if job is not None and completion.check_all_complete(ctx, tx, job):
         etag, now_text = job["body"]["eTag"], job["body"]["lastModified"]
@@ -147,6 +161,8 @@ def _shaper(tx: Tx, expand: list[str] | None) -> Callable[[Row], Body]:
 
     def shape(row: Row) -> Body:
         body = item(row)
+        if "poolInfo" in body:
+            body["poolInfo"] = autopools.view(body["poolInfo"])
         if stats:
             counts = tx.get(schema.task_counts, job_key=row["key"]) or {}
             body["stats"] = job_stats(
@@ -194,12 +210,37 @@ def _require_updatable(body: Body) -> None:
         raise errors.job_being_terminated()
 
 
-def _apply_update(body: Body, spec: Body, replace: bool) -> None:
-    if "poolInfo" in spec or replace:
+def _update_auto_pool(tx: Tx, body: Body, auto: Body) -> None:
+    """An update may change an auto pool's keepAlive; anything else of the specification is refused."""
+    current = body["poolInfo"].get("autoPoolSpecification")
+    if not isinstance(current, dict):
+        raise errors.not_implemented(
+            "poolInfo.autoPoolSpecification in a job update (moving a job to an auto pool)"
+        )
+    keep = auto.get("keepAlive", False)
+    if not isinstance(keep, bool):
+        raise errors.invalid_property_value("poolInfo.autoPoolSpecification.keepAlive", keep)
+    others = {k: v for k, v in auto.items() if k != "keepAlive"}
+    mine = {k: v for k, v in current.items() if k != "keepAlive" and k in others}
+    if others.get("pool") is not None and others["pool"] != current.get("pool"):
+        raise errors.not_implemented("poolInfo.autoPoolSpecification.pool in a job update")
+    if any(others.get(k) != mine.get(k) for k in ("autoPoolIdPrefix", "poolLifetimeOption") if k in others):
+        raise errors.not_implemented(
+            "poolInfo.autoPoolSpecification in a job update (only keepAlive changes)"
+        )
+    current["keepAlive"] = keep
+    autopools.set_keep_alive(tx, pool_of(body), keep)
+
+
+def _apply_update(tx: Tx, body: Body, spec: Body, replace: bool) -> None:
+    if "poolInfo" in spec and spec["poolInfo"].get("autoPoolSpecification") is not None:
+        _update_auto_pool(tx, body, spec["poolInfo"]["autoPoolSpecification"])
+    elif "poolInfo" in spec or replace:
         pool_id = _pool_id(spec if "poolInfo" in spec else body)
         if "poolInfo" in spec:
             body["poolInfo"] = spec["poolInfo"]
-        body.setdefault("executionInfo", {})["poolId"] = pool_id
+        if pool_id:
+            body.setdefault("executionInfo", {})["poolId"] = pool_id
     fields = {
         "priority": 0,
         "maxParallelTasks": -1,
@@ -233,7 +274,7 @@ def update_job(ctx: Ctx, job_id: str, spec: Body, cond: Conditions, replace: boo
         cond.check(row, write=True)
         body = row["body"]
         _require_updatable(body)
-        _apply_update(body, spec, replace)
+        _apply_update(tx, body, spec, replace)
         w = save(tx, ctx, row, body)
         if completion.check_all_complete(ctx, tx, row):
             w = Written(row["body"]["eTag"], row["body"]["lastModified"], w.path)

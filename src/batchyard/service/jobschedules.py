@@ -17,7 +17,7 @@ from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import new_job
 from batchyard.models.schedule import due_after_update, parse_config
 from batchyard.models.statistics import job_stats
-from batchyard.service import completion, jobs, jobtasks
+from batchyard.service import autopools, completion, jobs, jobtasks
 from batchyard.service import jobschedule_runs as runs
 from batchyard.service.common import Body, item
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written
@@ -43,19 +43,18 @@ def _columns() -> dict[str, Any]:
 # --- validation ----------------------------------------------------------------------------------------------
 
 
-def job_specification(spec: object) -> Body:
+def job_specification(ctx: Ctx, spec: object) -> Body:
     """Check a jobSpecification with the job rules and return it with the defaults the service materialises."""
     if not isinstance(spec, dict):
         raise errors.missing_required_property("jobSpecification")
     info = spec.get("poolInfo")
     if not isinstance(info, dict):
         raise errors.missing_required_property("jobSpecification.poolInfo")
-    if info.get("autoPoolSpecification"):
-        raise errors.not_implemented("jobSpecification.poolInfo.autoPoolSpecification (auto pools)")
-    if not info.get("poolId"):
+    auto = info.get("autoPoolSpecification") is not None
+    if not auto and not info.get("poolId"):
         raise errors.missing_required_property("jobSpecification.poolInfo.poolId")
     try:
-        jobs.check_spec(spec)
+        jobs.check_spec(spec, ctx, plain_job=False)
     except errors.BatchError as e:
         raise _prefixed(e) from None
     checked = new_job(spec, "", "")
@@ -136,6 +135,9 @@ def _shaper(tx: Tx, expand: list[str] | None, now_text: str) -> Any:
 
     def shape(row: Row) -> Body:
         body = item(row)
+        spec = body.get("jobSpecification")
+        if isinstance(spec, dict) and "poolInfo" in spec:
+            body["jobSpecification"] = dict(spec, poolInfo=autopools.view(spec["poolInfo"]))
         if not body.get("schedule"):
             body.pop("schedule", None)  # an empty schedule is omitted (openapi example JobScheduleGet)
         if wanted:
@@ -177,7 +179,7 @@ def create_schedule(ctx: Ctx, spec: Body) -> Written:
     if "schedule" not in spec:
         raise errors.missing_required_property("schedule")
     schedule = _schedule_for_body(spec.get("schedule"))
-    job_spec = job_specification(spec.get("jobSpecification"))
+    job_spec = job_specification(ctx, spec.get("jobSpecification"))
     now, now_text, etag = ctx.stamp()
     body: Body = {"id": schedule_id}
     if "displayName" in spec:
@@ -236,7 +238,7 @@ def update_schedule(ctx: Ctx, schedule_id: str, spec: Body, cond: Conditions, re
     """PATCH replaces the given properties, PUT all of them (an omitted schedule or metadata is removed);
     the job already running keeps its specification."""
     schedule = _schedule_for_body(spec["schedule"]) if "schedule" in spec else None
-    job_spec = job_specification(spec["jobSpecification"]) if "jobSpecification" in spec else None
+    job_spec = job_specification(ctx, spec["jobSpecification"]) if "jobSpecification" in spec else None
     if replace and job_spec is None:
         raise errors.missing_required_property("jobSpecification")
     now = ctx.clock()

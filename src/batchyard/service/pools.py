@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from batchyard.models import errors, images, odata
+from batchyard.models import errors, images, mounts, odata
 from batchyard.models.ids import check_id, key_of
 from batchyard.models.resources import (
     check_resize_timeout,
@@ -70,64 +71,100 @@ def create_pool(ctx: Ctx, spec: Body) -> Written:
     pool_id = check_id(spec.get("id"))
     certificates.check_references(ctx, spec.get("certificateReferences"))
     program = autoscale.check_create(ctx, spec)
-    _, now_text, etag = ctx.stamp()
-    body = new_pool(spec, now_text)
+    body = new_pool(spec, "")
     start_task.check(body)
-    stamp_body(body, etag, now_text)
     with ctx.store.tx() as tx:
         check_pool_references(tx, body.get("applicationPackageReferences"))
-        try:
-            tx.insert(
-                schema.pools,
-                {
-                    "key": key_of(pool_id),
-                    "id": pool_id,
-                    "state": "active",
-                    "alloc_state": "resizing",
-                    "etag": etag,
-                    "last_modified": now_text,
-                    "creation_time": now_text,
-                    "body": body,
-                },
-            )
-        except DuplicateKey:
-            raise errors.pool_exists() from None
-        if program is not None:
-            row = tx.get_for_update(schema.pools, key=key_of(pool_id))
-            assert row is not None
-            autoscale.run_now(ctx, tx, row, program)
+        etag, now_text = insert_pool(ctx, tx, pool_id, body, program)
     ctx.hub.wake_pools()
     return Written(etag, now_text, f"/pools/{pool_id}")
 
 
-def get_pool(ctx: Ctx, pool_id: str, cond: Conditions = NO_CONDITIONS) -> Body:
+def insert_pool(ctx: Ctx, tx: Tx, pool_id: str, body: Body, program: Any = None) -> tuple[str, str]:
+    """Insert a checked pool body (from `new_pool`) inside the caller's transaction (an auto pool is
+    created in its job's); returns the new ETag and time."""
+    _, now_text, etag = ctx.stamp()
+    if "id" not in body:
+        body = {"id": pool_id, **body}
+    for k in ("stateTransitionTime", "allocationStateTransitionTime", "creationTime"):
+        body[k] = now_text
+    stamp_body(body, etag, now_text)
+    try:
+        tx.insert(
+            schema.pools,
+            {
+                "key": key_of(pool_id),
+                "id": pool_id,
+                "state": "active",
+                "alloc_state": "resizing",
+                "etag": etag,
+                "last_modified": now_text,
+                "creation_time": now_text,
+                "body": body,
+            },
+        )
+    except DuplicateKey:
+        raise errors.pool_exists() from None
+    if program is not None:
+        row = tx.get_for_update(schema.pools, key=key_of(pool_id))
+        assert row is not None
+        autoscale.run_now(ctx, tx, row, program)
+    return etag, now_text
+
+
+def _shaper(ctx: Ctx, tx: Tx, expand: list[str] | None) -> Callable[[Row], Body]:
+    """The pool body a read returns; with `$expand=stats`, its usage and resource statistics."""
+    from batchyard.service import usage
+
+    wanted = [e.lower() for e in expand or []]
+    if any(e != "stats" for e in wanted):
+        raise errors.invalid_query_parameter("$expand", ",".join(expand or []), "Only stats can be expanded")
+
+    def shape(row: Row) -> Body:
+        body = _item(row)
+        if wanted:
+            body["stats"] = usage.pool_stats(ctx, tx, row, f"/pools/{row['id']}")
+        return body
+
+    return shape
+
+
+def get_pool(
+    ctx: Ctx, pool_id: str, cond: Conditions = NO_CONDITIONS, expand: list[str] | None = None
+) -> Body:
     with ctx.store.tx() as tx:
         row = tx.get(schema.pools, key=key_of(pool_id))
         if row is None:
             raise errors.pool_not_found()
         cond.check(row, write=False)
-        return _item(row)
+        return _shaper(ctx, tx, expand)(row)
 
 
 def list_pools(ctx: Ctx, q: ListQuery) -> tuple[list[Body], str | None]:
     with ctx.store.tx() as tx:
-        return page_rows(tx, schema.pools, "key", None, q, odata.POOLS, _columns(), _item)
+        return page_rows(
+            tx, schema.pools, "key", None, q, odata.POOLS, _columns(), _shaper(ctx, tx, q.expand)
+        )
 
 
 def delete_pool(ctx: Ctx, pool_id: str, cond: Conditions) -> None:
     with ctx.store.tx() as tx:
         row = _load(tx, pool_id)
         cond.check(row, write=True)
-        body = row["body"]
-        if body["state"] == "deleting":
-            return
+        begin_delete(ctx, tx, row)
+    ctx.hub.wake_pools()
+
+
+def begin_delete(ctx: Ctx, tx: Tx, row: Row) -> None:
+    """Mark a pool `deleting` inside the caller's transaction; the pool manager removes its nodes."""
+    body = row["body"]
+    if body["state"] != "deleting":
         _, now_text, _ = ctx.stamp()
         body["state"] = "deleting"
         body["stateTransitionTime"] = now_text
         body["allocationState"] = "resizing"
         body["allocationStateTransitionTime"] = now_text
         _save(tx, row, body, ctx)
-    ctx.hub.wake_pools()
 
 
 def _writable(row: Row) -> Body:
@@ -176,6 +213,8 @@ def patch_pool(ctx: Ctx, pool_id: str, spec: Body, cond: Conditions) -> Written:
                 v = network_configuration(v)
             if k == "vmSize" and isinstance(v, str):
                 v = v.lower()  # the service reports VM sizes in lower case
+            if k == "mountConfiguration" and v is not None:
+                v = mounts.check(v)
             if k == "virtualMachineConfiguration" and v is not None:
                 images.check_image(v)
                 vm_configuration_defaults(v)

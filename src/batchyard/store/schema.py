@@ -181,3 +181,22 @@ applications = Table(
     Column("creation_time", String(32), nullable=False),
     Column("body", Text, nullable=False),
 )
+
+# one row per node presence in a pool: its core time (start..end, end NULL while the node is there) and the
+# cumulative resource figures its agent reported (JSON), for pool statistics and usage metrics (0009_pool_usage)
+pool_usage = Table(
+    "pool_usage",
+    metadata,
+    Column("node_id", String(80), primary_key=True),
+    Column("start", String(32), primary_key=True),
+    Column("pool_key", String(64), nullable=False),
+    Column("pool_id", String(64), nullable=False),
+    Column("pool_created", String(32), nullable=False),
+    Column("vm_size", String(64), nullable=False),
+    Column("cores", Integer, nullable=False),
+    Column("dedicated", Integer, nullable=False),
+    Column("end", String(32), nullable=True),
+    Column("res", Text, nullable=True),
+    Index("ix_pool_usage_pool", "pool_key", "start"),
+    Index("ix_pool_usage_end", "end"),
+)

@@ -1,7 +1,7 @@
 """Applications and their package versions (one row per application, versions in the JSON body).
 
 Revision ID: 0010_apppkg
-Revises: 0008
+Revises: 0009_pool_usage
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_apppkg"
-down_revision = "0008"
+down_revision = "0009_pool_usage"
 branch_labels = None
 depends_on = None
 
