@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from azure.batch import BatchClient
@@ -19,22 +18,10 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from tests.support.batch import create_pool
+from tests.support.live import FileClock as Clock
 from tests.support.live import LiveServer, wait_for
 
 POOL = "sched-pool"  # no nodes: tasks added to schedule jobs stay active, which keeps those jobs active
-
-
-class Clock:
-    """The server's fake clock: an offset in seconds written to the file it watches."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0.0
-        path.write_text("0")
-
-    def advance(self, delta: timedelta) -> None:
-        self.offset += delta.total_seconds()
-        self.path.write_text(repr(self.offset))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,22 +14,12 @@ from azure.batch import models as m
 from azure.core.credentials import AzureNamedKeyCredential
 
 from tests.support.batch import create_pool, wait_idle_nodes, wait_tasks_done
+from tests.support.live import FileClock as Clock
 from tests.support.live import LiveServer, wait_for
 from tests.support.raw import Raw, assert_error
 
 OLD = "2022-10-01.16.0"
 CORES = 2  # standard_d2s_v3
-
-
-class Clock:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0.0
-        path.write_text("0")
-
-    def advance(self, delta: timedelta) -> None:
-        self.offset += delta.total_seconds()
-        self.path.write_text(repr(self.offset))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 from batchyard.service import jobschedule_runs, jobschedules
 from batchyard.service.context import Ctx
 from batchyard.store.sql import SqlStore
-from tests.support.live import LiveServer, wait_for
+from tests.support.live import FileClock, LiveServer, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +38,8 @@ def _jobs(c: BatchClient, sid: str) -> list[str]:
 
 
 def test_sigkill_neither_loses_nor_repeats_a_run(tmp_path: Path) -> None:
-    clock = tmp_path / "clock"
-    offset = 0.0
-    clock.write_text("0")
-    srv = LiveServer(tmp_path / "data", extra_args=["--fake-clock-file", str(clock)]).start()
+    clock = FileClock(tmp_path / "clock")
+    srv = LiveServer(tmp_path / "data", extra_args=["--fake-clock-file", str(clock.path)]).start()
     try:
         c = _client(srv)
         c.create_job_schedule(
@@ -57,8 +55,7 @@ def test_sigkill_neither_loses_nor_repeats_a_run(tmp_path: Path) -> None:
         for n in range(2, 6):
             _end(c, f"rs:job-{n - 1}")
             # the server is killed at a random moment around the run coming due (before, during or after it)
-            offset += 3600.0
-            clock.write_text(repr(offset))
+            clock.advance(timedelta(hours=1))
             time.sleep(rng.uniform(0.0, 1.5))  # the kill's timing is the point of the test, not a wait
             srv.kill()
             srv.start()

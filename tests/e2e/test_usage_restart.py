@@ -4,6 +4,7 @@ before, and a pool deleted later keeps its time in the account's lifetime totals
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 
 from batchyard.models.decode import parse_duration
 from tests.support.batch import create_pool, wait_idle_nodes
-from tests.support.live import LiveServer, wait_for
+from tests.support.live import FileClock, LiveServer, wait_for
 from tests.support.raw import Raw
 
 pytestmark = pytest.mark.slow
@@ -35,21 +36,19 @@ def _lifetime_hours(raw: Raw) -> float:
 
 
 def test_core_time_continues_across_a_sigkill(tmp_path: Path) -> None:
-    clock = tmp_path / "clock"
-    offset = 0.0
-    clock.write_text("0")
-    srv = LiveServer(tmp_path / "data", extra_args=["--fake-clock-file", str(clock)]).start()
+    clock = FileClock(tmp_path / "clock")
+    srv = LiveServer(tmp_path / "data", extra_args=["--fake-clock-file", str(clock.path)]).start()
     try:
         c = _client(srv)
         create_pool(c, "up", nodes=1)
         wait_idle_nodes(c, "up", 1)
-        offset += 3600
-        clock.write_text(repr(offset))
+        clock.advance(timedelta(hours=1))
         before = _core_hours(c, "up")
         assert CORES * 1.0 <= before <= CORES * 1.0 + 0.05, before
         srv.kill()
-        offset += 3600  # an hour passes while the server is down; the node's agent lives on
-        clock.write_text(repr(offset))
+        clock.advance(
+            timedelta(hours=1)
+        )  # an hour passes while the server is down; the node's agent lives on
         srv.start()
         c = _client(srv)
         after = _core_hours(c, "up")
@@ -58,8 +57,7 @@ def test_core_time_continues_across_a_sigkill(tmp_path: Path) -> None:
         c.begin_delete_pool("up", polling_interval=0.2).result()
         # the node's span is ended by the usage pass; the two hours stay in the account's totals
         wait_for(lambda: _lifetime_hours(raw) >= CORES * 2.0 or None, 30, 0.3, "lifetime core time")
-        offset += 3600
-        clock.write_text(repr(offset))
+        clock.advance(timedelta(hours=1))
         srv.kill()
         srv.start()
         raw = Raw(srv)

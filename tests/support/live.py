@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -116,3 +117,16 @@ def kill_agents(data_dir: Path) -> None:
                 os.killpg(int(entry.name), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+class FileClock:
+    """The test side of `--fake-clock-file`: the server's clock runs this many seconds ahead (decision 0081)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0.0
+        path.write_text("0")
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta.total_seconds()
+        self.path.write_text(repr(self.offset))
