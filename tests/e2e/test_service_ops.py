@@ -401,17 +401,26 @@ def _placed(srv: LiveServer, ids: list[str]) -> bool:
 
 
 def test_one_server_per_postgresql_database(tmp_path: Path) -> None:
+    import uuid
+
+    import psycopg
+
     from tests.conftest import PG_URL, require_pg
 
     require_pg()
-    srv = LiveServer(tmp_path / "a", database_url=PG_URL).start()
+    # a schema of its own, dropped afterwards: never the shared database's public schema
+    name = f"by_lock_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    url = f"{PG_URL}?options=-csearch_path%3D{name}"
+    srv = LiveServer(tmp_path / "a", database_url=url).start()
     try:
-        line = _fails(
-            ["--data-dir", str(tmp_path / "b"), "--port", str(free_port()), "--database-url", PG_URL]
-        )
+        line = _fails(["--data-dir", str(tmp_path / "b"), "--port", str(free_port()), "--database-url", url])
         assert "another batchyard server is using the database" in line
     finally:
         srv.stop()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 def test_node_that_cannot_be_restarted_becomes_unusable(tmp_path: Path) -> None:
