@@ -129,4 +129,6 @@ class FileClock:
 
     def advance(self, delta: timedelta) -> None:
         self.offset += delta.total_seconds()
-        self.path.write_text(repr(self.offset))
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(repr(self.offset))
+        tmp.replace(self.path)  # the server never reads a half-written file

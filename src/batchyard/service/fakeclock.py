@@ -16,8 +16,9 @@ from batchyard.models.clock import monotonic, utcnow
 
 log = logging.getLogger("batchyard.fakeclock")
 
-#: how long a read offset is trusted before the file is looked at again (seconds)
-REFRESH = 0.02
+#: how long a read offset is trusted before the file is looked at again (seconds): 0, so that a test that moves
+#: the clock and then asks the server sees the new time at once (one stat per reading: testing only)
+REFRESH = 0.0
 
 
 class FileOffsetClock:
