@@ -98,11 +98,7 @@ def job_manager(spec: Body, job_retries: int) -> Body:
         raise errors.invalid_property_value("jobManagerTask.requiredSlots", slots)
     out["requiredSlots"] = slots
     out["userIdentity"] = _auto_user(spec.get("userIdentity"))
-    for name in ("runExclusive", "allowLowPriorityNode", "killJobOnCompletion"):
-        v = spec.get(name, True)
-        if not isinstance(v, bool):
-            raise errors.invalid_property_value(f"jobManagerTask.{name}", v)
-        out[name] = v
+    _flags(out, spec, "jobManagerTask", "runExclusive", "allowLowPriorityNode", "killJobOnCompletion")
     return out
 
 
@@ -124,12 +120,17 @@ def preparation(spec: Body) -> Body:
         ),
     }
     out["userIdentity"] = _auto_user(spec.get("userIdentity"))
-    for name in ("waitForSuccess", "rerunOnNodeRebootAfterSuccess"):
+    _flags(out, spec, "jobPreparationTask", "waitForSuccess", "rerunOnNodeRebootAfterSuccess")
+    return out
+
+
+def _flags(out: Body, spec: Body, kind: str, *names: str) -> None:
+    """Boolean properties that default to true, each checked and copied."""
+    for name in names:
         v = spec.get(name, True)
         if not isinstance(v, bool):
-            raise errors.invalid_property_value(f"jobPreparationTask.{name}", v)
+            raise errors.invalid_property_value(f"{kind}.{name}", v)
         out[name] = v
-    return out
 
 
 def release(spec: Body) -> Body:
