@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from typing import Any
 
-from sqlalchemy import and_
+from sqlalchemy import and_, bindparam, select
 
 from batchyard.models.states import NodeState, node_accepts_tasks
 from batchyard.scheduler import gang
@@ -35,12 +36,49 @@ def _affinity(body: dict[str, object]) -> str | None:
     return None
 
 
+def _elsewhere(row: Row, node: Row) -> bool:
+    """The task has affinity for a node other than ``node``."""
+    aff = _affinity(row["body"])
+    return aff is not None and aff != node["id"]
+
+
 log = logging.getLogger("batchyard.scheduler")
 
 # Each node may hold this many times its slots' worth of placed-but-waiting tasks beyond its free slots, so an agent
 # starts its next task the moment one ends instead of waiting for a round trip. Queued tasks stay 'active'
 # (as on Azure, a task without a free slot is not running) and are taken back if their job stops being active.
 PREFETCH = 4
+
+
+def _pool_nodes() -> Any:
+    n = schema.nodes
+    return select(n).where(n.c.pool_key == bindparam("pool"))
+
+
+def _active_jobs() -> Any:
+    j = schema.jobs
+    return (
+        select(j)
+        .where(and_(j.c.pool_key == bindparam("pool"), j.c.state == "active"))
+        .order_by(j.c.priority.desc(), j.c.seq)
+    )
+
+
+def _runnable_tasks() -> Any:
+    t = schema.tasks
+    return (
+        select(t)
+        .where(
+            and_(
+                t.c.job_key == bindparam("job"),
+                t.c.state == "active",
+                t.c.deps_remaining == 0,
+                t.c.node_id.is_(None),
+            )
+        )
+        .order_by(t.c.seq)
+        .limit(bindparam("limit"))
+    )
 
 
 class Scheduler:
@@ -109,15 +147,18 @@ class Scheduler:
                     )
                 tx.update(schema.tasks, {"cleanup_at": None}, job_key=row["job_key"], key=row["key"])
 
-    def place_now(self, tx: Tx, pool_key: str) -> tuple[set[str], bool]:
-        """Place work on one pool inside the caller's transaction (an agent of it just freed slots).
+    def place_now(self, tx: Tx, pool_key: str, node: Row | None = None) -> tuple[set[str], bool]:
+        """Place work inside the caller's transaction: an agent just freed slots, so fill that ``node``
+        (its row as the sync leaves it), or every node of the pool when none is given.
 
-        Returns the nodes given work and whether more placement is pending for the loop."""
+        Only the syncing node is considered, so that a sync costs the same with 2 nodes or 1,000: every
+        node fills itself when it reports, and the loop (woken by adds and node changes) spreads new work
+        over the whole pool. Returns the nodes given work and whether placement is left for the loop."""
         woken: set[str] = set()
         pool = tx.get(schema.pools, key=pool_key)
         if pool is None or pool["state"] != "active":
             return woken, False
-        more = self._place_pool(tx, pool, woken)
+        more = self._place_pool(tx, pool, woken, only=node)
         return woken, more
 
     def cycle(self) -> bool:
@@ -223,12 +264,19 @@ class Scheduler:
 
     # --- placement ---------------------------------------------------------------------------------------
 
-    def _place_pool(self, tx: Tx, pool: Row, woken: set[str]) -> bool:
+    def _place_pool(self, tx: Tx, pool: Row, woken: set[str], only: Row | None = None) -> bool:
+        """Place the pool's runnable tasks on its nodes' free slots (on ``only``, when given); whether the
+        loop should run again (more work fits, or work was left that only a whole-pool pass can place)."""
         pbody = pool["body"]
         per_node = int(pbody.get("taskSlotsPerNode", 1))
         nodes: list[NodeSlots] = []
         low_priority: set[str] = set()
-        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"]):
+        pool_nodes = (
+            [only]
+            if only is not None
+            else tx.select_prepared("pool_nodes", _pool_nodes, {"pool": pool["key"]})
+        )
+        for n in pool_nodes:
             if not node_accepts_tasks(NodeState(n["state"])):
                 continue
             if n["body"].get("schedulingState", "enabled") != "enabled" or "_op" in n["body"]:
@@ -244,15 +292,12 @@ class Scheduler:
         if not nodes:
             return False
         node_rows = {n.node_id: n for n in nodes}
-        jobs = tx.select(
-            schema.jobs,
-            and_(schema.jobs.c.pool_key == pool["key"], schema.jobs.c.state == "active"),
-            order_by=[schema.jobs.c.priority.desc(), schema.jobs.c.seq],
-        )
+        jobs = tx.select_prepared("active_jobs", _active_jobs, {"pool": pool["key"]})
         pack = str(pbody.get("taskSchedulingPolicy", {}).get("nodeFillType", "Spread")).lower() == "pack"
         _, now_text, etag = self.ctx.stamp()
         placed_any = False
         saturated = False
+        leftover = False
         for job in jobs:
             mpt = int(job["body"].get("maxParallelTasks", -1))
             cap = free_capacity(nodes, prefetch=True)
@@ -266,23 +311,22 @@ class Scheduler:
                 limit = min(cap, mpt - (int(c["running"]) if c else 0) - queued)
                 if limit <= 0:
                     continue
-            rows = tx.select(
-                schema.tasks,
-                and_(
-                    schema.tasks.c.job_key == job["key"],
-                    schema.tasks.c.state == "active",
-                    schema.tasks.c.deps_remaining == 0,
-                    schema.tasks.c.node_id.is_(None),
-                ),
-                order_by=[schema.tasks.c.seq],
-                limit=limit,
-            )
+            rows = tx.select_prepared("runnable_tasks", _runnable_tasks, {"job": job["key"], "limit": limit})
+            if only is not None:
+                cut = next((i for i, r in enumerate(rows) if gang.is_multi(r) or _elsewhere(r, only)), None)
+                if cut is not None:
+                    # a gang needs several nodes (and holds back what follows it), a task with affinity for
+                    # another node may wait for that node: from here on it is the whole-pool pass's to place
+                    rows = rows[:cut]
+                    leftover = True
             if any(gang.is_multi(r) for r in rows):  # multi-instance tasks: all instances at once
                 placed_any |= gang.place_gangs(
                     self.ctx, tx, pool, job, [r for r in rows if gang.is_multi(r)], nodes, woken
                 )
                 rows = [r for r in rows if not gang.is_multi(r)]
             if not rows:
+                if leftover:
+                    break
                 continue
             too_big = [r for r in rows if int(r["slots"]) > per_node]
             for r in too_big:
@@ -302,8 +346,10 @@ class Scheduler:
             tx.update_many(schema.tasks, ["job_key", "key"], reserved)
             if len(rows) >= limit and free_capacity(nodes, prefetch=True) > 0:
                 saturated = True
+            if leftover:
+                break
         del node_rows
-        return placed_any and saturated and free_capacity(nodes, prefetch=True) > 0
+        return leftover or (placed_any and saturated and free_capacity(nodes, prefetch=True) > 0)
 
     def _unschedulable(self, tx: Tx, job: Row, row: Row, per_node: int) -> None:
         """A task needing more slots than any node of the pool has can never run: fail it clearly."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from sqlalchemy import and_
+from sqlalchemy import and_, bindparam, select
 
 from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
@@ -218,7 +218,8 @@ def sync(
         more = False
         if (freed or node_dirty) and ctx.place_now is not None:
             # place new work on this pool now, so this very reply carries it
-            woken, more = ctx.place_now(tx, node["pool_key"])
+            here = {**node, "state": new_state, "body": nbody}
+            woken, more = ctx.place_now(tx, node["pool_key"], here)
     for other in woken - {node_id}:
         ctx.hub.wake_node(other)
     transitional = any(j["state"] != "active" for j in jobs.values())  # e.g. disabling with 'wait'
@@ -302,6 +303,13 @@ def plan(ctx: Ctx, node_id: str, running: list[str]) -> Body:
     return {"run": start, "kill": kill, "release": jobprep.releases_for(ctx, node_id, have)}
 
 
+def _event_rows() -> Any:
+    t = schema.tasks
+    return select(t).where(
+        and_(t.c.job_key == bindparam("job"), t.c.key.in_(bindparam("keys", expanding=True)))
+    )
+
+
 def _load_rows(tx: Tx, events: list[Body]) -> dict[str, Row]:
     """The task rows the events refer to, read in one query per job; stale attempts are left out."""
     wanted: dict[str, dict[str, tuple[str, int]]] = {}
@@ -310,9 +318,8 @@ def _load_rows(tx: Tx, events: list[Body]) -> dict[str, Row]:
         job_key, task_key, attempt = split_ref(ref)
         wanted.setdefault(job_key, {})[task_key] = (ref, attempt)
     out: dict[str, Row] = {}
-    t = schema.tasks
     for job_key, keys in wanted.items():
-        for row in tx.select(t, and_(t.c.job_key == job_key, t.c.key.in_(list(keys)))):
+        for row in tx.select_prepared("event_rows", _event_rows, {"job": job_key, "keys": list(keys)}):
             for ev_ref, attempt in [keys[row["key"]]]:
                 if int(row["attempt"]) == attempt:
                     out[ev_ref] = row

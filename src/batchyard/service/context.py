@@ -89,7 +89,7 @@ class Ctx:
     etags: EtagSource = field(default_factory=EtagSource)
     clock: Callable[[], datetime] = utcnow
     # set by the server to the scheduler's cycle: an agent that freed slots gets new work in the same reply
-    place_now: Callable[[Tx, str], tuple[set[str], bool]] | None = None
+    place_now: Callable[[Tx, str, Row | None], tuple[set[str], bool]] | None = None
     # node id -> [tasks run, tasks succeeded] counted since the node row was last written
     node_totals: dict[str, list[int]] = field(default_factory=dict)
     # node id -> [job key, task key] of the tasks completed there since the node row was last written

@@ -174,6 +174,11 @@ class Tx:
             stmt = stmt.limit(limit)
         return [_row(r) for r in self.conn.execute(stmt).mappings()]
 
+    def select_prepared(self, name: str, build: Callable[[], Any], params: Mapping[str, Any]) -> list[Row]:
+        """Run a hot-path SELECT built once (``build`` takes no arguments; values go in as bind parameters)."""
+        stmt = _cached(("prepared", name), build)
+        return [_row(r) for r in self.conn.execute(stmt, params).mappings()]
+
     def count(self, table: Table, where: ColumnElement[bool] | None = None) -> int:
         stmt = select(func.count()).select_from(table)
         if where is not None:
