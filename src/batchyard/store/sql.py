@@ -73,6 +73,32 @@ def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
     return stmt
 
 
+class _Compiled:
+    """A hot statement compiled once per dialect and run on the DB-API cursor.
+
+    SQLAlchemy's per-execution work (cache key, parameter construction, result proxies) cost more than
+    SQLite's own execution of these short statements; the schema has no types that need its bind or result
+    processing (text and integers only), so the driver's values are the values.
+    """
+
+    __slots__ = ("fixed", "order", "text")
+
+    def __init__(self, stmt: Any, dialect: Any) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.text = str(compiled)
+        self.order: tuple[str, ...] | None = tuple(compiled.positiontup) if compiled.positional else None
+        # literals of the statement (``state == "active"``) are bind parameters with their value
+        self.fixed = {k: v for k, v in compiled.params.items() if v is not None}
+
+    def params(self, values: Mapping[str, Any]) -> Any:
+        if self.fixed:
+            values = {**self.fixed, **values}
+        return values if self.order is None else tuple(values[k] for k in self.order)
+
+
+_COMPILED: dict[tuple[Any, ...], _Compiled] = {}
+
+
 def _pk_params(table: Table, pk: Mapping[str, Any]) -> ColumnElement[bool]:
     return and_(*(table.c[k] == bindparam("pk_" + k) for k in pk))
 
@@ -97,11 +123,39 @@ class Tx:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._cursor: Any = None
+
+    def _compiled(self, key: tuple[Any, ...], build: Callable[[], Any]) -> _Compiled:
+        full = (self.conn.dialect.name, *key)
+        c = _COMPILED.get(full)
+        if c is None:
+            c = _COMPILED[full] = _Compiled(_cached(key, build), self.conn.dialect)
+        return c
+
+    def _raw(self, c: _Compiled, values: Mapping[str, Any]) -> Any:
+        """Execute on the transaction's own DB-API connection; the cursor is reused within the transaction."""
+        cur = self._cursor
+        if cur is None:
+            cur = self._cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cur.execute(c.text, c.params(values))
+        return cur
+
+    def _raw_rows(self, c: _Compiled, values: Mapping[str, Any]) -> list[Row]:
+        cur = self._raw(c, values)
+        names = [d[0] for d in cur.description]
+        out = []
+        for t in cur.fetchall():
+            r = dict(zip(names, t, strict=True))
+            body = r.get("body")
+            if isinstance(body, str):
+                r["body"] = _decode(body)
+            out.append(r)
+        return out
 
     def get(self, table: Table, **pk: Any) -> Row | None:
-        stmt = _cached(("get", table.name, tuple(pk)), lambda: select(table).where(_pk_params(table, pk)))
-        r = self.conn.execute(stmt, _pk_values(pk)).mappings().first()
-        return None if r is None else _row(r)
+        c = self._compiled(("get", table.name, tuple(pk)), lambda: select(table).where(_pk_params(table, pk)))
+        rows = self._raw_rows(c, _pk_values(pk))
+        return rows[0] if rows else None
 
     def get_for_update(self, table: Table, **pk: Any) -> Row | None:
         """Read a row that this transaction will write (row lock on PostgreSQL; SQLite locks on BEGIN)."""
@@ -135,20 +189,26 @@ class Tx:
         params = _pk_values(pk)
         p = _prep(values)
         params.update({"v_" + c: p[c] for c in cols})
-        return int(self.conn.execute(_update_stmt(table, tuple(pk), cols), params).rowcount)
+        pks = tuple(pk)
+        c = self._compiled(("update", table.name, pks, cols), lambda: _update_stmt(table, pks, cols))
+        return int(self._raw(c, params).rowcount)
 
     def update_many(self, table: Table, pk_names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
         """Update several rows, each keyed by its own pk values (one executemany)."""
         if not rows:
             return
         cols = tuple(k for k in rows[0] if k not in pk_names)
+        pks = tuple(pk_names)
+        sql = self._compiled(("update", table.name, pks, cols), lambda: _update_stmt(table, pks, cols))
         params = []
         for r in rows:
             p = _prep(r)
             d = {"pk_" + k: p[k] for k in pk_names}
             d.update({"v_" + c: p[c] for c in cols})
-            params.append(d)
-        self.conn.execute(_update_stmt(table, tuple(pk_names), cols), params)
+            params.append(sql.params(d))
+        if self._cursor is None:
+            self._cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._cursor.executemany(sql.text, params)
 
     def delete(self, table: Table, **pk: Any) -> int:
         stmt = _cached(("delete", table.name, tuple(pk)), lambda: delete(table).where(_pk_params(table, pk)))
@@ -175,9 +235,9 @@ class Tx:
         return [_row(r) for r in self.conn.execute(stmt).mappings()]
 
     def select_prepared(self, name: str, build: Callable[[], Any], params: Mapping[str, Any]) -> list[Row]:
-        """Run a hot-path SELECT built once (``build`` takes no arguments; values go in as bind parameters)."""
-        stmt = _cached(("prepared", name), build)
-        return [_row(r) for r in self.conn.execute(stmt, params).mappings()]
+        """Run a hot-path SELECT built once (``build`` takes no arguments; values go in as bind parameters,
+        none of them expanding)."""
+        return self._raw_rows(self._compiled(("prepared", name), build), params)
 
     def count(self, table: Table, where: ColumnElement[bool] | None = None) -> int:
         stmt = select(func.count()).select_from(table)
@@ -219,7 +279,7 @@ class Tx:
         )
         params: dict[str, Any] = {"pk_job_key": job_key}
         params.update({"d_" + k: deltas[k] for k in keys})
-        self.conn.execute(stmt, params)
+        self._raw(self._compiled(("counts", keys), lambda: stmt), params)
 
 
 class SqlStore:
