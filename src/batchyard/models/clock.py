@@ -34,6 +34,12 @@ def format_time(dt: datetime) -> str:
 def parse_time(text: str) -> datetime:
     """Parse an ISO-8601 timestamp (any number of fractional digits, `Z`/offset/none = UTC, or a bare date)
     into a timezone-aware UTC datetime. Raises ValueError."""
+    if len(text) == 28 and text[27] == "Z" and text[10] == "T" and text[19] == ".":
+        # the form `format_time` writes, read on every task's completion: the C parser, 20x faster
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass  # the general parser gives the error
     m = _TIME_RE.match(text.strip())
     if m is None:
         raise ValueError(f"The value '{text}' is not a valid ISO-8601 time.")

@@ -412,6 +412,7 @@ _DURATION_RE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=256)  # a few distinct values (constraints, retention) are parsed per task
 def parse_duration(text: str) -> datetime.timedelta:
     """Parse an ISO-8601 duration as the service does: `PT15M`, `PT01H00M00S` (az), `P1D`, `PT0.5S`,
     `P10675199DT2H48M5.4775807S` (infinite). A year counts 365 days, a month 30 days; fractions are allowed on
