@@ -78,7 +78,8 @@ class AgentConfig:
     dedicated: bool = True
     poll_wait: float = 20.0
     orphan_timeout: float = 600.0
-    coalesce: float = 0.01
+    # the longest a busy node holds its reports back to batch them (it stops waiting once its queue runs low)
+    coalesce: float = 0.05
     # the pool's userAccounts (without secrets), for tasks that name one
     user_accounts: tuple[dict[str, Any], ...] = ()
     # data staging: the account's linked storage (connection string) and the dirs file:// URLs may name
@@ -93,6 +94,7 @@ class Agent:
     cfg: AgentConfig
     running: dict[str, TaskProcess] = field(default_factory=dict)
     queue: list[dict[str, Any]] = field(default_factory=list)  # placed work waiting for a free slot
+    queue_low: asyncio.Event | None = None  # set when the queue runs low while reports are held back
     used_slots: int = 0
     node_slots: int = 1
     task_slots: dict[str, int] = field(default_factory=dict)
@@ -248,6 +250,8 @@ class Agent:
         """
         while self.queue and int(self.queue[0].get("slots", 1)) <= self.node_slots - self.used_slots:
             work = self.queue.pop(0)
+            if self.queue_low is not None and len(self.queue) < self.node_slots:
+                self.queue_low.set()  # a held-back report goes now, to refill the queue in time
             ref = work["ref"]
             slots = int(work.get("slots", 1))
             self.task_slots[ref] = slots
@@ -478,7 +482,11 @@ class Agent:
             # Let events of a burst of short tasks share one request, but only while enough placed work
             # is queued here to keep the slots busy; when the queue runs low, report (and refill) at once.
             if len(self.queue) >= self.node_slots:
-                await asyncio.sleep(self.cfg.coalesce)
+                # up to `coalesce` seconds, until the queue falls below one round of slots
+                self.queue_low = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.queue_low.wait(), self.cfg.coalesce)
+                self.queue_low = None
             else:
                 await asyncio.sleep(0.001)
             self.kick.clear()
