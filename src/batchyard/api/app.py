@@ -609,6 +609,8 @@ def create_app(
     T = J + "/tasks/{task_id}"
     N = P + "/nodes/{node_id}"
     routes = [
+        # first: the router tries routes in order, and agent syncs are most of the requests
+        Route("/batchyard/agent/v1/sync", agent_sync, methods=["POST"]),
         Route("/pools", o(create_pool), methods=["POST"]),
         Route("/pools", o(list_pools), methods=["GET"]),
         Route(P, o(get_pool), methods=["GET", "HEAD"]),
@@ -650,7 +652,6 @@ def create_app(
         Route("/supportedimages", o(supported_images), methods=["GET"]),
         Route("/nodecounts", o(node_counts), methods=["GET"]),
         Route("/lifetimejobstats", o(lifetime_job_stats), methods=["GET"]),
-        Route("/batchyard/agent/v1/sync", agent_sync, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
     ]

@@ -6,8 +6,9 @@ preconditions, id uniqueness) happen on rows read inside that transaction.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from batchyard.store import schema
 
@@ -294,6 +295,9 @@ class SqlStore:
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(self.url, **kwargs)
+        self._local = threading.local()
+        self._held: list[Connection] = []  # every thread's connection, closed by dispose()
+        self._lock = threading.Lock()
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -310,15 +314,44 @@ class SqlStore:
 
     @contextmanager
     def tx(self) -> Iterator[Tx]:
-        with self.engine.begin() as conn:
-            yield Tx(conn)
+        """One transaction, on this thread's own connection (checking a connection out of the pool and back
+        for every transaction cost as much as a small transaction itself)."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated or conn.in_transaction():
+            if conn is not None and conn.in_transaction():  # a transaction inside another: its own connection
+                with self.engine.begin() as other:
+                    yield Tx(other)
+                return
+            conn = self._local.conn = self.engine.connect()
+            with self._lock:
+                self._held.append(conn)
+        try:
+            with conn.begin():
+                yield Tx(conn)
+        except DBAPIError:
+            self._drop(conn)  # the connection may be broken (a database restart): the next one is fresh
+            raise
+
+    def _drop(self, conn: Connection) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._lock:
+            if conn in self._held:
+                self._held.remove(conn)
+        conn.close()
 
     def dispose(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for conn in held:
+            with suppress(Exception):
+                conn.close()
+        self._local = threading.local()
         self.engine.dispose()
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql(BEGIN_SQL)
+    conn.connection.dbapi_connection.execute(BEGIN_SQL)  # type: ignore[union-attr]
 
 
 BEGIN_SQL = "BEGIN IMMEDIATE"
