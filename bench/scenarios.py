@@ -100,6 +100,27 @@ def agents_rss(data_dir: Path) -> int:
     return total
 
 
+def agents_memory(data_dir: Path) -> list[tuple[int, int]]:
+    """(RSS, PSS) in KiB of every agent of this server: VmRSS counts shared pages whole, Pss splits them."""
+    out: list[tuple[int, int]] = []
+    for pid in agent_pids(data_dir):
+        with contextlib.suppress(OSError, ValueError):
+            rss = proc_rss_bytes(pid) // 1024
+            pss = next(
+                int(line.split()[1])
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                if line.startswith("Pss:")
+            )
+            out.append((rss, pss))
+    return out
+
+
+def summary(xs: list[int]) -> dict[str, float]:
+    if not xs:
+        return {"median": float("nan"), "max": float("nan"), "min": float("nan")}
+    return {"median": statistics.median(xs), "max": max(xs), "min": min(xs)}
+
+
 def create_pool(client: Any, pool_id: str, nodes: int, slots: int) -> None:
     client.create_pool(
         m.BatchPoolCreateOptions(
@@ -946,6 +967,7 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         syncs = counter.stop() if counter is not None else None
         rss = srv.rss_bytes()
         a_rss = agents_rss(srv.data_dir)
+        per_agent = agents_memory(srv.data_dir)
     expected = n * dt / AGENT_POLL_WAIT
     if syncs is None:
         res.note(f"sync count not captured ({why_not}); using the protocol's expected count {expected:.0f}")
@@ -969,6 +991,9 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
             "system_busy_cores": round(busy, 2),
             "server_rss_bytes": rss,
             "agents_rss_bytes": a_rss,
+            "agents_measured": len(per_agent),
+            "agent_rss_kib": summary([r for r, _ in per_agent]),
+            "agent_pss_kib": summary([p for _, p in per_agent]),
         }
     )
     res.row(
@@ -983,7 +1008,24 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         res.row(
             f"extrapolated server CPU at {big:,} nodes", "cores", idle_cores + per_node * big, note="linear"
         )
-    res.row(f"time until {n} nodes idle", "s", ready_s)
+    res.row(
+        f"time until {n} nodes idle",
+        "s",
+        ready_s,
+        target="<= 60 s at 1,000 nodes",
+        met=ready_s <= 60.0 if n >= 1_000 else None,
+    )
+    for what, figures in (("RSS", [r for r, _ in per_agent]), ("PSS", [p for _, p in per_agent])):
+        s = summary(figures)
+        res.row(
+            f"agent {what} (median of {len(figures)})",
+            "MiB",
+            s["median"] / 1024,
+            target="<= 15 MiB" if what == "RSS" else "",
+            met=s["median"] <= 15 * 1024 and s["max"] <= 15 * 1024 if what == "RSS" else None,
+            note=f"max {s['max'] / 1024:.1f} MiB; /proc/<pid>/"
+            + ("status VmRSS" if what == "RSS" else "smaps_rollup Pss"),
+        )
     res.row(
         f"server RSS with {n} nodes",
         "MiB",

@@ -26,8 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
 from batchyard.agent.runner import USER_ERROR, FailureInfo, RunResult, RunSpec, TaskProcess
 from batchyard.agent.spawner import Spawner
@@ -203,6 +201,8 @@ class StartTaskRunner:
         """Note the running start task's pid and start time, for the next agent if this one is killed."""
         if proc.pid is None:
             return
+        import psutil  # only on a node with a start task
+
         try:
             created = psutil.Process(proc.pid).create_time()
             tmp = self.pid_file.with_name(PID_FILE + ".tmp")
@@ -233,6 +233,8 @@ def end_leftover(pid_file: Path) -> None:
         pid, created = int(pid_text), float(created_text)
     except (OSError, ValueError):
         return
+    import psutil  # only when an earlier agent left a start task behind
+
     try:
         if abs(psutil.Process(pid).create_time() - created) < 0.01:
             os.killpg(pid, signal.SIGKILL)  # the task runs in its own session: its group is its pid
