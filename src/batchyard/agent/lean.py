@@ -20,14 +20,15 @@ _done = False
 
 
 def full_site() -> None:
-    """Run the ``site`` start-up once if the interpreter skipped it (``-S``); a no-op otherwise."""
+    """Run the ``site`` start-up once if the interpreter skipped it (``-S``), and give TLS back."""
     global _done
-    if _done or not sys.flags.no_site:
+    if _done:
         return
     _done = True
-    import site
+    if sys.flags.no_site:
+        import site
 
-    site.main()
+        site.main()
     allow_tls()
 
 

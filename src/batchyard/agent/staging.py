@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchyard.agent.lean import full_site
 from batchyard.agent.runner import FailureInfo, RunSpec, give_to_task_user, make_dirs
 
 if TYPE_CHECKING:  # imported on first use: a node that stages nothing never loads the storage SDK (0181)
@@ -95,6 +96,11 @@ class NodeStaging:
 
     _cache: DownloadCache | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # pruned when the agent starts; a node that never staged has no cache to prune
+        if (self.root / CACHE_DIR).is_dir():
+            _ = self.cache
+
     @property
     def cache(self) -> DownloadCache:
         """The node's download cache, pruned when first opened by this agent (and every `PRUNE_EVERY`)."""
@@ -110,6 +116,7 @@ class NodeStaging:
 
     def options(self) -> StagingOptions:
         if self._opts is None:
+            full_site()
             from batchyard.storage import Connections, StagingOptions
 
             self._opts = StagingOptions(
@@ -140,10 +147,9 @@ class NodeStaging:
         sweep_partials(spec.task_dir)  # a killed earlier attempt may have left hidden temporaries
         if not files:
             return None
-        from batchyard.agent.lean import full_site
+        full_site()  # before the transfers' imports: they need site-packages' hooks and TLS
         from batchyard.storage import download_resource_files
 
-        full_site()
         res = await download_resource_files(files, spec.working_dir, self.options())
         self._since_prune += 1
         if self._since_prune >= PRUNE_EVERY:
@@ -157,7 +163,7 @@ class NodeStaging:
         raw = work.get("outputFiles")
         if raw is None or raw == []:
             return None
-        from batchyard.agent.lean import full_site
+        full_site()
         from batchyard.storage import (
             UPLOAD_ERROR_LOG,
             UPLOAD_LOG,
@@ -166,7 +172,6 @@ class NodeStaging:
             upload_output_files,
         )
 
-        full_site()
         try:
             outputs = parse_output_files(raw)
         except SpecError as e:
