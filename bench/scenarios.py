@@ -280,11 +280,11 @@ class Bench:
             s.stop()
 
     @contextlib.contextmanager
-    def server(self, name: str) -> Iterator[Server]:
+    def server(self, name: str, extra_args: list[str] | None = None) -> Iterator[Server]:
         """A fresh server; with --profile it runs under bench/sqlcount.py so SQL statements can be counted."""
         d = self.tmp / f"{name}-{int(time.time())}"
         dump = self.tmp / f"{name}-sql.json" if self.profile_dir is not None else None
-        srv = Server(d, sql_dump=dump).start()
+        srv = Server(d, sql_dump=dump, extra_args=list(extra_args or [])).start()
         self.servers.append(srv)
         try:
             yield srv
@@ -944,7 +944,9 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         {"nodes": n, "slots_per_node": 1, "interval_s": interval, "agent_poll_wait_s": AGENT_POLL_WAIT}
     )
     why_not = SyncCounter.available()
-    with b.server("nodes") as srv:
+    # the pool's standard_d2s_v3 nodes have 2 cores each: the default quota (500) stops at 250 nodes
+    quota = ["--dedicated-core-quota", str(max(500, 2 * n))]
+    with b.server("nodes", extra_args=quota) as srv:
         c, raw = srv.sdk(), srv.raw()
         # baseline: the same server with no nodes, over the same interval
         time.sleep(2)
