@@ -115,6 +115,24 @@ def agents_memory(data_dir: Path) -> list[tuple[int, int]]:
     return out
 
 
+def agents_cpu_each(data_dir: Path) -> list[float]:
+    """utime+stime of each agent of this server, in seconds."""
+    from bench.client import CLK_TCK
+
+    out: list[float] = []
+    for pid in agent_pids(data_dir):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out.append((int(f[11]) + int(f[12])) / CLK_TCK)
+    return out
+
+
+def summary_f(xs: list[float]) -> dict[str, float]:
+    if not xs:
+        return {"median": float("nan"), "max": float("nan"), "min": float("nan")}
+    return {"median": statistics.median(xs), "max": max(xs), "min": min(xs)}
+
+
 def summary(xs: list[int]) -> dict[str, float]:
     if not xs:
         return {"median": float("nan"), "max": float("nan"), "min": float("nan")}
@@ -956,6 +974,9 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         create_pool(c, "p", nodes=n, slots=1)
         ready_s = wait_nodes_ready(raw, "p", n, timeout=max(180.0, n * 2.0))
         res.details["nodes_ready_s"] = round(ready_s, 1)
+        # CPU each agent used to start and join (utime+stime): what bounds the time to idle on a busy host
+        start_cpu = agents_cpu_each(srv.data_dir)
+        server_cpu_join = srv.cpu_seconds()
         time.sleep(AGENT_POLL_WAIT + 5 if not b.quick else 5)  # let start-up syncs settle into long polls
         counter = SyncCounter(srv.port).start() if why_not is None else None
         sys_cpu = SystemCpu().start()
@@ -994,6 +1015,8 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
             "server_rss_bytes": rss,
             "agents_rss_bytes": a_rss,
             "agents_measured": len(per_agent),
+            "agent_start_cpu_ms": {k: round(v * 1000, 1) for k, v in summary_f(start_cpu).items()},
+            "server_cpu_s_until_idle": round(server_cpu_join, 2),
             "agent_rss_kib": summary([r for r, _ in per_agent]),
             "agent_pss_kib": summary([p for _, p in per_agent]),
         }
@@ -1016,6 +1039,13 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         ready_s,
         target="<= 60 s at 1,000 nodes",
         met=ready_s <= 60.0 if n >= 1_000 else None,
+    )
+    sc = summary_f(start_cpu)
+    res.row(
+        "agent CPU to start and join (median)",
+        "ms",
+        sc["median"] * 1000,
+        note=f"max {sc['max'] * 1000:.0f} ms; x{n} = {sum(start_cpu):.0f} CPU-s; server {server_cpu_join:.0f} CPU-s until idle",
     )
     for what, figures in (("RSS", [r for r, _ in per_agent]), ("PSS", [p for _, p in per_agent])):
         s = summary(figures)
