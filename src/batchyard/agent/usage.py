@@ -43,7 +43,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 INLINE_ENTRIES = 2_000
 
 
-class _Gone(Exception):
+class Gone(Exception):
     """The process ended while being read."""
 
 
@@ -53,7 +53,7 @@ def _stat(pid: int) -> list[str]:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
-        raise _Gone from None
+        raise Gone from None
     return data[data.rindex(b")") + 2 :].decode().split()
 
 
@@ -63,6 +63,11 @@ def _boot_time() -> float:
             if line.startswith("btime "):
                 return float(line.split()[1])
     return 0.0
+
+
+def create_time(pid: int) -> float:
+    """psutil's ``Process.create_time()``: boot time + start ticks / CLK_TCK (``Gone`` if it ended)."""
+    return _boot_time() + float(_stat(pid)[19]) / CLK_TCK
 
 
 def _children(me: int) -> list[int]:
@@ -76,7 +81,7 @@ def _children(me: int) -> list[int]:
         if name.isdigit():
             try:
                 ppid = int(_stat(int(name))[1])
-            except (_Gone, IndexError, ValueError):
+            except (Gone, IndexError, ValueError):
                 continue
             kids.setdefault(ppid, []).append(int(name))
     out: list[int] = []
@@ -145,9 +150,9 @@ class UsageSampler:
         self._io: dict[_Key, tuple[int, int, int, int]] = {}
         self._net0 = self._net()
         try:  # the first sample covers the agent's life so far
-            created = _boot_time() + float(_stat(os.getpid())[19]) / CLK_TCK
+            created = create_time(os.getpid())
             self._last = time.monotonic() - max(time.time() - created, 0.0)
-        except (_Gone, OSError, IndexError, ValueError):
+        except (Gone, OSError, IndexError, ValueError):
             self._last = time.monotonic()
         self._disk_entries = 0
         self._sent = time.monotonic()
@@ -185,7 +190,7 @@ class UsageSampler:
                 cpu[key] = (int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])) / CLK_TCK
                 with open(f"/proc/{pid}/statm", "rb") as f:
                     rss += int(f.read().split()[1]) * PAGE
-            except (_Gone, OSError, IndexError, ValueError):
+            except (Gone, OSError, IndexError, ValueError):
                 continue
             try:
                 with open(f"/proc/{pid}/io", "rb") as f:
