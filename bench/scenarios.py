@@ -100,6 +100,45 @@ def agents_rss(data_dir: Path) -> int:
     return total
 
 
+def agents_memory(data_dir: Path) -> list[tuple[int, int]]:
+    """(RSS, PSS) in KiB of every agent of this server: VmRSS counts shared pages whole, Pss splits them."""
+    out: list[tuple[int, int]] = []
+    for pid in agent_pids(data_dir):
+        with contextlib.suppress(OSError, ValueError):
+            rss = proc_rss_bytes(pid) // 1024
+            pss = next(
+                int(line.split()[1])
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                if line.startswith("Pss:")
+            )
+            out.append((rss, pss))
+    return out
+
+
+def agents_cpu_each(data_dir: Path) -> list[float]:
+    """utime+stime of each agent of this server, in seconds."""
+    from bench.client import CLK_TCK
+
+    out: list[float] = []
+    for pid in agent_pids(data_dir):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out.append((int(f[11]) + int(f[12])) / CLK_TCK)
+    return out
+
+
+def summary_f(xs: list[float]) -> dict[str, float]:
+    if not xs:
+        return {"median": float("nan"), "max": float("nan"), "min": float("nan")}
+    return {"median": statistics.median(xs), "max": max(xs), "min": min(xs)}
+
+
+def summary(xs: list[int]) -> dict[str, float]:
+    if not xs:
+        return {"median": float("nan"), "max": float("nan"), "min": float("nan")}
+    return {"median": statistics.median(xs), "max": max(xs), "min": min(xs)}
+
+
 def create_pool(client: Any, pool_id: str, nodes: int, slots: int) -> None:
     client.create_pool(
         m.BatchPoolCreateOptions(
@@ -138,7 +177,8 @@ def wait_nodes_ready(raw: RawClient, pool_id: str, n: int, timeout: float) -> fl
             states[nd["state"]] = states.get(nd["state"], 0) + 1
         if len(nodes) == n and states.get("idle", 0) + states.get("running", 0) == n:
             return time.monotonic() - t0
-        time.sleep(0.5 if n > 20 else 0.1)
+        # listing 1,000 nodes costs the server ~0.1 s: a faster poll would measure the poll, not the nodes
+        time.sleep(0.1 if n <= 20 else 0.5 if n <= 200 else 2.0)
     raise TimeoutError(f"{pool_id}: nodes not ready after {timeout:.0f}s: {states}")
 
 
@@ -259,11 +299,11 @@ class Bench:
             s.stop()
 
     @contextlib.contextmanager
-    def server(self, name: str) -> Iterator[Server]:
+    def server(self, name: str, extra_args: list[str] | None = None) -> Iterator[Server]:
         """A fresh server; with --profile it runs under bench/sqlcount.py so SQL statements can be counted."""
         d = self.tmp / f"{name}-{int(time.time())}"
         dump = self.tmp / f"{name}-sql.json" if self.profile_dir is not None else None
-        srv = Server(d, sql_dump=dump).start()
+        srv = Server(d, sql_dump=dump, extra_args=list(extra_args or [])).start()
         self.servers.append(srv)
         try:
             yield srv
@@ -923,7 +963,9 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         {"nodes": n, "slots_per_node": 1, "interval_s": interval, "agent_poll_wait_s": AGENT_POLL_WAIT}
     )
     why_not = SyncCounter.available()
-    with b.server("nodes") as srv:
+    # the pool's standard_d2s_v3 nodes have 2 cores each: the default quota (500) stops at 250 nodes
+    quota = ["--dedicated-core-quota", str(max(500, 2 * n))]
+    with b.server("nodes", extra_args=quota) as srv:
         c, raw = srv.sdk(), srv.raw()
         # baseline: the same server with no nodes, over the same interval
         time.sleep(2)
@@ -933,6 +975,9 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         create_pool(c, "p", nodes=n, slots=1)
         ready_s = wait_nodes_ready(raw, "p", n, timeout=max(180.0, n * 2.0))
         res.details["nodes_ready_s"] = round(ready_s, 1)
+        # CPU each agent used to start and join (utime+stime): what bounds the time to idle on a busy host
+        start_cpu = agents_cpu_each(srv.data_dir)
+        server_cpu_join = srv.cpu_seconds()
         time.sleep(AGENT_POLL_WAIT + 5 if not b.quick else 5)  # let start-up syncs settle into long polls
         counter = SyncCounter(srv.port).start() if why_not is None else None
         sys_cpu = SystemCpu().start()
@@ -946,6 +991,7 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         syncs = counter.stop() if counter is not None else None
         rss = srv.rss_bytes()
         a_rss = agents_rss(srv.data_dir)
+        per_agent = agents_memory(srv.data_dir)
     expected = n * dt / AGENT_POLL_WAIT
     if syncs is None:
         res.note(f"sync count not captured ({why_not}); using the protocol's expected count {expected:.0f}")
@@ -969,6 +1015,11 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
             "system_busy_cores": round(busy, 2),
             "server_rss_bytes": rss,
             "agents_rss_bytes": a_rss,
+            "agents_measured": len(per_agent),
+            "agent_start_cpu_ms": {k: round(v * 1000, 1) for k, v in summary_f(start_cpu).items()},
+            "server_cpu_s_until_idle": round(server_cpu_join, 2),
+            "agent_rss_kib": summary([r for r, _ in per_agent]),
+            "agent_pss_kib": summary([p for _, p in per_agent]),
         }
     )
     res.row(
@@ -983,7 +1034,31 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         res.row(
             f"extrapolated server CPU at {big:,} nodes", "cores", idle_cores + per_node * big, note="linear"
         )
-    res.row(f"time until {n} nodes idle", "s", ready_s)
+    res.row(
+        f"time until {n} nodes idle",
+        "s",
+        ready_s,
+        target="<= 60 s at 1,000 nodes",
+        met=ready_s <= 60.0 if n >= 1_000 else None,
+    )
+    sc = summary_f(start_cpu)
+    res.row(
+        "agent CPU to start and join (median)",
+        "ms",
+        sc["median"] * 1000,
+        note=f"max {sc['max'] * 1000:.0f} ms; x{n} = {sum(start_cpu):.0f} CPU-s; server {server_cpu_join:.0f} CPU-s until idle",
+    )
+    for what, figures in (("RSS", [r for r, _ in per_agent]), ("PSS", [p for _, p in per_agent])):
+        s = summary(figures)
+        res.row(
+            f"agent {what} (median of {len(figures)})",
+            "MiB",
+            s["median"] / 1024,
+            target="<= 15 MiB" if what == "RSS" else "",
+            met=s["median"] <= 15 * 1024 and s["max"] <= 15 * 1024 if what == "RSS" else None,
+            note=f"max {s['max'] / 1024:.1f} MiB; /proc/<pid>/"
+            + ("status VmRSS" if what == "RSS" else "smaps_rollup Pss"),
+        )
     res.row(
         f"server RSS with {n} nodes",
         "MiB",

@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import re
-import secrets
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,10 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from batchyard.agent.runner import USER_ERROR, FailureInfo
-from batchyard.storage.packages import BadPackage, unpack
+from batchyard.agent.wire import Client, WireError
 
 log = logging.getLogger("batchyard.agent.apppkg")
 
@@ -123,7 +118,7 @@ def task_failure(err: PackageError) -> FailureInfo:
 class Packages:
     """One node's deployed packages. ``gid``: the node's group (decision 0010), given the unpacked files."""
 
-    client: httpx.AsyncClient
+    client: Client
     node_id: str
     token: str
     apps_dir: Path
@@ -150,7 +145,7 @@ class Packages:
                 log.warning("pool packages: the server answered %s", resp.status_code)
                 if resp.status_code in (401, 403, 404):
                     return []  # the node is gone: the first sync finds out and stops the agent
-            except httpx.HTTPError as exc:
+            except WireError as exc:
                 log.info("pool packages: server unreachable: %s", exc)
             if give_up():
                 return []
@@ -190,7 +185,7 @@ class Packages:
             resp = await self.client.get(
                 f"{PACKAGES_PATH}/{quote(app, safe='')}", params=params, headers=self.headers
             )
-        except httpx.HTTPError as exc:
+        except WireError as exc:
             raise PackageError(_label(ref), f"{DOWNLOAD_FAILED}: {exc}") from None
         if resp.status_code == 404:
             raise PackageError(_label(ref), NOT_FOUND)
@@ -214,7 +209,7 @@ class Packages:
         async with lock:
             if target.is_dir() and _read(marker) == pkg["sha256"]:
                 return Deployed(app, version, bool(pkg.get("defaulted")), target)
-            token = secrets.token_hex(4)
+            token = os.urandom(4).hex()
             zip_path = self.apps_dir / f".{name}.{token}.partial"
             unpacking = self.apps_dir / f".{name}.{token}.unpacking"
             try:
@@ -225,30 +220,33 @@ class Packages:
             finally:
                 with contextlib.suppress(OSError):
                     zip_path.unlink()  # the zip is removed once unpacked, as agent 1.9.9 does
-                shutil.rmtree(unpacking, ignore_errors=True)
+                _rmtree(unpacking)
         return Deployed(app, version, bool(pkg.get("defaulted")), target)
 
     async def _download(self, app: str, version: str, sha: str, dest: Path, label: str) -> None:
         url = f"{PACKAGES_PATH}/{quote(app, safe='')}/{quote(version, safe='')}/content"
+        import hashlib  # OpenSSL: only on a node that installs packages (decision 0182)
+
         digest = hashlib.sha256()
         try:
-            async with self.client.stream(
-                "GET", url, headers=self.headers, timeout=httpx.Timeout(60.0, read=300.0)
-            ) as resp:
+            resp = await self.client.stream(url, headers=self.headers, timeout=60.0, read_timeout=300.0)
+            try:
                 if resp.status_code == 404:
                     raise PackageError(label, NOT_FOUND)
                 if resp.status_code != 200:
                     raise PackageError(label, f"{DOWNLOAD_FAILED} (HTTP {resp.status_code})")
                 fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                 try:
-                    async for chunk in resp.aiter_bytes():
+                    async for chunk in resp.chunks():
                         digest.update(chunk)
                         view = memoryview(chunk)
                         while view:
                             view = view[os.write(fd, view) :]
                 finally:
                     os.close(fd)
-        except httpx.HTTPError as exc:
+            finally:
+                await resp.aclose()
+        except WireError as exc:
             raise PackageError(label, f"{DOWNLOAD_FAILED}: {exc}") from None
         except OSError as exc:
             raise PackageError(label, f"{DOWNLOAD_FAILED}: {exc.strerror}") from None
@@ -261,6 +259,8 @@ class Packages:
         def own(fd: int, is_dir: bool) -> None:
             if gid is not None:
                 os.fchown(fd, 0, gid)
+
+        from batchyard.storage.packages import BadPackage, unpack  # zipfile: only on a node with packages
 
         try:  # the hash matched what the server checked; unpacking checks names, types and CRCs again
             os.mkdir(dest, 0o750)
@@ -287,7 +287,13 @@ def _read(path: Path) -> str | None:
 def _replace_dir(new: Path, target: Path) -> None:
     """Move a complete unpacked folder into place (an outdated one with the same name is removed)."""
     if target.exists():
-        old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
+        old = target.with_name(f".{target.name}.{os.urandom(4).hex()}.old")
         os.rename(target, old)
-        shutil.rmtree(old, ignore_errors=True)
+        _rmtree(old)
     os.rename(new, target)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil  # loads bz2/lzma: only on a node that installs packages
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -127,7 +127,7 @@ class JobTaskRunner:
 
     async def _run(self, work: dict[str, Any]) -> tuple[RunResult, bool]:
         """One attempt: (its result, whether it failed staging its resource files)."""
-        from batchyard.agent.main import user_not_found
+        from batchyard.agent.node import user_not_found
 
         spec, user = self.agent._prepare(work)
         if user is None:

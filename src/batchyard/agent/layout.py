@@ -53,6 +53,9 @@ INHERITED_VARIABLES: tuple[str, ...] = ("LANG", "LC_ALL", "TZ", "TMPDIR", "USER"
 #: The fallback PATH when the agent has none, as on a stock Linux node.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+#: Where the agent records the sessions of its multi-instance tasks (agent.multiinstance kills a killed agent's).
+MPI_SESSIONS_FILE = ".agent-mpi-sessions"
+
 #: The job directory name under ``workitems/<job>`` for jobs not created by a job schedule.
 JOB_DIR_NAME = "job-1"
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +74,8 @@ def _run(cmd: list[str], rel: str, kind: str, env: dict[str, str] | None = None)
 
 
 def _need(tool: str, rel: str, kind: str, package: str) -> str:
+    import shutil  # loaded only on a node with a mountConfiguration
+
     found = shutil.which(tool) or shutil.which(tool, path="/sbin:/usr/sbin:/usr/local/sbin")
     if found is None:
         raise MountFailure(rel, kind, f"{tool} is not installed on this host (Debian package {package})")
@@ -88,6 +88,8 @@ def _privileged(rel: str, kind: str) -> None:
 
 
 def _secret_file(private: Path, text: str) -> Path:
+    import tempfile  # loaded only on a node with a mountConfiguration
+
     fd, name = tempfile.mkstemp(dir=private, prefix="cred-")
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -131,6 +133,8 @@ def _cifs(
 
 
 def _blobfuse(conf: dict[str, Any], target: Path, private: Path, rel: str, kind: str) -> None:
+    import shutil  # loaded only on a node with a mountConfiguration
+
     _privileged(rel, kind)
     tool = shutil.which("blobfuse2") or shutil.which("blobfuse")
     if tool is None:

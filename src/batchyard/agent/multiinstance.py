@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from batchyard.agent.layout import MPI_SESSIONS_FILE
 from batchyard.agent.runner import (
     TASK_ENDED_BY_USER,
     USER_ERROR,
@@ -46,7 +47,7 @@ log = logging.getLogger("batchyard.agent.mpi")
 
 LAUNCHER = "batchyard-rsh"
 BIN_DIR = ".batchyard-bin"
-SESSIONS_FILE = ".agent-mpi-sessions"
+SESSIONS_FILE = MPI_SESSIONS_FILE
 KILL_GRACE = 1.0
 
 LAUNCHER_SOURCE = r"""#!/bin/bash

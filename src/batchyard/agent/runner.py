@@ -47,7 +47,6 @@ import asyncio
 import errno
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -235,6 +234,8 @@ def _launch_failure(exc: BaseException, program: str, path: str | None = None) -
         return COMMAND_PROGRAM_NOT_FOUND
     # A PATH search remembers EACCES from a directory the task user may not search (e.g. the agent's own
     # tool directories) and reports it even when the program exists nowhere on PATH: that is "not found".
+    import shutil  # on a failed start only: shutil loads the bz2/lzma modules
+
     if isinstance(exc, PermissionError) and "/" not in program and shutil.which(program, path=path) is None:
         return COMMAND_PROGRAM_NOT_FOUND
     return COMMAND_LAUNCH_FAILED

@@ -12,30 +12,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from batchyard.agent.lean import full_site
 from batchyard.agent.runner import FailureInfo, RunSpec, give_to_task_user, make_dirs
-from batchyard.storage import (
-    UPLOAD_ERROR_LOG,
-    UPLOAD_LOG,
-    Connections,
-    DownloadCache,
-    SpecError,
-    StagingFailure,
-    StagingOptions,
-    download_resource_files,
-    parse_output_files,
-    parse_resource_files,
-    sweep_partials,
-    upload_output_files,
-)
+
+if TYPE_CHECKING:  # imported on first use: a node that stages nothing never loads the storage SDK (0181)
+    from batchyard.storage import DownloadCache, ResourceFile, SpecError, StagingFailure, StagingOptions
 
 CACHE_DIR = ".batchyard-cache"
 #: The node cache is pruned (least recently used first) to this size at start and every `PRUNE_EVERY` downloads.
 CACHE_MAX_BYTES = 8 << 30
 PRUNE_EVERY = 256
-#: Environment variable carrying the server's ``--auto-storage`` connection string to its agents only.
-AUTO_STORAGE_ENV = "BATCHYARD_AUTO_STORAGE"
 
 
 def failure_info(f: StagingFailure) -> FailureInfo:
@@ -106,15 +94,31 @@ class NodeStaging:
     _opts: StagingOptions | None = field(default=None, repr=False)
     _since_prune: int = field(default=0, repr=False)
 
+    _cache: DownloadCache | None = field(default=None, repr=False)
+
     def __post_init__(self) -> None:
-        cache_dir = self.root / CACHE_DIR
-        cache_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(cache_dir, 0o700)
-        self.cache = DownloadCache(cache_dir)
-        self.cache.prune(self.cache_max_bytes)
+        # pruned when the agent starts; a node that never staged has no cache to prune
+        if (self.root / CACHE_DIR).is_dir():
+            _ = self.cache
+
+    @property
+    def cache(self) -> DownloadCache:
+        """The node's download cache, pruned when first opened by this agent (and every `PRUNE_EVERY`)."""
+        if self._cache is None:
+            from batchyard.storage import DownloadCache
+
+            cache_dir = self.root / CACHE_DIR
+            cache_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(cache_dir, 0o700)
+            self._cache = DownloadCache(cache_dir)
+            self._cache.prune(self.cache_max_bytes)
+        return self._cache
 
     def options(self) -> StagingOptions:
         if self._opts is None:
+            full_site()
+            from batchyard.storage import Connections, StagingOptions
+
             self._opts = StagingOptions(
                 auto_storage_connection_string=self.auto_storage,
                 cache=self.cache,
@@ -125,16 +129,27 @@ class NodeStaging:
 
     async def download(self, spec: RunSpec, work: dict[str, Any]) -> FailureInfo | None:
         """Place the attempt's resource files in its working directory; the failure, if any."""
-        try:
-            files = parse_resource_files(work.get("resourceFiles"))
-        except SpecError as e:
-            return spec_failure(e)
+        raw = work.get("resourceFiles")
+        if raw is None or raw == []:  # the common case: no need to load the storage package's transfers
+            files: list[ResourceFile] = []
+        else:
+            from batchyard.storage import SpecError, parse_resource_files
+
+            try:
+                files = parse_resource_files(raw)
+            except SpecError as e:
+                return spec_failure(e)
         bad = make_dirs(spec)
         if bad is not None:
             return bad
+        from batchyard.storage.atomic import sweep_partials
+
         sweep_partials(spec.task_dir)  # a killed earlier attempt may have left hidden temporaries
         if not files:
             return None
+        full_site()  # before the transfers' imports: they need site-packages' hooks and TLS
+        from batchyard.storage import download_resource_files
+
         res = await download_resource_files(files, spec.working_dir, self.options())
         self._since_prune += 1
         if self._since_prune >= PRUNE_EVERY:
@@ -145,8 +160,20 @@ class NodeStaging:
 
     async def upload(self, spec: RunSpec, work: dict[str, Any], exit_code: int | None) -> FailureInfo | None:
         """Upload the output files whose condition holds; the failure, if any."""
+        raw = work.get("outputFiles")
+        if raw is None or raw == []:
+            return None
+        full_site()
+        from batchyard.storage import (
+            UPLOAD_ERROR_LOG,
+            UPLOAD_LOG,
+            SpecError,
+            parse_output_files,
+            upload_output_files,
+        )
+
         try:
-            outputs = parse_output_files(work.get("outputFiles"))
+            outputs = parse_output_files(raw)
         except SpecError as e:
             return spec_failure(e)
         if not outputs:

@@ -26,12 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from batchyard.agent.layout import NodeLayout, TaskEnvInputs
 from batchyard.agent.runner import USER_ERROR, FailureInfo, RunResult, RunSpec, TaskProcess
 from batchyard.agent.spawner import Spawner
 from batchyard.agent.staging import NodeStaging
+from batchyard.agent.usage import Gone, create_time
 from batchyard.models import identity
 
 log = logging.getLogger("batchyard.agent")
@@ -203,13 +202,13 @@ class StartTaskRunner:
         """Note the running start task's pid and start time, for the next agent if this one is killed."""
         if proc.pid is None:
             return
-        try:
-            created = psutil.Process(proc.pid).create_time()
+        try:  # at once: an agent killed now must leave the record behind (no slow import before it)
+            created = create_time(proc.pid)
             tmp = self.pid_file.with_name(PID_FILE + ".tmp")
             tmp.write_text(f"{proc.pid} {created!r}\n")
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.pid_file)
-        except (OSError, psutil.Error):
+        except (OSError, Gone, IndexError, ValueError):
             pass
 
     async def stop(self) -> None:
@@ -234,10 +233,10 @@ def end_leftover(pid_file: Path) -> None:
     except (OSError, ValueError):
         return
     try:
-        if abs(psutil.Process(pid).create_time() - created) < 0.01:
+        if abs(create_time(pid) - created) < 0.01:
             os.killpg(pid, signal.SIGKILL)  # the task runs in its own session: its group is its pid
             log.info("ended the start task (pid %d) a previous agent of this node left running", pid)
-    except (psutil.Error, ProcessLookupError, PermissionError):
+    except (Gone, IndexError, ValueError, ProcessLookupError, PermissionError):
         pass
     with contextlib.suppress(OSError):
         pid_file.unlink()

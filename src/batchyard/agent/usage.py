@@ -1,12 +1,18 @@
 """What this node really uses, sampled off the task path (decision 0141).
 
-A background loop samples the agent's process tree (the agent, its launcher helpers and every task) with
-psutil in a worker thread every `interval` seconds and keeps cumulative figures; a sync only attaches the
+A background loop samples the agent's process tree (the agent, its launcher helpers and every task) from
+/proc every `interval` seconds and keeps cumulative figures; a sync only attaches the
 newest snapshot (`take`), so dispatch never waits for a sample. CPU time counts each process's own time plus
 what its reaped children used, taken as deltas between samples, so a task that ends between two samples is
 still counted (through its parent). Disk space is the node directory's size, measured every few samples and
 bounded. Network figures are those of the agent's network namespace since the agent started (a local node
 shares the host's namespace).
+
+The figures are psutil's, read straight from /proc (decision 0183): psutil cost each node ~1.5 MiB and a
+worker thread, and its tree walk reads every process of the host even when the agent has no child — at 1,000
+nodes on one host that walk alone would use most of a core. The host's process table is only read when the
+agent has children (``waitid`` says so without reaping); the node directory's size is measured in a worker
+thread once it is large.
 """
 
 from __future__ import annotations
@@ -14,13 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 log = logging.getLogger("batchyard.agent.usage")
 
@@ -33,7 +36,61 @@ DISK_EVERY = 6
 SEND_EVERY = 3
 DISK_MAX_ENTRIES = 200_000
 
-_Key = tuple[int, float]  # pid, create time: a pid reused by another process is another process
+_Key = tuple[int, float]  # pid, start time: a pid reused by another process is another process
+CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
+PAGE = os.sysconf("SC_PAGE_SIZE")
+#: A node directory with more entries than this is measured in a worker thread, off the agent's loop.
+INLINE_ENTRIES = 2_000
+
+
+class Gone(Exception):
+    """The process ended while being read."""
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [state, ppid, ...] (field 3 onwards)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        raise Gone from None
+    return data[data.rindex(b")") + 2 :].decode().split()
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def create_time(pid: int) -> float:
+    """psutil's ``Process.create_time()``: boot time + start ticks / CLK_TCK (``Gone`` if it ended)."""
+    return _boot_time() + float(_stat(pid)[19]) / CLK_TCK
+
+
+def _children(me: int) -> list[int]:
+    """Every descendant of ``me``: the host's process table is only read when ``me`` has a child at all."""
+    try:  # succeeds while any child exists (running, or ended and not yet reaped); reaps nothing
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return []
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                ppid = int(_stat(int(name))[1])
+            except (Gone, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(name))
+    out: list[int] = []
+    stack = [me]
+    while stack:
+        for child in kids.get(stack.pop(), ()):
+            out.append(child)
+            stack.append(child)
+    return out
 
 
 def _interval() -> float:
@@ -45,6 +102,11 @@ def _interval() -> float:
 
 def dir_size(root: Path, max_entries: int = DISK_MAX_ENTRIES) -> int:
     """Bytes allocated under `root` (st_blocks), visiting at most `max_entries` entries; never follows links."""
+    return _dir_size(root, max_entries)[0]
+
+
+def _dir_size(root: Path, max_entries: int = DISK_MAX_ENTRIES) -> tuple[int, int]:
+    """`dir_size` and the number of entries visited."""
     total, seen, stack = 0, 0, [str(root)]
     while stack and seen < max_entries:
         try:
@@ -60,15 +122,15 @@ def dir_size(root: Path, max_entries: int = DISK_MAX_ENTRIES) -> int:
                         stack.append(e.path)
         except OSError:
             continue
-    return total
+    return total, seen
 
 
 class UsageSampler:
     def __init__(self, root: Path, interval: float | None = None) -> None:
         self.root = root
         self.interval = _interval() if interval is None else interval
-        self.boot = secrets.token_hex(6)  # this process: the server folds an earlier one's figures
-        self.cores = psutil.cpu_count() or 1
+        self.boot = os.urandom(6).hex()  # this process: the server folds an earlier one's figures
+        self.cores = os.cpu_count() or 1
         self.totals: dict[str, float] = {
             "seconds": 0.0,
             "cpuSeconds": 0.0,
@@ -88,9 +150,11 @@ class UsageSampler:
         self._io: dict[_Key, tuple[int, int, int, int]] = {}
         self._net0 = self._net()
         try:  # the first sample covers the agent's life so far
-            self._last = time.monotonic() - max(time.time() - psutil.Process(os.getpid()).create_time(), 0.0)
-        except psutil.Error:
+            created = create_time(os.getpid())
+            self._last = time.monotonic() - max(time.time() - created, 0.0)
+        except (Gone, OSError, IndexError, ValueError):
             self._last = time.monotonic()
+        self._disk_entries = 0
         self._sent = time.monotonic()
         self._disk = 0.0
         self._samples = 0
@@ -98,41 +162,42 @@ class UsageSampler:
 
     @staticmethod
     def _net() -> tuple[int, int]:
+        """Bytes received and sent by every interface of this network namespace (psutil.net_io_counters)."""
         try:
-            n = psutil.net_io_counters()
-            return int(n.bytes_recv), int(n.bytes_sent)
-        except (OSError, AttributeError):
+            rx = tx = 0
+            with open("/proc/net/dev") as f:
+                for line in f.readlines()[2:]:
+                    cols = line.split(":", 1)[1].split()
+                    rx, tx = rx + int(cols[0]), tx + int(cols[8])
+            return rx, tx
+        except (OSError, IndexError, ValueError):
             return 0, 0
 
-    def _tree(self) -> list[psutil.Process]:
-        me = psutil.Process(os.getpid())
-        try:
-            return [me, *me.children(recursive=True)]
-        except psutil.Error:
-            return [me]
-
-    def sample(self) -> None:
-        """One sample (blocking: run it in a worker thread)."""
+    def sample(self, disk: tuple[int, int] | None = None) -> None:
+        """One sample: cheap unless the node has many processes (``disk``: the node directory's size, when
+        measured elsewhere)."""
         now = time.monotonic()
         dt = max(now - self._last, 0.0)
         self._last = now
         cpu: dict[_Key, float] = {}
         io: dict[_Key, tuple[int, int, int, int]] = {}
         rss = 0
-        for p in self._tree():
+        me = os.getpid()
+        for pid in (me, *_children(me)):
             try:
-                with p.oneshot():
-                    key = (p.pid, p.create_time())
-                    t = p.cpu_times()
-                    cpu[key] = t.user + t.system + t.children_user + t.children_system
-                    rss += p.memory_info().rss
-                    try:
-                        c = p.io_counters()
-                        io[key] = (c.read_count, c.write_count, c.read_bytes, c.write_bytes)
-                    except (psutil.AccessDenied, AttributeError):
-                        pass
-            except psutil.Error:
+                st = _stat(pid)
+                key = (pid, float(st[19]))
+                cpu[key] = (int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])) / CLK_TCK
+                with open(f"/proc/{pid}/statm", "rb") as f:
+                    rss += int(f.read().split()[1]) * PAGE
+            except (Gone, OSError, IndexError, ValueError):
                 continue
+            try:
+                with open(f"/proc/{pid}/io", "rb") as f:
+                    c = {k: v for k, _, v in (line.partition(b": ") for line in f.read().splitlines())}
+                io[key] = (int(c[b"syscr"]), int(c[b"syscw"]), int(c[b"read_bytes"]), int(c[b"write_bytes"]))
+            except (OSError, KeyError, ValueError):  # another user's process: no I/O figures (as psutil)
+                pass
         # the tree's total against the last sample's: a new process adds all its time so far; one that ended
         # leaves, and its whole time reappears in its parent's children time once reaped, so the difference is
         # its last interval (never below zero, e.g. when an orphan was reaped outside the tree)
@@ -144,8 +209,10 @@ class UsageSampler:
             for i in range(4):
                 d[i] += max(v[i] - old[i], 0)
         self._io = io
-        if self._samples % DISK_EVERY == 0:
-            self._disk = dir_size(self.root) / GIB
+        if disk is None and self._samples % DISK_EVERY == 0:
+            disk = _dir_size(self.root)
+        if disk is not None:
+            self._disk, self._disk_entries = disk[0] / GIB, disk[1]
         self._samples += 1
         mem = rss / GIB
         t = self.totals
@@ -185,7 +252,10 @@ class UsageSampler:
         """Sample forever; `send` (a sync without waiting) carries figures no other sync took for a while."""
         while True:
             try:
-                await asyncio.to_thread(self.sample)
+                disk = None
+                if self._samples % DISK_EVERY == 0 and self._disk_entries > INLINE_ENTRIES:
+                    disk = await asyncio.to_thread(_dir_size, self.root)  # a big directory: off the loop
+                self.sample(disk)
                 if self.overdue():
                     await send()
             except Exception:  # sampling must never stop the agent

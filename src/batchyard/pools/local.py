@@ -34,10 +34,33 @@ AGENT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
 AGENT_TUNING_ENV = ("BATCHYARD_STATS_INTERVAL",)
 
 
+def agent_path() -> str:
+    """``PYTHONPATH`` for an agent started with ``python -S`` (decision 0182): the directories holding batchyard
+    and the one package an idle agent imports (h11), then the server's own ``PYTHONPATH``. The agent runs the
+    ``site`` start-up itself before anything that needs other packages (agent.lean)."""
+    import h11
+
+    import batchyard
+
+    dirs: list[str] = []
+    for mod in (batchyard, h11):
+        d = str(Path(mod.__file__ or ".").resolve().parent.parent)
+        if d not in dirs:
+            dirs.append(d)
+    dirs += [d for d in os.environ.get("PYTHONPATH", "").split(os.pathsep) if d and d not in dirs]
+    return os.pathsep.join(dirs)
+
+
+def agent_command() -> list[str]:
+    """How an agent starts: this interpreter, without ``site`` (its ``.pth`` hooks are not the agent's)."""
+    return [sys.executable, "-S", "-m", "batchyard.agent.main"]
+
+
 def agent_env(
     token: str, accounts: Iterable[dict[str, Any]] = (), auto_storage: str | None = None
 ) -> dict[str, str]:
     env = {k: os.environ[k] for k in (*AGENT_ENV, *AGENT_TUNING_ENV) if k in os.environ}
+    env["PYTHONPATH"] = agent_path()
     env["BATCHYARD_NODE_TOKEN"] = token
     if auto_storage:
         env["BATCHYARD_AUTO_STORAGE"] = auto_storage
@@ -179,9 +202,7 @@ class LocalProvider:
         try:
             proc = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "batchyard.agent.main",
+                    *agent_command(),
                     "--server",
                     self.server_url,
                     "--node-id",
