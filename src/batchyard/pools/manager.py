@@ -24,7 +24,7 @@ from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
 from batchyard.pools.hostusers import HostAccounts, remove_node_users
 from batchyard.pools.nodeops import NodeOps
-from batchyard.pools.provider import NodeProvider, NodeSpec
+from batchyard.pools.provider import Handle, NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
 from batchyard.service.common import set_state
@@ -103,6 +103,12 @@ class PoolManager:
         self.quotas = quotas or Quotas()
         self.spawn_batch = spawn_batch
         self.ops = NodeOps(ctx, provider, lambda tx, n: self._remove_node(tx, n, "requeue"), self._spawn_of)
+        # leases (decision 0185): node id -> handle of an agent the provider cannot watch (asked `alive` on
+        # each pass); of an agent found gone, until acted on; and when a node was last looked at for nothing
+        # to do (its last_seen then, the time), so that a silent node is read once per lease, not every pass
+        self.polled: dict[str, Handle] = {}
+        self.dead: dict[str, Handle] = {}
+        self._looked: dict[str, tuple[float | None, float]] = {}
 
     async def run(self) -> None:
         hub = self.ctx.hub
@@ -137,6 +143,7 @@ class PoolManager:
                 if n["id"] in self.ctx.node_ops or n["state"] == "deallocated":
                     continue  # an operation in progress resumes at its stored step; a deallocated node has no agent
                 if self.provider.alive(n["pid"], n["id"]) and n["server_url"] == self.provider.server_url:
+                    self._watch(n["pid"], n["id"])
                     continue
                 self.provider.kill(n["pid"], n["id"])
                 self._respawn(tx, n)
@@ -157,6 +164,7 @@ class PoolManager:
             return
         set_state(body, "starting", now_text)
         self.ctx.last_seen[n["id"]] = monotonic()
+        self._watch(pid, n["id"])
         tx.update(
             schema.nodes,
             {
@@ -234,7 +242,7 @@ class PoolManager:
 
         asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
-        self.ctx.last_seen.pop(node_id, None)
+        self._forget(node_id)
         self.ctx.hub.wake_node(node_id)
         self.ctx.hub.forget_node(node_id)
 
@@ -437,6 +445,7 @@ class PoolManager:
                     set_state(body, "starting", now_text)
                     values.update(state="starting", body=body, state_transition_time=now_text)
                 self.ctx.last_seen[sp.node_id] = monotonic()
+                self._watch(result, sp.node_id)
                 tx.update(schema.nodes, values, id=sp.node_id)
             for pool_key, err in failed.items():
                 self._allocation_failed(tx, pool_key, err)
@@ -506,25 +515,78 @@ class PoolManager:
 
     # --- leases -------------------------------------------------------------------------------------------
 
+    def _watch(self, handle: Handle, node_id: str) -> None:
+        """Follow the agent just recorded for a node: the provider reports its exit, or it is polled."""
+        self.polled.pop(node_id, None)
+        self.dead.pop(node_id, None)  # an earlier agent's exit no longer matters
+        self._looked.pop(node_id, None)
+        if handle is not None and not self.provider.watch(handle, node_id):
+            self.polled[node_id] = handle
+
+    def _forget(self, node_id: str) -> None:
+        """A node that left: nothing about its lease is kept."""
+        self.ctx.last_seen.pop(node_id, None)
+        self.polled.pop(node_id, None)
+        self.dead.pop(node_id, None)
+        self._looked.pop(node_id, None)
+
+    def _due(self, node_id: str, now: float) -> bool:
+        """Whether to read the node now: never looked at, or it synced since, or a lease has passed."""
+        looked = self._looked.get(node_id)
+        return looked is None or looked[0] != self.ctx.last_seen.get(node_id) or now - looked[1] >= self.lease
+
     def check_leases(self) -> None:
+        """Respawn nodes whose agent is gone; nodes silent for a lease become `unknown`, their tasks requeued.
+
+        Its cost follows events, not nodes (decision 0185): exits come from the provider's watch, leases from
+        the in-memory `last_seen`, and only the nodes concerned are read from the store.
+        """
         now = monotonic()
+        for handle, node_id in self.provider.exited():
+            self.dead[node_id] = handle
+            self._looked.pop(node_id, None)
+        for node_id, handle in list(self.polled.items()):
+            if not self.provider.alive(handle, node_id):
+                del self.polled[node_id]
+                self.dead[node_id] = handle
+                self._looked.pop(node_id, None)
+        due = {nid for nid in self.dead if self._due(nid, now)}
+        due.update(
+            nid for nid, seen in self.ctx.last_seen.items() if now - seen > self.lease and self._due(nid, now)
+        )
+        if not due:
+            return
+        ids = sorted(due)
         with self.ctx.store.tx() as tx:
-            for n in tx.select(schema.nodes, schema.nodes.c.state.in_(_LEASED)):
-                if n["id"] in self.ctx.node_ops:
-                    continue  # an operation in progress stops and starts this agent itself
-                seen = self.ctx.last_seen.get(n["id"], now)
-                self.ctx.last_seen.setdefault(n["id"], now)
-                dead = not self.provider.alive(n["pid"], n["id"])
-                if dead:
-                    log.warning("agent of node %s is gone; respawning it", n["id"])
-                    self._respawn(tx, n)
-                elif now - seen > self.lease and n["state"] != "unknown":
-                    _, now_text, etag = self.ctx.stamp()
-                    requeue_node_tasks(self.ctx, tx, n["id"], now_text, etag)
-                    body = n["body"]
-                    set_state(body, "unknown", now_text)
-                    tx.update(
-                        schema.nodes,
-                        {"state": "unknown", "body": body, "state_transition_time": now_text},
-                        id=n["id"],
-                    )
+            rows: list[Row] = []
+            for i in range(0, len(ids), 500):
+                rows += tx.select(schema.nodes, schema.nodes.c.id.in_(ids[i : i + 500]))
+            for nid in due - {n["id"] for n in rows}:
+                self._forget(nid)  # left the pool
+            for n in rows:
+                self._check_lease(tx, n, now)
+
+    def _check_lease(self, tx: Tx, n: Row, now: float) -> None:
+        node_id = n["id"]
+        if node_id in self.ctx.node_ops:
+            return  # an operation in progress stops and starts this agent itself: looked at again next pass
+        handle = self.dead.get(node_id, n["pid"])
+        if handle != n["pid"]:
+            self.dead.pop(node_id)  # another agent serves the node now (or none, e.g. deallocated)
+        seen = self.ctx.last_seen.setdefault(node_id, now)
+        if n["state"] in _LEASED and (node_id in self.dead or n["pid"] is None):
+            self.dead.pop(node_id, None)
+            log.warning("agent of node %s is gone; respawning it", node_id)
+            self._respawn(tx, n)
+            return
+        self._looked[node_id] = (seen, now)
+        if n["state"] in _LEASED and now - seen > self.lease and n["state"] != "unknown":
+            _, now_text, etag = self.ctx.stamp()
+            requeue_node_tasks(self.ctx, tx, node_id, now_text, etag)
+            body = n["body"]
+            set_state(body, "unknown", now_text)
+            tx.update(
+                schema.nodes,
+                {"state": "unknown", "body": body, "state_transition_time": now_text},
+                id=node_id,
+            )

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
+from sqlalchemy import select
+
 from batchyard.models.resources import endpoint_rules
 from batchyard.store import schema
 from batchyard.store.sql import SqlStore
@@ -34,6 +36,8 @@ MAX_CONNECTIONS = 256
 MAX_UDP_FLOWS = 256
 UDP_IDLE = 60.0
 MAX_LISTENERS = 2048
+#: Seconds between two full passes of the forwarder while no node or pool changes.
+FULL_PASS = 60.0
 CONNECT_TIMEOUT = 10.0
 CHUNK = 64 * 1024
 
@@ -145,6 +149,8 @@ class Forwarder:
         self.max_listeners = max_listeners
         self.active = 0
         self._listeners: dict[tuple[str, str], _Listener] = {}
+        self._seen: tuple[frozenset[object], frozenset[object]] | None = None  # node ids, pool ETags
+        self._full_at = 0.0
 
     # --- the service's view -----------------------------------------------------------------------------
 
@@ -285,8 +291,21 @@ class Forwarder:
             t.cancel()
 
     def reconcile(self, store: SqlStore) -> None:
-        """Open the endpoints of every node that has none yet; close those of nodes that are gone."""
+        """Open the endpoints of every node that has none yet; close those of nodes that are gone.
+
+        A node's rules come from its pool and its address from its creation: while the same nodes are in the
+        same pools (ids and pool ETags), nothing is read but ids, however many nodes there are (decision
+        0188); a full pass still runs every FULL_PASS seconds, to retry a frontend that could not be opened.
+        """
         with store.tx() as tx:
+            seen = (
+                frozenset(r[0] for r in tx.conn.execute(select(schema.nodes.c.id)).all()),
+                frozenset(tx.conn.execute(select(schema.pools.c.key, schema.pools.c.etag)).all()),
+            )
+            now = time.monotonic()
+            if seen == self._seen and now - self._full_at < FULL_PASS:
+                return
+            self._seen, self._full_at = seen, now
             pools = {p["key"]: p["body"] for p in tx.select(schema.pools, columns=["key", "body"])}
             nodes = tx.select(schema.nodes, columns=["id", "pool_key", "ordinal", "body"])
         live: set[tuple[str, str]] = set()
