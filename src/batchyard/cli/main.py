@@ -219,6 +219,10 @@ def _serve(a: argparse.Namespace) -> None:
         simulated.listen()
     quotas = Quotas(dedicated_cores=a.dedicated_core_quota, low_priority_cores=a.low_priority_core_quota)
     manager = PoolManager(ctx, provider, lease_seconds=a.lease_seconds, quotas=quotas)
+    if a.simulated_agents:
+        from batchyard.pools import simulated as sim
+
+        manager.spawn_batch = sim.SPAWN_BATCH
     scheduler = Scheduler(ctx)
     ctx.place_now = scheduler.place_now
 

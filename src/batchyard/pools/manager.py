@@ -13,6 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ class PoolManager:
         self.polled: dict[str, Handle] = {}
         self.dead: dict[str, Handle] = {}
         self._looked: dict[str, tuple[float | None, float]] = {}
+        self._address_next = 0  # the next candidate node address (see _pick_address)
 
     async def run(self) -> None:
         hub = self.ctx.hub
@@ -274,17 +276,18 @@ class PoolManager:
                     now_adding = min(allowed, max(0, budget - len(spawns)))
                     next_ord = max([n["ordinal"] for n in nodes], default=-1) + 1
                     for i in range(now_adding):
-                        spawns.append(self._add_node(tx, pool, next_ord + i, dedicated))
+                        sp = self._add_node(tx, pool, next_ord + i, dedicated)
+                        spawns.append(sp)
+                        # what the rest of the pass reads of a node (not read back: a large pool grows by
+                        # many passes, and each would read every node again)
+                        nodes.append(
+                            {"id": sp.node_id, "ordinal": next_ord + i, "body": {"isDedicated": dedicated}}
+                        )
                     if allowed:
                         # steady on a later pass: once every node that fits is added and its agent started
                         done = False
                     else:
                         resize_errors.append(quota_error(dedicated, quota, in_use, cores))
-                    nodes = [
-                        n
-                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
-                        if n["id"] not in leaving
-                    ]
                 elif len(mine) > target:
                     excess = len(mine) - target
                     busy = {n["id"]: self.ctx.assignments.used_slots(n["id"]) for n in mine}
@@ -341,7 +344,7 @@ class PoolManager:
         if used is None:  # read once; later picks are remembered (freed addresses are not reused)
             used = {str(n["body"].get("ipAddress", "")) for n in tx.select(schema.nodes)}
             self._addresses = used
-        address = multiinstance.pick_address(str(self.ctx.data_dir), used)
+        address = self._pick_address(used)
         used.add(address)
         body = {
             "id": nid,
@@ -386,6 +389,19 @@ class PoolManager:
             accounts,
             _container_of(pool["body"]),
         )
+
+    def _pick_address(self, used: set[str]) -> str:
+        """`multiinstance.pick_address`, resumed after the previous pick: freed addresses are not reused, so
+        every candidate before it is taken (from the start each time, a 10,000-node pool scans 50M)."""
+        start = zlib.crc32(str(self.ctx.data_dir).encode())
+        first = i = self._address_next
+        while i - first <= len(used):
+            a = multiinstance.address(start + i)
+            i += 1
+            if a not in used:
+                self._address_next = i
+                return a
+        raise RuntimeError("no free node address")
 
     async def _spawn(self, spawns: list[Spawn]) -> None:
         """Start agents in a worker thread; even when the server stops meanwhile, their pids are recorded."""

@@ -38,6 +38,8 @@ log = logging.getLogger("batchyard.pools")
 
 SOCKET_NAME = "simagents.sock"
 FIRST_HANDLE = 1 << 30
+#: Nodes a pool manager pass adds: starting a simulated agent costs one JSON line, not a process.
+SPAWN_BATCH = 250
 #: Seconds a send to a simulator may block before that simulator is dropped (it reconnects to resume).
 SEND_TIMEOUT = 10.0
 

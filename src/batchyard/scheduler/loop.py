@@ -226,6 +226,13 @@ class Scheduler:
     def _place_pool(self, tx: Tx, pool: Row, woken: set[str]) -> bool:
         pbody = pool["body"]
         per_node = int(pbody.get("taskSlotsPerNode", 1))
+        jobs = tx.select(
+            schema.jobs,
+            and_(schema.jobs.c.pool_key == pool["key"], schema.jobs.c.state == "active"),
+            order_by=[schema.jobs.c.priority.desc(), schema.jobs.c.seq],
+        )
+        if not jobs:  # nothing to place: the pool's nodes are not read (each joining node calls this)
+            return False
         nodes: list[NodeSlots] = []
         low_priority: set[str] = set()
         for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"]):
@@ -244,11 +251,6 @@ class Scheduler:
         if not nodes:
             return False
         node_rows = {n.node_id: n for n in nodes}
-        jobs = tx.select(
-            schema.jobs,
-            and_(schema.jobs.c.pool_key == pool["key"], schema.jobs.c.state == "active"),
-            order_by=[schema.jobs.c.priority.desc(), schema.jobs.c.seq],
-        )
         pack = str(pbody.get("taskSchedulingPolicy", {}).get("nodeFillType", "Spread")).lower() == "pack"
         _, now_text, etag = self.ctx.stamp()
         placed_any = False
