@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import and_, select
+
 from batchyard import __version__
 from batchyard.models import multiinstance
 from batchyard.models.clock import monotonic
@@ -87,6 +89,33 @@ def node_spec(ctx: Ctx, n: Row, pool: Row) -> NodeSpec:
         tuple(pool["body"].get("userAccounts") or ()),
         _container_of(pool["body"]),
     )
+
+
+def is_dedicated(node_id: str) -> bool:
+    """A node's kind, from its id (`models.ids.node_id`: `_d` dedicated, `_p` low-priority; set at creation)."""
+    return not node_id.endswith("_p")
+
+
+def _light_nodes(tx: Tx, pool_key: str) -> list[Row]:
+    """A pool's nodes as a resize pass needs them, in ordinal order: id, ordinal and kind, never the body
+    (a large pool grows by many passes; decoding every node body on each was most of a pass)."""
+    n = schema.nodes
+    stmt = select(n.c.id, n.c.ordinal).where(n.c.pool_key == pool_key).order_by(n.c.ordinal)
+    return [
+        {"id": i, "ordinal": o, "body": {"isDedicated": is_dedicated(i)}}
+        for i, o in tx.conn.execute(stmt).all()
+    ]
+
+
+def _leaving(tx: Tx, pool_key: str) -> set[str]:
+    """The pool's nodes being removed (`removenodes`): only bodies that hold an operation are read."""
+    n = schema.nodes
+    rows = tx.select(
+        schema.nodes,
+        and_(n.c.pool_key == pool_key, n.c.body.contains('"_op"', autoescape=True)),
+        columns=["id", "body"],
+    )
+    return {r["id"] for r in rows if (r["body"].get("_op") or {}).get("kind") == "remove"}
 
 
 class PoolManager:
@@ -251,12 +280,10 @@ class PoolManager:
     def _resize(self, tx: Tx, pool: Row, budget: int) -> list[Spawn]:
         """Add or remove nodes toward the targets; adds at most `budget` nodes and stops at the quotas."""
         body = pool["body"]
-        nodes = tx.select(
-            schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal]
-        )
+        nodes = _light_nodes(tx, pool["key"])
         # nodes being removed (removenodes) no longer count toward the target; the pool stays resizing until
         # they are gone
-        leaving = {n["id"] for n in nodes if (n["body"].get("_op") or {}).get("kind") == "remove"}
+        leaving = _leaving(tx, pool["key"])
         nodes = [n for n in nodes if n["id"] not in leaving]
         option = str(body.get("_deallocation", "requeue"))
         stopped = body["allocationState"] == "stopping"
@@ -296,12 +323,10 @@ class PoolManager:
                         if busy[n["id"]] and option in ("taskcompletion", "retaineddata"):
                             done = False
                             continue
-                        self._remove_node(tx, n, option)
-                    nodes = [
-                        n
-                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
-                        if n["id"] not in leaving
-                    ]
+                        row = tx.get(schema.nodes, id=n["id"])
+                        if row is not None:
+                            self._remove_node(tx, row, option)
+                    nodes = [n for n in _light_nodes(tx, pool["key"]) if n["id"] not in leaving]
         _, now_text, _ = self.ctx.stamp()
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
@@ -321,12 +346,21 @@ class PoolManager:
 
     @staticmethod
     def _cores_in_use(tx: Tx, dedicated: bool) -> int:
-        """Cores of the account's nodes of one kind (every pool counts, as for Azure's account quota)."""
-        return sum(
-            vm_cores(str(n["body"].get("vmSize", "")))
-            for n in tx.select(schema.nodes)
-            if bool(n["body"].get("isDedicated", True)) == dedicated
-        )
+        """Cores of the account's nodes of one kind (every pool counts, as for Azure's account quota).
+
+        A node's size is its pool's (set at creation; a pool's vmSize never changes) and its kind is in its id,
+        so no node body is read: a pool of 10,000 nodes grows by many passes, each of which asks this.
+        """
+        n = schema.nodes
+        rows = tx.conn.execute(select(n.c.pool_key, n.c.id)).all()
+        per_pool: dict[str, int] = {}
+        for key, node_id in rows:
+            if is_dedicated(node_id) == dedicated:
+                per_pool[key] = per_pool.get(key, 0) + 1
+        if not per_pool:
+            return 0
+        pools = tx.select(schema.pools, schema.pools.c.key.in_(list(per_pool)), columns=["key", "body"])
+        return sum(vm_cores(str(p["body"].get("vmSize", ""))) * per_pool[p["key"]] for p in pools)
 
     def _spawn_of(self, n: Row, pool: Row) -> Spawn:
         """Start an existing node's agent again (the end of a reboot, reimage, deallocation or preemption)."""

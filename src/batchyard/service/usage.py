@@ -200,22 +200,19 @@ def _store_figures(tx: Tx, stats: dict[str, Body], open_starts: dict[str, str]) 
     old: dict[str, str | None] = {}
     for i in range(0, len(ids), 500):
         part = ids[i : i + 500]
-        stmt = select(U.c.node_id, U.c.res).where(U.c.end.is_(None), U.c.node_id.in_(part))
-        old.update((r[0], r[1]) for r in tx.conn.execute(stmt).all())
-    params = [
-        {
-            "k_node": node_id,
-            "k_start": open_starts[node_id],
-            "v_res": json.dumps(_merge(json.loads(old[node_id]) if old.get(node_id) else None, report)),
-        }
-        for node_id, report in stats.items()
-    ]
-    stmt = (
+        read = select(U.c.node_id, U.c.res).where(U.c.end.is_(None), U.c.node_id.in_(part))
+        old.update((r[0], r[1]) for r in tx.conn.execute(read).all())
+    params = []
+    for node_id, report in stats.items():
+        before = old.get(node_id)
+        res = _merge(json.loads(before) if before else None, report)
+        params.append({"k_node": node_id, "k_start": open_starts[node_id], "v_res": json.dumps(res)})
+    write = (
         update(U)
         .where(U.c.node_id == bindparam("k_node"), U.c.start == bindparam("k_start"))
         .values(res=bindparam("v_res"))
     )
-    tx.conn.execute(stmt, params)
+    tx.conn.execute(write, params)
 
 
 # --- reads ------------------------------------------------------------------------------------------------------
