@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sim-nodes", type=int, default=10_000, help="simulated agents in the idle scenario (0: none)"
     )
     p.add_argument("--sim-procs", type=int, default=1, help="processes of bench/simagents.py in idle")
+    p.add_argument("--sim-step", type=int, default=1_000, help="idle: the simulated pool grows by this many")
     p.add_argument("--idle-interval", type=float, default=60.0, help="quiet window measured in idle")
     p.add_argument("--idle-skip-real", action="store_true", help="idle: only the simulated agents")
     p.add_argument("--slurm-reps", type=int, default=3, help="Slurm array repetitions (median reported)")
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         idle_nodes=a.idle_nodes,
         sim_nodes=a.sim_nodes,
         sim_procs=a.sim_procs,
+        sim_step=a.sim_step,
         idle_interval=a.idle_interval,
         skip_real=a.idle_skip_real,
         slurm_reps=a.slurm_reps,

@@ -258,7 +258,7 @@ class Sim:
         self.procs, self.index = procs, index
         self.host, self.port = "127.0.0.1", 0
         self.agents: dict[str, tuple[int, asyncio.Task[None]]] = {}
-        self.joining = asyncio.Semaphore(512)
+        self.joining = asyncio.Semaphore(128)
         self.syncs = self.errors = self.tasks = 0
 
     def mine(self, node_id: str) -> bool:
