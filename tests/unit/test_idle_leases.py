@@ -10,19 +10,25 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import pytest
 
 from batchyard.models.clock import monotonic
 from batchyard.pools.local import ExitWatch, LocalProvider
 from batchyard.pools.manager import PoolManager
+from batchyard.pools.nat import Forwarder
 from batchyard.pools.provider import NodeEvent, NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas
 from batchyard.pools.simulated import FIRST_HANDLE, SimulatedProvider
-from batchyard.service import pools
+from batchyard.service import pools, usage
 from batchyard.service.context import Ctx
 from batchyard.store import schema
 from batchyard.store.sql import SqlStore
+from tests.conftest import require_pg
+from tests.contract.test_store import BACKENDS, _pg_exec, pg_url_for_schema
 from tests.support.raw import pool_body
 
 
@@ -239,3 +245,61 @@ def test_the_simulated_provider_hands_specs_over_its_socket(tmp_path: Path) -> N
     finally:
         prov.close()
     assert not (tmp_path / "simagents.sock").exists()
+
+
+@pytest.fixture(params=BACKENDS)
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    """SQLite, and PostgreSQL in a schema of its own (as the store contract tests do)."""
+    if request.param == "sqlite":
+        s = SqlStore.for_data_dir(tmp_path)
+        s.migrate()
+        yield s
+        s.dispose()
+        return
+    require_pg()
+    name = f"by_{uuid.uuid4().hex}"
+    _pg_exec(f"CREATE SCHEMA {name}")
+    try:
+        s = SqlStore(pg_url_for_schema(name))
+        s.migrate()
+        yield s
+        s.dispose()
+    finally:
+        _pg_exec(f"DROP SCHEMA {name} CASCADE")
+
+
+def test_growth_leases_usage_and_forwarder_on_each_store(any_store: SqlStore, tmp_path: Path) -> None:
+    """The statements these passes use instead of reading node bodies, on both stores."""
+
+    async def run() -> None:
+        ctx = Ctx(store=any_store, data_dir=tmp_path, account="acct")
+        prov = Watched()
+        m = PoolManager(ctx, prov, quotas=Quotas(8, 100), spawn_batch=3)
+        pools.create_pool(ctx, pool_body("p", 5))  # 2-core nodes: the quota of 8 cores holds 4
+        for _ in range(4):
+            m._record_spawns(m._spawn_all(m.reconcile()))
+        with any_store.tx() as tx:
+            (pool,) = tx.select(schema.pools)
+            rows = tx.select(schema.nodes)
+        assert len(rows) == 4 and pool["body"]["currentDedicatedNodes"] == 4
+        assert [e["code"] for e in pool["body"]["resizeErrors"]] == ["AccountCoreQuotaReached"]
+        assert len({r["body"]["ipAddress"] for r in rows}) == 4
+        with any_store.tx() as tx:
+            assert m._cores_in_use(tx, True) == 8 and m._cores_in_use(tx, False) == 0
+        # the agents report figures; the usage pass stores them in one batched statement
+        for r in rows:
+            usage.note_stats(ctx, r["id"], {"boot": "b", "seconds": 10.0, "cpuSeconds": 1.0})
+        usage.tick(ctx)
+        with any_store.tx() as tx:
+            spans = tx.select(usage.U)
+        assert len(spans) == 4 and all(json.loads(s["res"])["last"]["cpuSeconds"] == 1.0 for s in spans)
+        # a lapsed lease: read by id, marked unknown
+        nid = rows[0]["id"]
+        ctx.last_seen[nid] = monotonic() - m.lease - 1
+        m.check_leases()
+        assert _states(ctx)[nid] == "unknown"
+        f = Forwarder("127.0.0.1", "127.0.0.1", max_listeners=0)
+        f.reconcile(any_store)
+        f.reconcile(any_store)  # nothing new: ids only
+
+    asyncio.run(run())
