@@ -307,10 +307,7 @@ class Forwarder:
             full = etags != self._etags or now - self._full_at >= FULL_PASS
             new = sorted(ids if full else ids - self._ids)
             gone = self._ids - ids
-            self._ids, self._etags = ids, etags
-            if full:
-                self._full_at = now
-            elif not new and not gone:
+            if not full and not new and not gone:
                 return
             pools = {p["key"]: p["body"] for p in tx.select(schema.pools, columns=["key", "body"])}
             nodes: list[dict[str, object]] = []
@@ -330,6 +327,10 @@ class Forwarder:
             live.update((str(row["id"]), r[0]) for r in rules)
         for key in [k for k in self._listeners if (k not in live if full else k[0] in gone)]:
             self._close(key)
+        # only a pass that got this far counts as seen: one that failed is done again in full next time
+        self._ids, self._etags = ids, etags
+        if full:
+            self._full_at = now
 
     async def run(self, store: SqlStore, interval: float = 2.0) -> None:
         try:
