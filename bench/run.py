@@ -1,6 +1,6 @@
 """batchyard benchmark harness: throughput and latency, with baselines measured in the same run.
 
-    python bench/run.py [--scenarios dispatch,submit,latency,deps,scale,nodes] [--quick]
+    python bench/run.py [--scenarios dispatch,submit,latency,deps,scale,nodes,idle] [--quick]
 
 Prints a table (scenario, metric, batchyard, baseline(s), ratio, target, met?) and writes
 bench/results/YYYY-MM-DD.json. See bench/README.md for what each scenario measures.
@@ -32,6 +32,7 @@ SCENARIOS: dict[str, Callable[[scenarios.Bench, ScenarioResult], None]] = {
     "deps": scenarios.deps,
     "scale": scenarios.scale,
     "nodes": scenarios.nodes,
+    "idle": scenarios.idle,
 }
 
 
@@ -64,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--nodes-interval", type=float, default=60.0, help="quiet interval measured in the nodes scenario"
     )
+    p.add_argument("--idle-nodes", type=int, default=1_000, help="real local nodes in the idle scenario")
+    p.add_argument(
+        "--sim-nodes", type=int, default=10_000, help="simulated agents in the idle scenario (0: none)"
+    )
+    p.add_argument("--sim-procs", type=int, default=1, help="processes of bench/simagents.py in idle")
+    p.add_argument("--sim-step", type=int, default=1_000, help="idle: the simulated pool grows by this many")
+    p.add_argument("--idle-interval", type=float, default=60.0, help="quiet window measured in idle")
+    p.add_argument("--idle-skip-real", action="store_true", help="idle: only the simulated agents")
     p.add_argument("--slurm-reps", type=int, default=3, help="Slurm array repetitions (median reported)")
     p.add_argument("--no-slurm", action="store_true", help="skip the Slurm baseline")
     p.add_argument("--profile", action="store_true", help="py-spy the server during each measured phase")
@@ -89,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         scale_connections=a.scale_connections,
         nodes=a.nodes,
         nodes_interval=a.nodes_interval,
+        idle_nodes=a.idle_nodes,
+        sim_nodes=a.sim_nodes,
+        sim_procs=a.sim_procs,
+        sim_step=a.sim_step,
+        idle_interval=a.idle_interval,
+        skip_real=a.idle_skip_real,
         slurm_reps=a.slurm_reps,
         no_slurm=a.no_slurm,
         keep=a.keep,

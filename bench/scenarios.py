@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import random
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -257,6 +261,12 @@ class Bench:
     scale_connections: int = 8
     nodes: int = 200
     nodes_interval: float = 60.0
+    idle_nodes: int = 1_000
+    sim_nodes: int = 10_000
+    sim_procs: int = 1
+    sim_step: int = 1_000
+    idle_interval: float = 60.0
+    skip_real: bool = False
     slurm_reps: int = 3
     no_slurm: bool = False
     keep: bool = False
@@ -1066,3 +1076,205 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         baselines={},
         note=f"agents total {a_rss / 2**20:.0f} MiB",
     )
+
+
+# --- 7. idle nodes: what a quiet pool costs the server ---------------------------------------------------------
+
+#: Memory of one idle `batchyard agent` (the lean agent: 18.7 MiB RSS, 11.8 MiB PSS; decision 0181), with a
+#: margin; used to cap the real node count at what the machine's free memory holds, before starting any.
+AGENT_MIB_ESTIMATE = 16.0
+
+
+def _idle_counts(raw: RawClient, pool_id: str) -> dict[str, int]:
+    for item in raw.list_all("/nodecounts"):
+        if item["poolId"] == pool_id:
+            return {k: int(v) for k, v in item["dedicated"].items()}
+    return {}
+
+
+def _wait_idle(raw: RawClient, pool_id: str, n: int, timeout: float) -> float:
+    """Seconds until the pool's n nodes are all idle (read from /nodecounts: one request at any size)."""
+    t0 = time.monotonic()
+    c: dict[str, int] = {}
+    while time.monotonic() - t0 < timeout:
+        c = _idle_counts(raw, pool_id)
+        if c.get("idle", 0) >= n:
+            return time.monotonic() - t0
+        time.sleep(1.0 if n <= 1000 else 5.0)  # /nodecounts reads every node: not too often at 10,000
+    raise TimeoutError(f"{pool_id}: {n} nodes not idle after {timeout:.0f}s: {c}")
+
+
+def _quiet_cpu(srv: Server, seconds: float) -> tuple[float, float]:
+    """Server CPU (cores) over a quiet window, and the window's length."""
+    cpu0, t0 = srv.cpu_seconds(), time.monotonic()
+    time.sleep(seconds)
+    dt = time.monotonic() - t0
+    return (srv.cpu_seconds() - cpu0) / dt, dt
+
+
+def _free_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def idle(b: Bench, res: ScenarioResult) -> None:
+    """Real local nodes idle, then simulated agents idle: the server's CPU over a quiet window (decision 0189)."""
+    interval = b.idle_interval if not b.quick else min(b.idle_interval, 20.0)
+    settle = AGENT_POLL_WAIT + 5 if not b.quick else 5.0
+    res.details["interval_s"] = interval
+    # 1. real local nodes (each a `batchyard agent` process)
+    want = b.size(b.idle_nodes, min(b.idle_nodes, 20))
+    fits = int(_free_mib() * 0.7 / AGENT_MIB_ESTIMATE)
+    n = min(want, fits)
+    if n < want:
+        res.note(
+            f"real nodes: {want} asked, {n} started: {want} agents of ~{AGENT_MIB_ESTIMATE:.0f} MiB would not "
+            f"fit in the {_free_mib():.0f} MiB available"
+        )
+    if n > 0 and not b.skip_real:
+        with b.server("idle-real", ["--dedicated-core-quota", str(n * 16)]) as srv:
+            c, raw = srv.sdk(), srv.raw()
+            time.sleep(2)
+            base, _ = _quiet_cpu(srv, min(interval, 20.0))
+            create_pool(c, "p", nodes=n, slots=1)
+            ready = _wait_idle(raw, "p", n, timeout=max(300.0, n * 1.0))
+            time.sleep(settle)  # start-up syncs settle into long polls
+            with b.profiled(srv, res, "real"):
+                cores, dt = _quiet_cpu(srv, interval)
+            a_rss = agents_rss(srv.data_dir)
+            res.details["real"] = {
+                "nodes": n,
+                "ready_s": round(ready, 1),
+                "server_cores": round(cores, 4),
+                "server_cores_no_nodes": round(base, 4),
+                "window_s": round(dt, 1),
+                "server_rss_bytes": srv.rss_bytes(),
+                "agents_rss_bytes": a_rss,
+            }
+        big = n >= 1000
+        res.row(
+            f"time until {n} local nodes idle",
+            "s",
+            ready,
+            **({"target": "<= 60 s", "met": ready <= 60} if big else {}),
+        )
+        res.row(
+            f"server CPU, {n} idle local nodes",
+            "% of a core",
+            cores * 100,
+            baselines={"server with 0 nodes": base * 100},
+            **({"target": "<= 10 %", "met": cores <= 0.10} if big else {}),
+            note=f"{(cores - base) / n * 1e6:.0f} us/s per node; agents {a_rss / 2**20 / n:.0f} MiB each",
+        )
+    # 2. simulated agents (bench/simagents.py) for real nodes of a real pool
+    sim_n = b.size(b.sim_nodes, min(b.sim_nodes, 500))
+    if sim_n <= 0:
+        return
+    # a connection per agent, and cores enough for the pool (the default quota holds 250 two-core nodes)
+    extra = ["--simulated-agents", "--max-connections", str(sim_n + 2048)]
+    extra += ["--dedicated-core-quota", str(sim_n * 16)]
+    with b.server("idle-sim", extra_args=extra) as srv:
+        sock = srv.data_dir / "simagents.sock"
+        log = open(srv.data_dir / "simagents.log", "ab")  # noqa: SIM115 - owned by the child
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("simagents.py")),
+                "--socket",
+                str(sock),
+                "--procs",
+                str(b.sim_procs),
+                "--report-every",
+                "10",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            c, raw = srv.sdk(), srv.raw()
+            time.sleep(2)
+            base, _ = _quiet_cpu(srv, min(interval, 20.0))
+            ready = _grow(c, raw, "p", sim_n, b.sim_step)
+            time.sleep(settle)
+            sim_cpu0 = _tree_cpu(sim.pid)
+            with b.profiled(srv, res, "simulated"):
+                cores, dt = _quiet_cpu(srv, interval)
+            sim_cores = (_tree_cpu(sim.pid) - sim_cpu0) / dt
+            syncs = _sim_syncs(srv.data_dir / "simagents.log")
+            res.details["simulated"] = {
+                "nodes": sim_n,
+                "simulator_processes": b.sim_procs,
+                "ready_s": round(ready, 1),
+                "server_cores": round(cores, 4),
+                "server_cores_no_nodes": round(base, 4),
+                "simulator_cores": round(sim_cores, 4),
+                "window_s": round(dt, 1),
+                "server_rss_bytes": srv.rss_bytes(),
+                "simulator_syncs_per_s": syncs,
+            }
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sim.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sim.wait(10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sim.pid, signal.SIGKILL)
+    res.row(f"time until {sim_n:,} simulated nodes idle", "s", ready)
+    res.row(
+        f"server CPU, {sim_n:,} idle simulated agents",
+        "cores",
+        cores,
+        baselines={"server with 0 nodes": base},
+        **({"target": "<= 1 core", "met": cores <= 1.0} if sim_n >= 10_000 else {}),
+        note=f"{syncs} syncs/s; simulator {sim_cores:.2f} cores",
+    )
+
+
+def _grow(c: Any, raw: RawClient, pool_id: str, n: int, step: int) -> float:
+    """Seconds until the pool has n idle nodes, grown `step` nodes at a time (each step idle before the next),
+    as an operator grows a large pool; the server keeps answering meanwhile on a busy machine."""
+    t0 = time.monotonic()
+    target = min(n, step)
+    create_pool(c, pool_id, nodes=target, slots=1)
+    while True:
+        _wait_idle(raw, pool_id, target, timeout=max(300.0, step * 0.5))
+        if target >= n:
+            return time.monotonic() - t0
+        target = min(n, target + step)
+        for _ in range(120):  # the pool is steady once its last nodes are recorded: a resize before is a 409
+            resp = raw.request("POST", f"/pools/{pool_id}/resize", body={"targetDedicatedNodes": target})
+            if resp.status_code < 300:
+                break
+            time.sleep(1.0)
+        else:
+            raise RuntimeError(f"resize to {target}: {resp.status_code} {resp.text[:300]}")
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (the simulator's processes), live and reaped."""
+    from bench.client import CLK_TCK
+
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for p in pids:
+        with contextlib.suppress(OSError):
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in f[11:13]) / CLK_TCK
+    return total
+
+
+def _sim_syncs(log: Path) -> float | None:
+    """The simulator's latest sync rate (summed over its processes), from its counter lines."""
+    latest: dict[int, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError, KeyError):
+                d = json.loads(line)
+                latest[int(d["proc"])] = float(d["syncs_per_s"])
+    return round(sum(latest.values()), 1) if latest else None

@@ -61,6 +61,12 @@ class Recorder:
         out, self.pending = self.pending, []
         return out
 
+    def watch(self, handle: int | None, node_id: str) -> bool:
+        return False  # the pool manager asks `alive` on each pass
+
+    def exited(self) -> list[tuple[int | None, str]]:
+        return []
+
 
 class Clock:
     def __init__(self) -> None:

@@ -248,6 +248,16 @@ async def sync(ctx: Ctx, check: TokenCheck, headers: Any, read_body: Any) -> dic
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=wait)
         out.update(agents.plan(ctx, node_id, body.running))
-        if not agents.node_exists(ctx, node_id):
+        if _maybe_removed(ctx, node_id, ev) and not agents.node_exists(ctx, node_id):
+            ctx.hub.forget_node(node_id)
             out["stop"] = True
     return out
+
+
+def _maybe_removed(ctx: Ctx, node_id: str, ev: asyncio.Event) -> bool:
+    """Whether the node may have left the pool while its poll waited (then the store says; decision 0186).
+
+    Every removal of a node with an agent (`PoolManager._remove_node`) drops the node's wake-up event after
+    setting it, so a poll still holding the node's current event knows without a query that it is there.
+    """
+    return ctx.hub.closing or ctx.hub.node_event(node_id) is not ev

@@ -101,6 +101,13 @@ def _server_parser() -> argparse.ArgumentParser:
         "(env BATCHYARD_FAKE_CLOCK_FILE; off by default)",
     )
     p.add_argument(
+        "--simulated-agents",
+        action="store_true",
+        default=os.environ.get("BATCHYARD_SIMULATED_AGENTS", "") not in ("", "0"),
+        help="BENCHMARKS AND TESTS ONLY: start no node agents; a simulator (bench/simagents.py) connected to "
+        "<data dir>/simagents.sock runs them (env BATCHYARD_SIMULATED_AGENTS=1; off by default)",
+    )
+    p.add_argument(
         "--stop-nodes",
         action="store_true",
         help="when the server stops, stop its nodes and their tasks too (default: they keep running "
@@ -181,6 +188,7 @@ def _serve(a: argparse.Namespace) -> None:
     from batchyard.pools.autoscaler import Autoscaler
     from batchyard.pools.local import LocalProvider
     from batchyard.pools.manager import PoolManager
+    from batchyard.pools.provider import NodeProvider
     from batchyard.pools.quota import Quotas
     from batchyard.scheduler.loop import Scheduler
     from batchyard.service import housekeeping
@@ -201,11 +209,20 @@ def _serve(a: argparse.Namespace) -> None:
     for r in roots:
         if not r.is_dir():
             raise ConfigError(f"--file-url-root {r} is not a directory")
-    provider = LocalProvider(
+    provider: NodeProvider = LocalProvider(
         local_url, account, orphan_timeout=a.orphan_timeout, auto_storage=a.auto_storage, file_url_roots=roots
     )
+    if a.simulated_agents:  # decision 0187: nodes whose agents a simulator runs (benchmarks, tests)
+        from batchyard.pools.simulated import SimulatedProvider
+
+        provider = simulated = SimulatedProvider(local_url, data_dir)
+        simulated.listen()
     quotas = Quotas(dedicated_cores=a.dedicated_core_quota, low_priority_cores=a.low_priority_core_quota)
     manager = PoolManager(ctx, provider, lease_seconds=a.lease_seconds, quotas=quotas)
+    if a.simulated_agents:
+        from batchyard.pools import simulated as sim
+
+        manager.spawn_batch = sim.SPAWN_BATCH
     scheduler = Scheduler(ctx)
     ctx.place_now = scheduler.place_now
 

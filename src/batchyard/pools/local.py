@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -183,6 +185,7 @@ class LocalProvider:
         self.auto_storage = auto_storage
         self.file_url_roots = file_url_roots
         self.orphan_timeout = orphan_timeout  # an agent without its server stops after this many seconds
+        self.exits = ExitWatch()  # which agents exited, without reading /proc for each (decision 0185)
 
     def spawn(
         self,
@@ -273,6 +276,12 @@ class LocalProvider:
         """A host process is never preempted by an engine: preemption here is injected by the server."""
         return []
 
+    def watch(self, handle: int | None, node_id: str) -> bool:
+        return handle is not None and self.exits.add(handle, node_id)
+
+    def exited(self) -> list[tuple[int | None, str]]:
+        return list(self.exits.exited())
+
     @staticmethod
     def alive(pid: int | None, node_id: str) -> bool:
         """True if `pid` is still this node's agent (pids are reused, so check the command line)."""
@@ -314,6 +323,56 @@ class LocalProvider:
         except ProcessLookupError:
             pass
         _reap(pid)
+
+
+class ExitWatch:
+    """A pidfd per agent, all in one poll(2) set: the agents that exited are found with one system call
+    however many run, and a pidfd names one process, so a reused pid is never mistaken for the agent.
+
+    Works for the server's own children and for agents adopted after a restart alike (pidfd_open takes any
+    pid). `add` is called from the pool manager's worker thread as well as from the event loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._poll = select.poll()
+        self._fds: dict[int, tuple[int, str]] = {}  # pidfd -> (pid, node id)
+        self._of_node: dict[str, int] = {}  # node id -> its agent's pidfd
+
+    def add(self, pid: int, node_id: str) -> bool:
+        """Watch `pid`, the agent of `node_id` (replacing the node's earlier agent); False if not possible."""
+        try:
+            fd = os.pidfd_open(pid)
+        except (OSError, AttributeError):  # gone already, or a kernel before 5.3
+            return False
+        with self._lock:
+            old = self._of_node.pop(node_id, None)
+            if old is not None:
+                self._drop(old)
+            self._fds[fd] = (pid, node_id)
+            self._of_node[node_id] = fd
+            self._poll.register(fd, select.POLLIN)
+        return True
+
+    def exited(self) -> list[tuple[int, str]]:
+        """The watched agents that exited since the last call (each reported once)."""
+        with self._lock:
+            ready = self._poll.poll(0)
+            gone = [self._drop(fd) for fd, _ in ready]
+        for pid, _ in gone:
+            _reap(pid)  # our child's exit status, if it is ours (no zombie is left behind)
+        return gone
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def _drop(self, fd: int) -> tuple[int, str]:
+        pid, node_id = self._fds.pop(fd)
+        if self._of_node.get(node_id) == fd:
+            del self._of_node[node_id]
+        self._poll.unregister(fd)
+        os.close(fd)
+        return pid, node_id
 
 
 def _reap(pid: int) -> None:

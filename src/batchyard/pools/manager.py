@@ -13,9 +13,12 @@ import contextlib
 import logging
 import secrets
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import and_, select
 
 from batchyard import __version__
 from batchyard.models import multiinstance
@@ -24,7 +27,7 @@ from batchyard.models.ids import node_id as make_node_id
 from batchyard.models.resources import stopped_resize_errors
 from batchyard.pools.hostusers import HostAccounts, remove_node_users
 from batchyard.pools.nodeops import NodeOps
-from batchyard.pools.provider import NodeProvider, NodeSpec
+from batchyard.pools.provider import Handle, NodeProvider, NodeSpec
 from batchyard.pools.quota import Quotas, nodes_allowed, quota_error, vm_cores
 from batchyard.service.agents import flush_node_totals, requeue_node_tasks
 from batchyard.service.common import set_state
@@ -88,6 +91,33 @@ def node_spec(ctx: Ctx, n: Row, pool: Row) -> NodeSpec:
     )
 
 
+def is_dedicated(node_id: str) -> bool:
+    """A node's kind, from its id (`models.ids.node_id`: `_d` dedicated, `_p` low-priority; set at creation)."""
+    return not node_id.endswith("_p")
+
+
+def _light_nodes(tx: Tx, pool_key: str) -> list[Row]:
+    """A pool's nodes as a resize pass needs them, in ordinal order: id, ordinal and kind, never the body
+    (a large pool grows by many passes; decoding every node body on each was most of a pass)."""
+    n = schema.nodes
+    stmt = select(n.c.id, n.c.ordinal).where(n.c.pool_key == pool_key).order_by(n.c.ordinal)
+    return [
+        {"id": i, "ordinal": o, "body": {"isDedicated": is_dedicated(i)}}
+        for i, o in tx.conn.execute(stmt).all()
+    ]
+
+
+def _leaving(tx: Tx, pool_key: str) -> set[str]:
+    """The pool's nodes being removed (`removenodes`): only bodies that hold an operation are read."""
+    n = schema.nodes
+    rows = tx.select(
+        schema.nodes,
+        and_(n.c.pool_key == pool_key, n.c.body.contains('"_op"', autoescape=True)),
+        columns=["id", "body"],
+    )
+    return {r["id"] for r in rows if (r["body"].get("_op") or {}).get("kind") == "remove"}
+
+
 class PoolManager:
     def __init__(
         self,
@@ -103,6 +133,13 @@ class PoolManager:
         self.quotas = quotas or Quotas()
         self.spawn_batch = spawn_batch
         self.ops = NodeOps(ctx, provider, lambda tx, n: self._remove_node(tx, n, "requeue"), self._spawn_of)
+        # leases (decision 0185): node id -> handle of an agent the provider cannot watch (asked `alive` on
+        # each pass); of an agent found gone, until acted on; and when a node was last looked at for nothing
+        # to do (its last_seen then, the time), so that a silent node is read once per lease, not every pass
+        self.polled: dict[str, Handle] = {}
+        self.dead: dict[str, Handle] = {}
+        self._looked: dict[str, tuple[float | None, float]] = {}
+        self._address_next = 0  # the next candidate node address (see _pick_address)
 
     async def run(self) -> None:
         hub = self.ctx.hub
@@ -137,6 +174,7 @@ class PoolManager:
                 if n["id"] in self.ctx.node_ops or n["state"] == "deallocated":
                     continue  # an operation in progress resumes at its stored step; a deallocated node has no agent
                 if self.provider.alive(n["pid"], n["id"]) and n["server_url"] == self.provider.server_url:
+                    self._watch(n["pid"], n["id"])
                     continue
                 self.provider.kill(n["pid"], n["id"])
                 self._respawn(tx, n)
@@ -157,6 +195,7 @@ class PoolManager:
             return
         set_state(body, "starting", now_text)
         self.ctx.last_seen[n["id"]] = monotonic()
+        self._watch(pid, n["id"])
         tx.update(
             schema.nodes,
             {
@@ -234,19 +273,17 @@ class PoolManager:
 
         asyncio.get_event_loop().call_later(3.0, finish)
         tx.delete(schema.nodes, id=node_id)
-        self.ctx.last_seen.pop(node_id, None)
+        self._forget(node_id)
         self.ctx.hub.wake_node(node_id)
         self.ctx.hub.forget_node(node_id)
 
     def _resize(self, tx: Tx, pool: Row, budget: int) -> list[Spawn]:
         """Add or remove nodes toward the targets; adds at most `budget` nodes and stops at the quotas."""
         body = pool["body"]
-        nodes = tx.select(
-            schema.nodes, schema.nodes.c.pool_key == pool["key"], order_by=[schema.nodes.c.ordinal]
-        )
+        nodes = _light_nodes(tx, pool["key"])
         # nodes being removed (removenodes) no longer count toward the target; the pool stays resizing until
         # they are gone
-        leaving = {n["id"] for n in nodes if (n["body"].get("_op") or {}).get("kind") == "remove"}
+        leaving = _leaving(tx, pool["key"])
         nodes = [n for n in nodes if n["id"] not in leaving]
         option = str(body.get("_deallocation", "requeue"))
         stopped = body["allocationState"] == "stopping"
@@ -266,17 +303,18 @@ class PoolManager:
                     now_adding = min(allowed, max(0, budget - len(spawns)))
                     next_ord = max([n["ordinal"] for n in nodes], default=-1) + 1
                     for i in range(now_adding):
-                        spawns.append(self._add_node(tx, pool, next_ord + i, dedicated))
+                        sp = self._add_node(tx, pool, next_ord + i, dedicated)
+                        spawns.append(sp)
+                        # what the rest of the pass reads of a node (not read back: a large pool grows by
+                        # many passes, and each would read every node again)
+                        nodes.append(
+                            {"id": sp.node_id, "ordinal": next_ord + i, "body": {"isDedicated": dedicated}}
+                        )
                     if allowed:
                         # steady on a later pass: once every node that fits is added and its agent started
                         done = False
                     else:
                         resize_errors.append(quota_error(dedicated, quota, in_use, cores))
-                    nodes = [
-                        n
-                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
-                        if n["id"] not in leaving
-                    ]
                 elif len(mine) > target:
                     excess = len(mine) - target
                     busy = {n["id"]: self.ctx.assignments.used_slots(n["id"]) for n in mine}
@@ -285,12 +323,10 @@ class PoolManager:
                         if busy[n["id"]] and option in ("taskcompletion", "retaineddata"):
                             done = False
                             continue
-                        self._remove_node(tx, n, option)
-                    nodes = [
-                        n
-                        for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"])
-                        if n["id"] not in leaving
-                    ]
+                        row = tx.get(schema.nodes, id=n["id"])
+                        if row is not None:
+                            self._remove_node(tx, row, option)
+                    nodes = [n for n in _light_nodes(tx, pool["key"]) if n["id"] not in leaving]
         _, now_text, _ = self.ctx.stamp()
         body["currentDedicatedNodes"] = sum(1 for n in nodes if n["body"].get("isDedicated", True))
         body["currentLowPriorityNodes"] = sum(1 for n in nodes if not n["body"].get("isDedicated", True))
@@ -310,12 +346,21 @@ class PoolManager:
 
     @staticmethod
     def _cores_in_use(tx: Tx, dedicated: bool) -> int:
-        """Cores of the account's nodes of one kind (every pool counts, as for Azure's account quota)."""
-        return sum(
-            vm_cores(str(n["body"].get("vmSize", "")))
-            for n in tx.select(schema.nodes)
-            if bool(n["body"].get("isDedicated", True)) == dedicated
-        )
+        """Cores of the account's nodes of one kind (every pool counts, as for Azure's account quota).
+
+        A node's size is its pool's (set at creation; a pool's vmSize never changes) and its kind is in its id,
+        so no node body is read: a pool of 10,000 nodes grows by many passes, each of which asks this.
+        """
+        n = schema.nodes
+        rows = tx.conn.execute(select(n.c.pool_key, n.c.id)).all()
+        per_pool: dict[str, int] = {}
+        for key, node_id in rows:
+            if is_dedicated(node_id) == dedicated:
+                per_pool[key] = per_pool.get(key, 0) + 1
+        if not per_pool:
+            return 0
+        pools = tx.select(schema.pools, schema.pools.c.key.in_(list(per_pool)), columns=["key", "body"])
+        return sum(vm_cores(str(p["body"].get("vmSize", ""))) * per_pool[p["key"]] for p in pools)
 
     def _spawn_of(self, n: Row, pool: Row) -> Spawn:
         """Start an existing node's agent again (the end of a reboot, reimage, deallocation or preemption)."""
@@ -333,7 +378,7 @@ class PoolManager:
         if used is None:  # read once; later picks are remembered (freed addresses are not reused)
             used = {str(n["body"].get("ipAddress", "")) for n in tx.select(schema.nodes)}
             self._addresses = used
-        address = multiinstance.pick_address(str(self.ctx.data_dir), used)
+        address = self._pick_address(used)
         used.add(address)
         body = {
             "id": nid,
@@ -378,6 +423,19 @@ class PoolManager:
             accounts,
             _container_of(pool["body"]),
         )
+
+    def _pick_address(self, used: set[str]) -> str:
+        """`multiinstance.pick_address`, resumed after the previous pick: freed addresses are not reused, so
+        every candidate before it is taken (from the start each time, a 10,000-node pool scans 50M)."""
+        start = zlib.crc32(str(self.ctx.data_dir).encode())
+        first = i = self._address_next
+        while i - first <= len(used):
+            a = multiinstance.address(start + i)
+            i += 1
+            if a not in used:
+                self._address_next = i
+                return a
+        raise RuntimeError("no free node address")
 
     async def _spawn(self, spawns: list[Spawn]) -> None:
         """Start agents in a worker thread; even when the server stops meanwhile, their pids are recorded."""
@@ -437,6 +495,7 @@ class PoolManager:
                     set_state(body, "starting", now_text)
                     values.update(state="starting", body=body, state_transition_time=now_text)
                 self.ctx.last_seen[sp.node_id] = monotonic()
+                self._watch(result, sp.node_id)
                 tx.update(schema.nodes, values, id=sp.node_id)
             for pool_key, err in failed.items():
                 self._allocation_failed(tx, pool_key, err)
@@ -506,25 +565,78 @@ class PoolManager:
 
     # --- leases -------------------------------------------------------------------------------------------
 
+    def _watch(self, handle: Handle, node_id: str) -> None:
+        """Follow the agent just recorded for a node: the provider reports its exit, or it is polled."""
+        self.polled.pop(node_id, None)
+        self.dead.pop(node_id, None)  # an earlier agent's exit no longer matters
+        self._looked.pop(node_id, None)
+        if handle is not None and not self.provider.watch(handle, node_id):
+            self.polled[node_id] = handle
+
+    def _forget(self, node_id: str) -> None:
+        """A node that left: nothing about its lease is kept."""
+        self.ctx.last_seen.pop(node_id, None)
+        self.polled.pop(node_id, None)
+        self.dead.pop(node_id, None)
+        self._looked.pop(node_id, None)
+
+    def _due(self, node_id: str, now: float) -> bool:
+        """Whether to read the node now: never looked at, or it synced since, or a lease has passed."""
+        looked = self._looked.get(node_id)
+        return looked is None or looked[0] != self.ctx.last_seen.get(node_id) or now - looked[1] >= self.lease
+
     def check_leases(self) -> None:
+        """Respawn nodes whose agent is gone; nodes silent for a lease become `unknown`, their tasks requeued.
+
+        Its cost follows events, not nodes (decision 0185): exits come from the provider's watch, leases from
+        the in-memory `last_seen`, and only the nodes concerned are read from the store.
+        """
         now = monotonic()
+        for handle, node_id in self.provider.exited():
+            self.dead[node_id] = handle
+            self._looked.pop(node_id, None)
+        for node_id, handle in list(self.polled.items()):
+            if not self.provider.alive(handle, node_id):
+                del self.polled[node_id]
+                self.dead[node_id] = handle
+                self._looked.pop(node_id, None)
+        due = {nid for nid in self.dead if self._due(nid, now)}
+        due.update(
+            nid for nid, seen in self.ctx.last_seen.items() if now - seen > self.lease and self._due(nid, now)
+        )
+        if not due:
+            return
+        ids = sorted(due)
         with self.ctx.store.tx() as tx:
-            for n in tx.select(schema.nodes, schema.nodes.c.state.in_(_LEASED)):
-                if n["id"] in self.ctx.node_ops:
-                    continue  # an operation in progress stops and starts this agent itself
-                seen = self.ctx.last_seen.get(n["id"], now)
-                self.ctx.last_seen.setdefault(n["id"], now)
-                dead = not self.provider.alive(n["pid"], n["id"])
-                if dead:
-                    log.warning("agent of node %s is gone; respawning it", n["id"])
-                    self._respawn(tx, n)
-                elif now - seen > self.lease and n["state"] != "unknown":
-                    _, now_text, etag = self.ctx.stamp()
-                    requeue_node_tasks(self.ctx, tx, n["id"], now_text, etag)
-                    body = n["body"]
-                    set_state(body, "unknown", now_text)
-                    tx.update(
-                        schema.nodes,
-                        {"state": "unknown", "body": body, "state_transition_time": now_text},
-                        id=n["id"],
-                    )
+            rows: list[Row] = []
+            for i in range(0, len(ids), 500):
+                rows += tx.select(schema.nodes, schema.nodes.c.id.in_(ids[i : i + 500]))
+            for nid in due - {n["id"] for n in rows}:
+                self._forget(nid)  # left the pool
+            for n in rows:
+                self._check_lease(tx, n, now)
+
+    def _check_lease(self, tx: Tx, n: Row, now: float) -> None:
+        node_id = n["id"]
+        if node_id in self.ctx.node_ops:
+            return  # an operation in progress stops and starts this agent itself: looked at again next pass
+        handle = self.dead.get(node_id, n["pid"])
+        if handle != n["pid"]:
+            self.dead.pop(node_id)  # another agent serves the node now (or none, e.g. deallocated)
+        seen = self.ctx.last_seen.setdefault(node_id, now)
+        if n["state"] in _LEASED and (node_id in self.dead or n["pid"] is None):
+            self.dead.pop(node_id, None)
+            log.warning("agent of node %s is gone; respawning it", node_id)
+            self._respawn(tx, n)
+            return
+        self._looked[node_id] = (seen, now)
+        if n["state"] in _LEASED and now - seen > self.lease and n["state"] != "unknown":
+            _, now_text, etag = self.ctx.stamp()
+            requeue_node_tasks(self.ctx, tx, node_id, now_text, etag)
+            body = n["body"]
+            set_state(body, "unknown", now_text)
+            tx.update(
+                schema.nodes,
+                {"state": "unknown", "body": body, "state_transition_time": now_text},
+                id=node_id,
+            )

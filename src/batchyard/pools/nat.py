@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
+from sqlalchemy import select
+
 from batchyard.models.resources import endpoint_rules
 from batchyard.store import schema
 from batchyard.store.sql import SqlStore
@@ -34,6 +36,8 @@ MAX_CONNECTIONS = 256
 MAX_UDP_FLOWS = 256
 UDP_IDLE = 60.0
 MAX_LISTENERS = 2048
+#: Seconds between two full passes of the forwarder while no node or pool changes.
+FULL_PASS = 60.0
 CONNECT_TIMEOUT = 10.0
 CHUNK = 64 * 1024
 
@@ -145,6 +149,9 @@ class Forwarder:
         self.max_listeners = max_listeners
         self.active = 0
         self._listeners: dict[tuple[str, str], _Listener] = {}
+        self._ids: set[str] = set()  # the nodes and pool ETags the last pass saw
+        self._etags: frozenset[object] = frozenset()
+        self._full_at = -FULL_PASS
 
     # --- the service's view -----------------------------------------------------------------------------
 
@@ -285,20 +292,45 @@ class Forwarder:
             t.cancel()
 
     def reconcile(self, store: SqlStore) -> None:
-        """Open the endpoints of every node that has none yet; close those of nodes that are gone."""
+        """Open the endpoints of every node that has none yet; close those of nodes that are gone.
+
+        A node's rules come from its pool and its address from its creation, so only nodes that appeared
+        since the last pass are read with their bodies (decision 0188): an idle pool costs a read of ids,
+        however many nodes it has. A pool that changed (its ETag), and every FULL_PASS seconds (to retry a
+        frontend that could not be opened), bring a full pass.
+        """
+        n = schema.nodes
         with store.tx() as tx:
+            ids = {r[0] for r in tx.conn.execute(select(n.c.id)).all()}
+            etags = frozenset(tx.conn.execute(select(schema.pools.c.key, schema.pools.c.etag)).all())
+            now = time.monotonic()
+            full = etags != self._etags or now - self._full_at >= FULL_PASS
+            new = sorted(ids if full else ids - self._ids)
+            gone = self._ids - ids
+            if not full and not new and not gone:
+                return
             pools = {p["key"]: p["body"] for p in tx.select(schema.pools, columns=["key", "body"])}
-            nodes = tx.select(schema.nodes, columns=["id", "pool_key", "ordinal", "body"])
+            nodes: list[dict[str, object]] = []
+            for i in range(0, len(new), 500):
+                part = new[i : i + 500]
+                nodes += tx.select(n, n.c.id.in_(part), columns=["id", "pool_key", "ordinal", "body"])
         live: set[tuple[str, str]] = set()
-        for n in nodes:
-            pool = pools.get(n["pool_key"])
+        for row in nodes:
+            pool = pools.get(str(row["pool_key"]))
             if pool is None:
                 continue
+            body = cast(dict[str, object], row["body"])
             rules = endpoint_rules(pool)
-            self.frontends(n["id"], int(n["ordinal"]), str(n["body"].get("ipAddress", "127.0.0.1")), rules)
-            live.update((n["id"], r[0]) for r in rules)
-        for key in [k for k in self._listeners if k not in live]:
+            self.frontends(
+                str(row["id"]), int(str(row["ordinal"])), str(body.get("ipAddress", "127.0.0.1")), rules
+            )
+            live.update((str(row["id"]), r[0]) for r in rules)
+        for key in [k for k in self._listeners if (k not in live if full else k[0] in gone)]:
             self._close(key)
+        # only a pass that got this far counts as seen: one that failed is done again in full next time
+        self._ids, self._etags = ids, etags
+        if full:
+            self._full_at = now
 
     async def run(self, store: SqlStore, interval: float = 2.0) -> None:
         try:

@@ -63,6 +63,16 @@ class NodeProvider(Protocol):
         """Whether the node's agent is still running (handles may be reused: check it is this node's)."""
         ...
 
+    def watch(self, handle: Handle, node_id: str) -> bool:
+        """Report this agent's exit through `exited` from now on (decision 0185), for an agent known to be
+        alive. False when the provider cannot: the pool manager then asks `alive` on each of its passes."""
+        ...
+
+    def exited(self) -> list[tuple[Handle, str]]:
+        """Watched agents that exited since the last call, as (handle, node id); never blocks. Its cost must
+        not grow with the number of agents that are still running: the pool manager calls it every second."""
+        ...
+
     def stop(self, handle: Handle, node_id: str) -> None:
         """Ask the agent to stop: it kills its tasks and exits, keeping the node's disk."""
         ...

@@ -269,6 +269,9 @@ class Scheduler:
         loop should run again (more work fits, or work was left that only a whole-pool pass can place)."""
         pbody = pool["body"]
         per_node = int(pbody.get("taskSlotsPerNode", 1))
+        jobs = tx.select_prepared("active_jobs", _active_jobs, {"pool": pool["key"]})
+        if not jobs:  # nothing to place: the pool's nodes are not read (each joining node calls this)
+            return False
         nodes: list[NodeSlots] = []
         low_priority: set[str] = set()
         pool_nodes = (
@@ -292,7 +295,6 @@ class Scheduler:
         if not nodes:
             return False
         node_rows = {n.node_id: n for n in nodes}
-        jobs = tx.select_prepared("active_jobs", _active_jobs, {"pool": pool["key"]})
         pack = str(pbody.get("taskSchedulingPolicy", {}).get("nodeFillType", "Spread")).lower() == "pack"
         _, now_text, etag = self.ctx.stamp()
         placed_any = False
