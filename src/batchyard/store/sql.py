@@ -65,6 +65,18 @@ def json_text(body: Any) -> str:
     return _encode(body).decode()
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(v: Any) -> str:
+    """One value in COPY's text format."""
+    if v is None:
+        return "\\N"
+    if isinstance(v, str):
+        return v.translate(_COPY_ESCAPES)
+    return str(int(v))
+
+
 def _prep(values: Mapping[str, Any]) -> dict[str, Any]:
     v = dict(values)
     if "body" in v and not isinstance(v["body"], str):
@@ -152,13 +164,32 @@ class Tx:
         cost more than SQLite's own insert; PostgreSQL receives the rows as one pipelined executemany."""
         if not rows:
             return
+        if self.conn.dialect.name == "postgresql":
+            # COPY: one message for all rows; an executemany is a pipelined statement per row, ~3x the CPU
+            cols = ", ".join(f'"{c}"' for c in columns)
+            cur = self.conn.connection.cursor()
+            try:
+                with cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp:
+                    cp.write("".join("\t".join(map(_copy_field, r)) + "\n" for r in rows))
+            except Exception as exc:
+                if type(exc).__name__ == "UniqueViolation":
+                    raise DuplicateKey(str(exc)) from exc
+                raise
+            finally:
+                cur.close()
+            if self._grew is not None:
+                self._grew(table.name, len(rows))
+            return
         mark = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
         sql = _RAW.get((table.name, columns, mark))
         if sql is None:
             cols = ", ".join(f'"{c}"' for c in columns)
             sql = f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join([mark] * len(columns))})"
             _RAW[(table.name, columns, mark)] = sql
-        self.conn.exec_driver_sql(sql, list(rows))
+        try:
+            self.conn.exec_driver_sql(sql, list(rows))
+        except IntegrityError as exc:
+            raise DuplicateKey(str(exc.orig)) from exc
         if self._grew is not None:
             self._grew(table.name, len(rows))
 
