@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_
-
 from batchyard.models import dependencies as deps_model
 from batchyard.models import errors, exitconditions, odata
 from batchyard.models.ids import check_id, key_of
@@ -145,14 +143,7 @@ def add_collection(ctx: Ctx, job_id: str, specs: list[Body], base_url: str) -> l
     with ctx.store.tx() as tx:
         job = _job_accepting(tx, job_id)
         keys = [key_of(str(s.get("id", ""))) for s in specs]
-        existing = {
-            r["key"]
-            for r in tx.select(
-                schema.tasks,
-                and_(schema.tasks.c.job_key == job["key"], schema.tasks.c.key.in_(keys)),
-                columns=["key"],
-            )
-        }
+        existing = tx.existing_task_keys(job["key"], keys)
         rows: list[Row] = []
         seq = job["task_seq"]
         for spec in specs:

@@ -256,6 +256,17 @@ class Tx:
             stmt = stmt.limit(limit)
         return [tuple(r) for r in self.conn.execute(stmt)]
 
+    def existing_task_keys(self, job_key: str, keys: Sequence[str]) -> set[str]:
+        """Which of these task keys the job already has (one prebuilt statement: the collection add's check)."""
+        t = schema.tasks
+        stmt = _cached(
+            ("task_keys",),
+            lambda: select(t.c.key).where(
+                t.c.job_key == bindparam("jk"), t.c.key.in_(bindparam("keys", expanding=True))
+            ),
+        )
+        return {r[0] for r in self.conn.execute(stmt, {"jk": job_key, "keys": list(keys)})} if keys else set()
+
     def count(self, table: Table, where: ColumnElement[bool] | None = None) -> int:
         stmt = select(func.count()).select_from(table)
         if where is not None:
