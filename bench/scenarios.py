@@ -719,7 +719,7 @@ def scale(b: Bench, res: ScenarioResult) -> None:
         }
     )
     with contextlib.ExitStack() as stack:
-        pg = stack.enter_context(_pg_schema(b.scale_store)) if b.scale_store else None
+        pg = stack.enter_context(_pg_schema(b.scale_store, b.keep)) if b.scale_store else None
         _scale(b, res, n, conns, stack.enter_context(b.server("scale", pg.url if pg else None)), pg)
 
 
@@ -742,7 +742,8 @@ class PgSchema:
 
 
 @contextlib.contextmanager
-def _pg_schema(base: str) -> Iterator[PgSchema]:
+def _pg_schema(base: str, keep: bool = False) -> Iterator[PgSchema]:
+    """With --keep the schema stays (its name is printed), as the data directories do."""
     import psycopg
 
     sch = PgSchema(base, f"bench_scale_{int(time.time())}")
@@ -751,8 +752,11 @@ def _pg_schema(base: str) -> Iterator[PgSchema]:
     try:
         yield sch
     finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {sch.name} CASCADE")
+        if keep:
+            print(f"  [scale] kept PostgreSQL schema {sch.name}", flush=True)
+        else:
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {sch.name} CASCADE")
 
 
 def _scale(b: Bench, res: ScenarioResult, n: int, conns: int, srv: Server, pg: PgSchema | None) -> None:
