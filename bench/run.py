@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--scale-connections", type=int, default=8, help="concurrent connections for the scale add"
     )
+    p.add_argument(
+        "--scale-store",
+        default=None,
+        help="run the scale scenario on PostgreSQL: postgresql://user@host:port/db (a schema of its own, "
+        "dropped afterwards); default: SQLite under the data dir",
+    )
     p.add_argument("--nodes", type=int, default=200, help="local nodes in the nodes scenario")
     p.add_argument(
         "--nodes-interval", type=float, default=60.0, help="quiet interval measured in the nodes scenario"
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         scale_tasks=a.scale_tasks,
         scale_budget=a.scale_budget,
         scale_connections=a.scale_connections,
+        scale_store=a.scale_store,
         nodes=a.nodes,
         nodes_interval=a.nodes_interval,
         idle_nodes=a.idle_nodes,

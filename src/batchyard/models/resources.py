@@ -503,8 +503,10 @@ def new_job(spec: Body, now: str, pool_id: str) -> Body:
     return body
 
 
-def new_task(spec: Body, now: str, job: Body) -> Body:
-    body = copy.deepcopy(spec)
+def new_task(spec: Body, now: str, job: Body, owned: bool = False) -> Body:
+    """The stored body of a new task; `owned=True` when the caller hands over `spec` (a freshly decoded
+    request body) so it is completed in place instead of deep-copied."""
+    body = spec if owned else copy.deepcopy(spec)
     refuse_unsupported(body, "task")
     if not body.get("commandLine"):
         raise errors.missing_required_property("commandLine")

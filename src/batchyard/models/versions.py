@@ -246,6 +246,20 @@ def render(root: str, version: str, body: Body) -> Body:
     return out
 
 
+@functools.cache
+def render_keys(root: str, version: str) -> frozenset[str] | None:
+    """The property names whose presence anywhere in a body makes `render(root, version, ·)` change it;
+    a body with none of them comes back equal. None when render may change any body (defaults it adds,
+    reshaped roots). Lets a list serve stored JSON as it is."""
+    ok = allowed(root, version)
+    if not ok:
+        return frozenset()
+    if root in ("taskcounts", "pool") or EMPTY_LISTS.get(root):
+        return None
+    drop, _, back = _plan(root, version)
+    return frozenset(p.rsplit(".", 1)[-1] for p in drop | back)
+
+
 def _cut(value: Any, path: str, drop: frozenset[str], walk: frozenset[str], back: frozenset[str]) -> Any:
     if isinstance(value, list):
         return [_cut(v, path, drop, walk, back) for v in value]

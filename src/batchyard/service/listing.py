@@ -87,6 +87,36 @@ def page_rows(
             return out, None
 
 
+def page_texts(
+    tx: Tx,
+    table: Table,
+    key_col: str,
+    base: ColumnElement[bool] | None,
+    q: ListQuery,
+    spec: FilterSpec,
+    columns: Mapping[str, Any],
+) -> tuple[list[tuple[str, str]], str | None] | None:
+    """`page_rows` as (id, stored body JSON) pairs, when the filter is all SQL; None when part of it must be
+    evaluated on decoded bodies (the caller then uses `page_rows`)."""
+    from batchyard.store.odata_sql import split_sql
+
+    expr = parse_filter(q, spec)
+    sql_part, residual = split_sql(expr, columns) if expr is not None else (None, None)
+    if residual is not None:
+        return None
+    after = decode_token(q.skiptoken) if q.skiptoken else None
+    limit = max(1, min(q.max_results, MAX_RESULTS))
+    kc = table.c[key_col]
+    clauses = [c for c in (base, sql_part) if c is not None]
+    if after is not None:
+        clauses.append(kc > after)
+    where = and_(*clauses) if clauses else None
+    rows = tx.select_tuples(table, (key_col, "id", "body"), where, order_by=[kc], limit=limit + 1)
+    if len(rows) > limit:
+        return [(r[1], r[2]) for r in rows[:limit]], encode_token(rows[limit - 1][0])
+    return [(r[1], r[2]) for r in rows], None
+
+
 def page_items(
     items: list[dict[str, Any]], q: ListQuery, spec: FilterSpec
 ) -> tuple[list[dict[str, Any]], str | None]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_
-
 from batchyard.models import dependencies as deps_model
 from batchyard.models import errors, exitconditions, odata
 from batchyard.models.ids import check_id, key_of
@@ -15,11 +13,11 @@ from batchyard.models.statistics import task_stats
 from batchyard.service import completion, jobs, jobtasks, subtasks
 from batchyard.service.common import Body, item, stamp_body
 from batchyard.service.context import NO_CONDITIONS, Conditions, Ctx, Written, task_ref
-from batchyard.service.listing import ListQuery, page_rows
+from batchyard.service.listing import ListQuery, page_rows, page_texts
 from batchyard.service.staging import check_staging
 from batchyard.service.taskstate import move, result_of
 from batchyard.store import schema
-from batchyard.store.sql import Row, Tx
+from batchyard.store.sql import Row, Tx, json_text
 
 MAX_COLLECTION = 100
 
@@ -53,10 +51,10 @@ def _job_accepting(tx: Tx, job_id: str) -> Row:
     return job
 
 
-def _new_row(job: Row, spec: Body, seq: int, now_text: str, etag: str) -> Row:
+def _new_row(job: Row, spec: Body, seq: int, now_text: str, etag: str, owned: bool = False) -> Row:
     task_id = check_id(spec.get("id"))
     jobtasks.check_task_id(job, task_id)
-    body = new_task(spec, now_text, job["body"])
+    body = new_task(spec, now_text, job["body"], owned)
     check_staging(body)
     exitconditions.check(body.get("exitConditions"), str(job["body"].get("onTaskFailure", "noaction")))
     parsed = deps_model.parse(body.get("dependsOn"), task_id)
@@ -81,10 +79,34 @@ def _new_row(job: Row, spec: Body, seq: int, now_text: str, etag: str) -> Row:
     }
 
 
+# the columns a new task row sets, in the order `Tx.insert_rows` receives them
+_INSERT_COLUMNS = (
+    "job_key",
+    "key",
+    "id",
+    "seq",
+    "state",
+    "node_id",
+    "slots",
+    "attempt",
+    "etag",
+    "last_modified",
+    "creation_time",
+    "body",
+    "num_id",
+    "deps_remaining",
+    "state_transition_time",
+)
+
+
 def _added(tx: Tx, job: Row, rows: list[Row]) -> None:
     parsed = {r["key"]: r.pop("_deps") for r in rows}
     completion.register(tx, job["key"], rows, parsed)
-    tx.insert_many(schema.tasks, rows)
+    tx.insert_rows(
+        schema.tasks,
+        _INSERT_COLUMNS,
+        [tuple(json_text(r[c]) if c == "body" else r[c] for c in _INSERT_COLUMNS) for r in rows],
+    )
     slots = sum(int(r["slots"]) for r in rows)
     tx.add_counts(job["key"], {"active": len(rows), "slots_active": slots})
     tx.update(schema.jobs, {"task_seq": job["task_seq"] + len(rows)}, key=job["key"])
@@ -121,20 +143,13 @@ def add_collection(ctx: Ctx, job_id: str, specs: list[Body], base_url: str) -> l
     with ctx.store.tx() as tx:
         job = _job_accepting(tx, job_id)
         keys = [key_of(str(s.get("id", ""))) for s in specs]
-        existing = {
-            r["key"]
-            for r in tx.select(
-                schema.tasks,
-                and_(schema.tasks.c.job_key == job["key"], schema.tasks.c.key.in_(keys)),
-                columns=["key"],
-            )
-        }
+        existing = tx.existing_task_keys(job["key"], keys)
         rows: list[Row] = []
         seq = job["task_seq"]
         for spec in specs:
             tid = str(spec.get("id", ""))
             try:
-                row = _new_row(job, spec, seq + 1, now_text, etag)
+                row = _new_row(job, spec, seq + 1, now_text, etag, owned=True)
             except errors.BatchError as e:
                 results.append({"status": "ClientError", "taskId": tid, "error": error_body(e)})
                 continue
@@ -210,6 +225,14 @@ def list_tasks(ctx: Ctx, job_id: str, q: ListQuery) -> tuple[list[Body], str | N
         return page_rows(
             tx, schema.tasks, "key", base, q, odata.TASKS, _columns(), _shaper(job["id"], q.expand)
         )
+
+
+def list_task_texts(ctx: Ctx, job_id: str, q: ListQuery) -> tuple[list[tuple[str, str]], str | None] | None:
+    """A page of (task id, stored body JSON), or None when the filter needs decoded bodies."""
+    with ctx.store.tx() as tx:
+        job = jobs.load(tx, job_id)
+        base = schema.tasks.c.job_key == job["key"]
+        return page_texts(tx, schema.tasks, "key", base, q, odata.TASKS, _columns())
 
 
 def replace_task(ctx: Ctx, job_id: str, task_id: str, spec: Body, cond: Conditions) -> Written:

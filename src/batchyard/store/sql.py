@@ -6,6 +6,7 @@ preconditions, id uniqueness) happen on rows read inside that transaction.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -33,6 +34,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from batchyard.store import schema
 
 Row = dict[str, Any]
+_log = logging.getLogger(__name__)
+
+# rows a table must gain before its first ANALYZE on PostgreSQL (then half its size each time)
+ANALYZE_MIN_ROWS = 5000
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -55,6 +60,23 @@ def _row(m: Mapping[Any, Any]) -> Row:
     return r
 
 
+def json_text(body: Any) -> str:
+    """A body as the JSON text a `body` column holds (for `Tx.insert_rows`)."""
+    return _encode(body).decode()
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(v: Any) -> str:
+    """One value in COPY's text format."""
+    if v is None:
+        return "\\N"
+    if isinstance(v, str):
+        return v.translate(_COPY_ESCAPES)
+    return str(int(v))
+
+
 def _prep(values: Mapping[str, Any]) -> dict[str, Any]:
     v = dict(values)
     if "body" in v and not isinstance(v["body"], str):
@@ -65,6 +87,9 @@ def _prep(values: Mapping[str, Any]) -> dict[str, Any]:
 # Statements of the hot paths are built once and executed with parameters: building a SQLAlchemy
 # statement costs several times more than running it on SQLite.
 _STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+_RAW: dict[tuple[str, tuple[str, ...], str], str] = {}
 
 
 def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
@@ -122,8 +147,9 @@ def _update_stmt(table: Table, pk_names: tuple[str, ...], cols: tuple[str, ...])
 class Tx:
     """Operations available inside one transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, grew: Callable[[str, int], None] | None = None) -> None:
         self.conn = conn
+        self._grew = grew
         self._cursor: Any = None
 
     def _compiled(self, key: tuple[Any, ...], build: Callable[[], Any]) -> _Compiled:
@@ -185,6 +211,42 @@ class Tx:
         if rows:
             self.conn.execute(insert(table), [_prep(r) for r in rows])
 
+    def insert_rows(self, table: Table, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert tuples in `columns` order with one prebuilt driver statement (the bulk task add).
+
+        A `body` column must already be JSON text. Skips SQLAlchemy's per-row parameter processing, which
+        cost more than SQLite's own insert; PostgreSQL receives the rows as one pipelined executemany."""
+        if not rows:
+            return
+        if self.conn.dialect.name == "postgresql":
+            # COPY: one message for all rows; an executemany is a pipelined statement per row, ~3x the CPU
+            cols = ", ".join(f'"{c}"' for c in columns)
+            cur = self.conn.connection.cursor()
+            try:
+                with cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp:
+                    cp.write("".join("\t".join(map(_copy_field, r)) + "\n" for r in rows))
+            except Exception as exc:
+                if type(exc).__name__ == "UniqueViolation":
+                    raise DuplicateKey(str(exc)) from exc
+                raise
+            finally:
+                cur.close()
+            if self._grew is not None:
+                self._grew(table.name, len(rows))
+            return
+        mark = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        sql = _RAW.get((table.name, columns, mark))
+        if sql is None:
+            cols = ", ".join(f'"{c}"' for c in columns)
+            sql = f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join([mark] * len(columns))})"
+            _RAW[(table.name, columns, mark)] = sql
+        try:
+            self.conn.exec_driver_sql(sql, list(rows))
+        except IntegrityError as exc:
+            raise DuplicateKey(str(exc.orig)) from exc
+        if self._grew is not None:
+            self._grew(table.name, len(rows))
+
     def update(self, table: Table, values: Mapping[str, Any], **pk: Any) -> int:
         cols = tuple(values)
         params = _pk_values(pk)
@@ -239,6 +301,36 @@ class Tx:
         """Run a hot-path SELECT built once (``build`` takes no arguments; values go in as bind parameters,
         none of them expanding)."""
         return self._raw_rows(self._compiled(("prepared", name), build), params)
+
+    def select_tuples(
+        self,
+        table: Table,
+        columns: Sequence[str],
+        where: ColumnElement[bool] | None = None,
+        order_by: Sequence[Any] = (),
+        limit: int | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Like `select`, as plain tuples in `columns` order with `body` left as JSON text (list pages served
+        without a decode and re-encode)."""
+        stmt = select(*(table.c[c] for c in columns))
+        if where is not None:
+            stmt = stmt.where(where)
+        if order_by:
+            stmt = stmt.order_by(*order_by)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [tuple(r) for r in self.conn.execute(stmt)]
+
+    def existing_task_keys(self, job_key: str, keys: Sequence[str]) -> set[str]:
+        """Which of these task keys the job already has (one prebuilt statement: the collection add's check)."""
+        t = schema.tasks
+        stmt = _cached(
+            ("task_keys",),
+            lambda: select(t.c.key).where(
+                t.c.job_key == bindparam("jk"), t.c.key.in_(bindparam("keys", expanding=True))
+            ),
+        )
+        return {r[0] for r in self.conn.execute(stmt, {"jk": job_key, "keys": list(keys)})} if keys else set()
 
     def count(self, table: Table, where: ColumnElement[bool] | None = None) -> int:
         stmt = select(func.count()).select_from(table)
@@ -298,6 +390,10 @@ class SqlStore:
         self._local = threading.local()
         self._held: list[Connection] = []  # every thread's connection, closed by dispose()
         self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._grown: dict[str, int] = {}
+        self._analyzed: dict[str, int] = {}
+        self._analyzing: set[str] = set()
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -316,18 +412,19 @@ class SqlStore:
     def tx(self) -> Iterator[Tx]:
         """One transaction, on this thread's own connection (checking a connection out of the pool and back
         for every transaction cost as much as a small transaction itself)."""
+        grew = self._grew if self.dialect == "postgresql" else None
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.invalidated or conn.in_transaction():
             if conn is not None and conn.in_transaction():  # a transaction inside another: its own connection
                 with self.engine.begin() as other:
-                    yield Tx(other)
+                    yield Tx(other, grew)
                 return
             conn = self._local.conn = self.engine.connect()
             with self._lock:
                 self._held.append(conn)
         try:
             with conn.begin():
-                yield Tx(conn)
+                yield Tx(conn, grew)
         except DBAPIError:
             self._drop(conn)  # the connection may be broken (a database restart): the next one is fresh
             raise
@@ -339,6 +436,35 @@ class SqlStore:
             if conn in self._held:
                 self._held.remove(conn)
         conn.close()
+
+    def _grew(self, table: str, n: int) -> None:
+        """Count bulk-inserted rows; once a table has grown by half since its last ANALYZE, refresh its
+        planner statistics in a background thread. Autovacuum analyzes at most once a minute: a job filling
+        at 10,000 tasks/s would be planned for hours with the statistics of an empty table (a sort of every
+        row of the job for a list page, a scan of the job for each collection's duplicate check)."""
+        with self._stats_lock:
+            grown = self._grown[table] = self._grown.get(table, 0) + n
+            if table in self._analyzing or grown < max(ANALYZE_MIN_ROWS, self._analyzed.get(table, 0) // 2):
+                return
+            self._analyzing.add(table)
+        threading.Thread(target=self._analyze, args=(table,), name=f"analyze-{table}", daemon=True).start()
+
+    def _analyze(self, table: str) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"ANALYZE {table}")
+                conn.commit()
+                rows = conn.exec_driver_sql(
+                    "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)", (table,)
+                ).scalar()
+        except Exception:  # statistics are an optimisation: a failed ANALYZE is retried on more growth
+            _log.warning("ANALYZE %s failed", table, exc_info=True)
+            rows = None
+        with self._stats_lock:
+            self._analyzing.discard(table)
+            if rows is not None:
+                self._analyzed[table] = max(int(rows), 0)
+                self._grown[table] = 0
 
     def dispose(self) -> None:
         with self._lock:
