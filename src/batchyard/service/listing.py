@@ -49,6 +49,19 @@ def parse_filter(q: ListQuery, spec: FilterSpec) -> Expr | None:
     return compile_filter(q.filter, spec)
 
 
+def _page_query(
+    q: ListQuery, spec: FilterSpec, columns: Mapping[str, Any]
+) -> tuple[ColumnElement[bool] | None, Any, str | None, int]:
+    """A list request's SQL part of its filter, the part left to evaluate on items, the key to start after
+    and the page size."""
+    from batchyard.store.odata_sql import split_sql
+
+    expr = parse_filter(q, spec)
+    sql_part, residual = split_sql(expr, columns) if expr is not None else (None, None)
+    after = decode_token(q.skiptoken) if q.skiptoken else None
+    return sql_part, residual, after, max(1, min(q.max_results, MAX_RESULTS))
+
+
 def page_rows(
     tx: Tx,
     table: Table,
@@ -60,12 +73,7 @@ def page_rows(
     to_item: Callable[[Row], dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of items in key order; returns the items and the next skiptoken (or None)."""
-    from batchyard.store.odata_sql import split_sql
-
-    expr = parse_filter(q, spec)
-    sql_part, residual = split_sql(expr, columns) if expr is not None else (None, None)
-    after = decode_token(q.skiptoken) if q.skiptoken else None
-    limit = max(1, min(q.max_results, MAX_RESULTS))
+    sql_part, residual, after, limit = _page_query(q, spec, columns)
     out: list[dict[str, Any]] = []
     keys: list[str] = []
     kc = table.c[key_col]
@@ -98,14 +106,9 @@ def page_texts(
 ) -> tuple[list[tuple[str, str]], str | None] | None:
     """`page_rows` as (id, stored body JSON) pairs, when the filter is all SQL; None when part of it must be
     evaluated on decoded bodies (the caller then uses `page_rows`)."""
-    from batchyard.store.odata_sql import split_sql
-
-    expr = parse_filter(q, spec)
-    sql_part, residual = split_sql(expr, columns) if expr is not None else (None, None)
+    sql_part, residual, after, limit = _page_query(q, spec, columns)
     if residual is not None:
         return None
-    after = decode_token(q.skiptoken) if q.skiptoken else None
-    limit = max(1, min(q.max_results, MAX_RESULTS))
     kc = table.c[key_col]
     clauses = [c for c in (base, sql_part) if c is not None]
     if after is not None:

@@ -144,6 +144,23 @@ def _update_stmt(table: Table, pk_names: tuple[str, ...], cols: tuple[str, ...])
     )
 
 
+def _select_stmt(
+    table: Table,
+    columns: Sequence[str] | None,
+    where: ColumnElement[bool] | None,
+    order_by: Sequence[Any],
+    limit: int | None,
+) -> Any:
+    stmt = select(*(table.c[c] for c in columns)) if columns else select(table)
+    if where is not None:
+        stmt = stmt.where(where)
+    if order_by:
+        stmt = stmt.order_by(*order_by)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return stmt
+
+
 class Tx:
     """Operations available inside one transaction."""
 
@@ -288,13 +305,7 @@ class Tx:
         limit: int | None = None,
         columns: Sequence[str] | None = None,
     ) -> list[Row]:
-        stmt = select(*(table.c[c] for c in columns)) if columns else select(table)
-        if where is not None:
-            stmt = stmt.where(where)
-        if order_by:
-            stmt = stmt.order_by(*order_by)
-        if limit is not None:
-            stmt = stmt.limit(limit)
+        stmt = _select_stmt(table, columns, where, order_by, limit)
         return [_row(r) for r in self.conn.execute(stmt).mappings()]
 
     def select_prepared(self, name: str, build: Callable[[], Any], params: Mapping[str, Any]) -> list[Row]:
@@ -312,13 +323,7 @@ class Tx:
     ) -> list[tuple[Any, ...]]:
         """Like `select`, as plain tuples in `columns` order with `body` left as JSON text (list pages served
         without a decode and re-encode)."""
-        stmt = select(*(table.c[c] for c in columns))
-        if where is not None:
-            stmt = stmt.where(where)
-        if order_by:
-            stmt = stmt.order_by(*order_by)
-        if limit is not None:
-            stmt = stmt.limit(limit)
+        stmt = _select_stmt(table, columns, where, order_by, limit)
         return [tuple(r) for r in self.conn.execute(stmt)]
 
     def existing_task_keys(self, job_key: str, keys: Sequence[str]) -> set[str]:
