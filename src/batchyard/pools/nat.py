@@ -306,7 +306,8 @@ class Forwarder:
             now = time.monotonic()
             full = etags != self._etags or now - self._full_at >= FULL_PASS
             new = sorted(ids if full else ids - self._ids)
-            gone = self._ids - ids
+            # a node gone since the last pass, or one whose frontend a request opened between two passes
+            gone = (self._ids | {k[0] for k in self._listeners}) - ids
             if not full and not new and not gone:
                 return
             pools = {p["key"]: p["body"] for p in tx.select(schema.pools, columns=["key", "body"])}
