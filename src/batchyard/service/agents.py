@@ -9,10 +9,9 @@ loses nothing; completion events are resent until acknowledged.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_
 
 from batchyard.models import errors, startlog
 from batchyard.models.clock import monotonic, parse_time
@@ -304,15 +303,6 @@ def plan(ctx: Ctx, node_id: str, running: list[str]) -> Body:
     return {"run": start, "kill": kill, "release": jobprep.releases_for(ctx, node_id, have)}
 
 
-def _event_rows(n: int) -> Callable[[], Any]:
-    def build() -> Any:
-        t = schema.tasks
-        keys: list[Any] = [bindparam(f"k{i}") for i in range(n)]
-        return select(t).where(and_(t.c.job_key == bindparam("job"), t.c.key.in_(keys)))
-
-    return build
-
-
 def _load_rows(tx: Tx, events: list[Body]) -> dict[str, Row]:
     """The task rows the events refer to, read in one query per job; stale attempts are left out."""
     wanted: dict[str, dict[str, tuple[str, int]]] = {}
@@ -322,21 +312,11 @@ def _load_rows(tx: Tx, events: list[Body]) -> dict[str, Row]:
         wanted.setdefault(job_key, {})[task_key] = (ref, attempt)
     out: dict[str, Row] = {}
     for job_key, keys in wanted.items():
-        names = list(keys)
-        for i in range(0, len(names), _IN_SIZES[-1]):
-            chunk = names[i : i + _IN_SIZES[-1]]
-            size = next(n for n in _IN_SIZES if n >= len(chunk))
-            chunk += [chunk[-1]] * (size - len(chunk))  # a few statement shapes, whatever the count
-            params: dict[str, Any] = {"job": job_key}
-            params.update({f"k{j}": k for j, k in enumerate(chunk)})
-            for row in tx.select_prepared(f"event_rows{size}", _event_rows(size), params):
-                for ev_ref, attempt in [keys[row["key"]]]:
-                    if int(row["attempt"]) == attempt:
-                        out[ev_ref] = row
+        for row in tx.task_rows(job_key, list(keys)):
+            for ev_ref, attempt in [keys[row["key"]]]:
+                if int(row["attempt"]) == attempt:
+                    out[ev_ref] = row
     return out
-
-
-_IN_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def _started(

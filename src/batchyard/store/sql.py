@@ -99,6 +99,19 @@ def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
     return stmt
 
 
+_IN_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _task_rows_stmt(cols: tuple[str, ...] | None, n: int) -> Callable[[], Any]:
+    def build() -> Any:
+        t = schema.tasks
+        keys: list[Any] = [bindparam(f"k{i}") for i in range(n)]
+        stmt = select(*(t.c[c] for c in cols)) if cols else select(t)
+        return stmt.where(and_(t.c.job_key == bindparam("job"), t.c.key.in_(keys)))
+
+    return build
+
+
 class _Compiled:
     """A hot statement compiled once per dialect and run on the DB-API cursor.
 
@@ -327,15 +340,23 @@ class Tx:
         return [tuple(r) for r in self.conn.execute(stmt)]
 
     def existing_task_keys(self, job_key: str, keys: Sequence[str]) -> set[str]:
-        """Which of these task keys the job already has (one prebuilt statement: the collection add's check)."""
-        t = schema.tasks
-        stmt = _cached(
-            ("task_keys",),
-            lambda: select(t.c.key).where(
-                t.c.job_key == bindparam("jk"), t.c.key.in_(bindparam("keys", expanding=True))
-            ),
-        )
-        return {r[0] for r in self.conn.execute(stmt, {"jk": job_key, "keys": list(keys)})} if keys else set()
+        """Which of these task keys the job already has (the collection add's check)."""
+        return {r["key"] for r in self.task_rows(job_key, keys, ("key",))}
+
+    def task_rows(self, job_key: str, keys: Sequence[str], columns: Sequence[str] | None = None) -> list[Row]:
+        """The job's tasks among these keys, on prebuilt statements: the keys go in chunks of at most 64,
+        each padded to a power of two by repeating its last key, so a few statement shapes serve any count."""
+        cols = tuple(columns) if columns else None
+        out: list[Row] = []
+        for i in range(0, len(keys), _IN_SIZES[-1]):
+            chunk = list(keys[i : i + _IN_SIZES[-1]])
+            size = next(n for n in _IN_SIZES if n >= len(chunk))
+            chunk += [chunk[-1]] * (size - len(chunk))
+            params: dict[str, Any] = {"job": job_key}
+            params.update({f"k{j}": k for j, k in enumerate(chunk)})
+            sql = self._compiled(("task_rows", cols, size), _task_rows_stmt(cols, size))
+            out += self._raw_rows(sql, params)
+        return out
 
     def count(self, table: Table, where: ColumnElement[bool] | None = None) -> int:
         stmt = select(func.count()).select_from(table)
