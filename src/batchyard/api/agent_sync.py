@@ -115,17 +115,11 @@ class NodeStats(_Strict):
     netWriteBytes: float = 0.0
 
 
-class MountError(_Strict):
-    code: str = ""
-    message: str = ""
-    errorDetails: list[NameValue] | None = None
-
-
 class MountReport(_Strict):
     """The agent's mounting of its pool's mountConfiguration (agent.mounts, service.nodemounts)."""
 
     state: Literal["unknown", "pending", "ok", "failed"] = "unknown"
-    errors: list[MountError] = msgspec.field(default_factory=list)
+    errors: list[NodeError] = msgspec.field(default_factory=list)  # each as a node errors[] entry
 
 
 class SyncBody(_Strict):

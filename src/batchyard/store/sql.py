@@ -189,11 +189,14 @@ class Tx:
             c = _COMPILED[full] = _Compiled(_cached(key, build), self.conn.dialect)
         return c
 
+    def _cur(self) -> Any:
+        """The transaction's own DB-API cursor (one, reused within the transaction)."""
+        if self._cursor is None:
+            self._cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        return self._cursor
+
     def _raw(self, c: _Compiled, values: Mapping[str, Any]) -> Any:
-        """Execute on the transaction's own DB-API connection; the cursor is reused within the transaction."""
-        cur = self._cursor
-        if cur is None:
-            cur = self._cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cur = self._cur()
         cur.execute(c.text, c.params(values))
         return cur
 
@@ -299,9 +302,7 @@ class Tx:
             d = {"pk_" + k: p[k] for k in pk_names}
             d.update({"v_" + c: p[c] for c in cols})
             params.append(sql.params(d))
-        if self._cursor is None:
-            self._cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        self._cursor.executemany(sql.text, params)
+        self._cur().executemany(sql.text, params)
 
     def delete(self, table: Table, **pk: Any) -> int:
         stmt = _cached(("delete", table.name, tuple(pk)), lambda: delete(table).where(_pk_params(table, pk)))
