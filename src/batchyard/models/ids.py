@@ -29,3 +29,8 @@ def node_id(pool_id: str, index: int, dedicated: bool = True, salt: str = "") ->
     """Node ids shaped like the service's: tvmps_<64 hex>_d (or _p for low-priority)."""
     digest = hashlib.sha256(f"{pool_id}/{index}/{salt}".encode()).hexdigest()
     return f"tvmps_{digest}_{'d' if dedicated else 'p'}"
+
+
+def node_is_dedicated(node_id: str) -> bool:
+    """A node's kind, read back from its id (`node_id` ends it in `_d` or `_p`)."""
+    return not node_id.endswith("_p")

@@ -24,6 +24,7 @@ from batchyard import __version__
 from batchyard.models import multiinstance
 from batchyard.models.clock import monotonic
 from batchyard.models.ids import node_id as make_node_id
+from batchyard.models.ids import node_is_dedicated
 from batchyard.models.resources import stopped_resize_errors
 from batchyard.pools.hostusers import HostAccounts, remove_node_users
 from batchyard.pools.nodeops import NodeOps
@@ -91,18 +92,13 @@ def node_spec(ctx: Ctx, n: Row, pool: Row) -> NodeSpec:
     )
 
 
-def is_dedicated(node_id: str) -> bool:
-    """A node's kind, from its id (`models.ids.node_id`: `_d` dedicated, `_p` low-priority; set at creation)."""
-    return not node_id.endswith("_p")
-
-
 def _light_nodes(tx: Tx, pool_key: str) -> list[Row]:
     """A pool's nodes as a resize pass needs them, in ordinal order: id, ordinal and kind, never the body
     (a large pool grows by many passes; decoding every node body on each was most of a pass)."""
     n = schema.nodes
     stmt = select(n.c.id, n.c.ordinal).where(n.c.pool_key == pool_key).order_by(n.c.ordinal)
     return [
-        {"id": i, "ordinal": o, "body": {"isDedicated": is_dedicated(i)}}
+        {"id": i, "ordinal": o, "body": {"isDedicated": node_is_dedicated(i)}}
         for i, o in tx.conn.execute(stmt).all()
     ]
 
@@ -355,7 +351,7 @@ class PoolManager:
         rows = tx.conn.execute(select(n.c.pool_key, n.c.id)).all()
         per_pool: dict[str, int] = {}
         for key, node_id in rows:
-            if is_dedicated(node_id) == dedicated:
+            if node_is_dedicated(node_id) == dedicated:
                 per_pool[key] = per_pool.get(key, 0) + 1
         if not per_pool:
             return 0
