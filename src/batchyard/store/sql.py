@@ -80,7 +80,7 @@ def _copy_field(v: Any) -> str:
 def _prep(values: Mapping[str, Any]) -> dict[str, Any]:
     v = dict(values)
     if "body" in v and not isinstance(v["body"], str):
-        v["body"] = _encode(v["body"]).decode()
+        v["body"] = json_text(v["body"])
     return v
 
 
