@@ -171,3 +171,17 @@ def test_an_idle_agent_imports_no_feature_module() -> None:
         "print(sorted(m for m in heavy if m in sys.modules), sys.modules['ssl'])\n"
     )
     assert _python(code) == "[] None"
+
+
+def test_finished_attempts_are_pruned_by_age_and_ever_more_rarely() -> None:
+    """A node that finishes tens of thousands of tasks within two minutes must not rescan its memory of
+    finished attempts on every completion (that was O(n) per task): the next pruning waits for twice
+    what the last one kept, and only attempts older than 120 s are forgotten."""
+    from batchyard.agent.node import FINISHED_KEPT, prune_finished
+
+    finished = {f"old{i}": 0.0 for i in range(100)} | {f"new{i}": 1000.0 for i in range(FINISHED_KEPT + 1)}
+    kept, limit = prune_finished(finished, 1010.0)
+    assert set(kept) == {f"new{i}" for i in range(FINISHED_KEPT + 1)}  # under 120 s: a late reply may name them
+    assert limit == 2 * (FINISHED_KEPT + 1)
+    few, limit = prune_finished({"a": 0.0, "b": 500.0}, 600.0)
+    assert few == {"b": 500.0} and limit == FINISHED_KEPT

@@ -101,6 +101,10 @@ def _spec(root: Path, cmd: str, **kw: object) -> RunSpec:
     return dataclasses.replace(spec, **kw)  # type: ignore[arg-type]
 
 
+#: the SigIgn bits of signals 32 and 33, reserved by glibc for itself
+GLIBC_INTERNAL_SIGNALS = (1 << 31) | (1 << 32)
+
+
 def _run(spec: RunSpec, spawner: str = "") -> RunResult:
     async def go() -> RunResult:
         sp = None
@@ -172,3 +176,37 @@ def test_launcher_kill_ends_the_whole_group(tmp_path: Path, helper: str) -> None
             break
         time.sleep(0.05)
     assert out.stdout.strip() == "", "stragglers of the group survive"
+
+
+@pytest.mark.skipif(not ROOT, reason="switching users needs root")
+@pytest.mark.parametrize("helper", ["root", "user"])
+def test_a_launched_task_sees_a_clean_process_whichever_helper_starts_it(tmp_path: Path, helper: str) -> None:
+    """Both launch paths (Popen in the root helper, posix_spawn in a user's helper) give the task the same
+    process: no signal ignored (Python ignores SIGPIPE and SIGXFSZ), no descriptor beyond 0-2, its own
+    session, umask 022, its working directory, and the program found in the task's own PATH."""
+    os.chmod(tmp_path, 0o755)
+    tools = tmp_path / "tools"
+    tools.mkdir(mode=0o755)
+    (tools / "whoami-here").write_text(
+        "#!/bin/sh\ngrep -E '^(SigIgn|SigBlk)' /proc/self/status\nls /proc/self/fd\n"
+        "ps -o sid= -p $$; echo $$\numask\npwd\n"
+    )
+    os.chmod(tools / "whoami-here", 0o755)
+    spec = _spec(tmp_path / "node", "whoami-here", uid=BASE, gid=BASE, dir_gid=BASE)
+    spec = dataclasses.replace(spec, env={**spec.env, "PATH": f"/nonexistent:{tools}:/usr/bin:/bin"})
+    res = _run(spec, spawner=helper)
+    out = (spec.task_dir / "stdout.txt").read_text().split("\n")
+    assert res.exit_code == 0, (spec.task_dir / "stderr.txt").read_text()
+    assert out[0].split() == ["SigBlk:", "0000000000000000"]
+    # glibc's posix_spawn leaves its two internal signals (32, 33) ignored: no glibc program may use them
+    # (sigaction refuses them), so only the others must be at their default
+    assert int(out[1].split()[1], 16) & ~GLIBC_INTERNAL_SIGNALS == 0, out[1]
+    fds = out[2:-5]
+    assert fds == ["0", "1", "2", "3"], fds  # 3: the directory ls is reading
+    sid, pid = out[-5].strip(), out[-4].strip()
+    assert sid == pid  # the shell leads its own session
+    assert out[-3] == "0022"
+    assert Path(out[-2]) == spec.working_dir
+    for cmd, code in (("no-such-program-anywhere", "CommandProgramNotFound"), ("/no/such", "CommandProgramNotFound")):
+        bad = _run(_spec(tmp_path / f"node-{code}-{len(cmd)}", cmd, uid=BASE, gid=BASE, dir_gid=BASE), spawner=helper)
+        assert bad.failure is not None and bad.failure.code == code

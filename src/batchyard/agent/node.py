@@ -66,6 +66,18 @@ def user_not_found(name: str) -> FailureInfo:
 
 
 SYNC_PATH = "/batchyard/agent/v1/sync"
+#: attempts remembered as finished before the first pruning (those of the last 120 s are always kept)
+FINISHED_KEPT = 10_000
+
+
+def prune_finished(finished: dict[str, float], now: float) -> tuple[dict[str, float], int]:
+    """Forget attempts that finished over 120 s ago; the size at which to prune next.
+
+    That size is twice what was kept, so a node finishing thousands of tasks a minute prunes ever more
+    rarely instead of on every completion: O(1) per task.
+    """
+    kept = {r: t for r, t in finished.items() if now - t < 120}
+    return kept, max(FINISHED_KEPT, 2 * len(kept))
 
 
 def _parse_iso(text: str) -> datetime:
@@ -114,6 +126,7 @@ class Agent:
     task_slots: dict[str, int] = field(default_factory=dict)
     # attempts that already ran here: a reply computed before one finished must not start it again
     finished: dict[str, float] = field(default_factory=dict)
+    finished_limit: int = FINISHED_KEPT  # or twice what the last pruning kept
     events: list[dict[str, Any]] = field(default_factory=list)
     in_flight: set[int] = field(default_factory=set)
     seq: int = 0
@@ -468,8 +481,8 @@ class Agent:
         self.used_slots -= self.task_slots.pop(ref, 1)
         now = time.monotonic()
         self.finished[ref] = now
-        if len(self.finished) > 10000:
-            self.finished = {r: t for r, t in self.finished.items() if now - t < 120}
+        if len(self.finished) > self.finished_limit:
+            self.finished, self.finished_limit = prune_finished(self.finished, now)
         ev: dict[str, Any] = {
             "type": "completed",
             "ref": ref,

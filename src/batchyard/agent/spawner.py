@@ -6,7 +6,9 @@ agent keeps small helper processes (``python -I -S``, a few MB), one per task id
 as that user (it drops to it once started), so that it starts tasks with ``vfork`` and no user switch; task-scoped users (a new uid per
 task) share one root helper that switches per launch. The agent sends each launch over a socket pair, with
 the task's stdout/stderr descriptors; the helper starts the task (its own child), answers with the pid or the
-launch error, reaps it and reports the exit status and resource usage. A helper running as the task user is
+launch error, reaps it and reports the exit status and resource usage. A helper that already runs as the
+task user starts the task with ``posix_spawn`` (decision 0198: a third of Popen's own CPU per launch; the one
+difference, glibc's two internal signals left ignored, no glibc program can see). A helper running as the task user is
 in that user's trust domain already: it holds nothing the user's tasks cannot see. The agent still signals the task's process group itself (it is root). A group that was being
 ended is cleared with SIGKILL by the helper before it reaps the leader, so the group id cannot be reused.
 """
@@ -28,8 +30,9 @@ _MAX_MSG = 1 << 20
 
 #: The helper: stdlib only, no site, so it stays small. ``argv[1]`` is its end of the socket pair.
 HELPER_SOURCE = r"""
-import array, json, os, resource, selectors, signal, socket, subprocess, sys  # all imports before dropping to the user
+import array, errno, json, os, resource, selectors, signal, socket, subprocess, sys  # all imports before dropping to the user
 sock = socket.socket(fileno=int(sys.argv[1]))
+os.set_inheritable(sock.fileno(), False)  # passed to us inheritable: never to the tasks
 if len(sys.argv) > 2:  # become the task user for good, after Python has loaded everything it needs
     uid, gid, *groups = (int(v) for v in sys.argv[2:])
     os.setgroups(groups)
@@ -48,6 +51,32 @@ procs = {}
 null = os.open(os.devnull, os.O_RDONLY)
 def send(msg):
     sock.send(json.dumps(msg).encode())
+def spawn(req, fds):
+    # As Popen(cwd=, env=, umask=, start_new_session=True, close_fds=True) does, with posix_spawn (vfork and
+    # exec, no Python in between): the program is searched in the task's PATH as Popen does, its errors carry
+    # the program's name, and the signals Python ignores are reset for the task (Popen's restore_signals).
+    argv = req["argv"]
+    env = req["env"]
+    prog = argv[0]
+    try:
+        os.fchdir(fds[2])  # everything else the helper opens is close-on-exec
+    except OSError as exc:
+        exc.filename = "/proc/self/fd/%d" % fds[2]
+        raise
+    os.umask(req["umask"])
+    actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, fds[0], 1), (os.POSIX_SPAWN_DUP2, fds[1], 2)]
+    paths = [prog] if os.path.dirname(prog) else [os.path.join(d, prog) for d in os.get_exec_path(env)]
+    first = last = None
+    for path in paths:
+        try:
+            return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True, setsigmask=(),
+                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        except OSError as exc:
+            last = exc.errno
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR) and first is None:
+                first = exc.errno
+    code = first or last or errno.ENOENT
+    raise OSError(code, os.strerror(code), prog)
 def reap():
     while True:
         try:
@@ -79,7 +108,7 @@ while True:
             reap()
             continue
         fds = array.array("i")
-        msg, anc, _, _ = sock.recvmsg(1 << 20, socket.CMSG_LEN(3 * fds.itemsize))
+        msg, anc, _, _ = sock.recvmsg(1 << 20, socket.CMSG_LEN(3 * fds.itemsize), socket.MSG_CMSG_CLOEXEC)
         if not msg:  # the agent is gone: its node is gone, so are the tasks it started here
             for pid in procs:
                 try:
@@ -94,21 +123,23 @@ while True:
         if "doom" in req:
             doomed.add(req["doom"])
             continue
-        ids = {}
-        if "uid" in req:  # a root helper switches user per task (CPython then forks instead of vforking)
-            ids = {"user": req["uid"], "group": req["gid"], "extra_groups": req["groups"]}
         try:
             # cwd through the agent's descriptor: works where the user cannot search the path's parents
-            p = subprocess.Popen(req["argv"], stdin=null, stdout=fds[0], stderr=fds[1],
-                                 cwd="/proc/self/fd/%d" % fds[2],
-                                 env=req["env"], close_fds=True, start_new_session=True, umask=req["umask"],
-                                 **ids)
+            if "uid" in req:  # a root helper switches user per task (CPython then forks instead of vforking)
+                p = subprocess.Popen(req["argv"], stdin=null, stdout=fds[0], stderr=fds[1],
+                                     cwd="/proc/self/fd/%d" % fds[2],
+                                     env=req["env"], close_fds=True, start_new_session=True, umask=req["umask"],
+                                     user=req["uid"], group=req["gid"], extra_groups=req["groups"])
+                pid = p.pid
+            else:  # already the task's user: posix_spawn, a fraction of Popen's own CPU per launch
+                p = None
+                pid = spawn(req, fds)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             send({"id": req["id"], "error": type(exc).__name__, "errno": getattr(exc, "errno", None),
                   "filename": getattr(exc, "filename", None)})
         else:
-            procs[p.pid] = p
-            send({"id": req["id"], "pid": p.pid})
+            procs[pid] = p
+            send({"id": req["id"], "pid": pid})
         finally:
             for fd in fds:
                 os.close(fd)
