@@ -210,3 +210,36 @@ def test_a_launched_task_sees_a_clean_process_whichever_helper_starts_it(tmp_pat
     for cmd, code in (("no-such-program-anywhere", "CommandProgramNotFound"), ("/no/such", "CommandProgramNotFound")):
         bad = _run(_spec(tmp_path / f"node-{code}-{len(cmd)}", cmd, uid=BASE, gid=BASE, dir_gid=BASE), spawner=helper)
         assert bad.failure is not None and bad.failure.code == code
+
+
+@pytest.mark.skipif(not ROOT, reason="switching users needs root")
+@pytest.mark.parametrize("helper", ["root", "user"])
+def test_each_launch_gets_exactly_its_own_environment(tmp_path: Path, helper: str) -> None:
+    """The helper is sent only what changed in the environment since its previous launch: every task must still
+    see exactly its own variables, none left over from the task before it."""
+    os.chmod(tmp_path, 0o755)
+    envs = [
+        {"PATH": "/usr/bin:/bin", "A": "1", "B": "2", "C": "3", "D": "4"},
+        {"PATH": "/usr/bin:/bin", "A": "1", "B": "20", "C": "3", "D": "4"},  # one changed
+        {"PATH": "/usr/bin:/bin", "A": "1", "C": "3", "D": "4", "E": "5"},  # one gone, one new
+        {"PATH": "/usr/bin:/bin", "X": "9"},  # mostly different: sent whole
+        {"PATH": "/usr/bin:/bin", "X": "9"},  # nothing changed
+    ]
+
+    async def go() -> list[str]:
+        sp = Spawner() if helper == "root" else Spawner(BASE, BASE, ())
+        outs = []
+        try:
+            for i, env in enumerate(envs):
+                spec = _spec(tmp_path / f"n{i}", "/usr/bin/env", uid=BASE, gid=BASE, dir_gid=BASE)
+                proc = await TaskProcess.start(dataclasses.replace(spec, env=env), sp)
+                res = await asyncio.wait_for(proc.wait(), 20)
+                assert res.exit_code == 0
+                outs.append((spec.task_dir / "stdout.txt").read_text())
+        finally:
+            sp.close()
+        return outs
+
+    outs = asyncio.run(go())
+    for env, out in zip(envs, outs, strict=True):
+        assert dict(line.split("=", 1) for line in out.splitlines()) == env

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import shlex
 import signal
@@ -171,6 +172,12 @@ def exit_code_from_returncode(returncode: int) -> int:
 
 #: umask of task processes, as on a stock Linux node.
 TASK_UMASK = 0o022
+
+
+@functools.lru_cache(maxsize=256)
+def split_command_line(command_line: str) -> tuple[str, ...]:
+    """`shlex.split`, remembered: the tasks of a job often share their command line, and splitting is ~20 us."""
+    return tuple(shlex.split(command_line))
 
 
 def _make_dirs(spec: RunSpec) -> None:
@@ -311,7 +318,7 @@ class TaskProcess:
         out_fd, err_fd = fds
         try:
             try:
-                argv = shlex.split(spec.command_line)
+                argv = list(split_command_line(spec.command_line))
             except ValueError:
                 self._finish_early(COMMAND_LAUNCH_FAILED)
                 return

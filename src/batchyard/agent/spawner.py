@@ -48,6 +48,7 @@ signal.signal(signal.SIGTERM, lambda *a: None)
 signal.signal(signal.SIGINT, lambda *a: None)
 doomed = set()
 procs = {}
+env = {}
 null = os.open(os.devnull, os.O_RDONLY)
 def send(msg):
     sock.send(json.dumps(msg).encode())
@@ -123,6 +124,13 @@ while True:
         if "doom" in req:
             doomed.add(req["doom"])
             continue
+        if "env" in req:  # the environment whole, or what changed since the previous launch
+            env = req["env"]
+        else:
+            env.update(req["envset"])
+            for k in req["envdrop"]:
+                env.pop(k, None)
+        req["env"] = env
         try:
             # cwd through the agent's descriptor: works where the user cannot search the path's parents
             if "uid" in req:  # a root helper switches user per task (CPython then forks instead of vforking)
@@ -205,6 +213,7 @@ class Spawner:
         theirs.close()
         self._sock = ours
         self._serial = 0
+        self._env: dict[str, str] = {}  # the environment of the helper's last launch
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[Exit]] = {}
         self._early: dict[int, Exit] = {}
@@ -261,7 +270,15 @@ class Spawner:
         rid = self._serial
         fut: asyncio.Future[int] = self._loop.create_future()
         self._pending[rid] = fut
-        req: dict[str, Any] = {"id": rid, "argv": list(argv), "env": dict(env), "cwd": cwd, "umask": umask}
+        req: dict[str, Any] = {"id": rid, "argv": list(argv), "cwd": cwd, "umask": umask}
+        # Tasks of a job differ in a few variables only: the helper keeps the last environment and gets what changed.
+        last = self._env
+        changed = {k: v for k, v in env.items() if last.get(k) != v}
+        if len(changed) > len(env) // 2:
+            req["env"] = dict(env)
+        else:
+            req["envset"] = changed
+            req["envdrop"] = [k for k in last if k not in env]
         if self.uid is None:
             req.update(uid=uid, gid=gid, groups=list(groups))
         wd_fd = os.open(cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -269,6 +286,7 @@ class Spawner:
             self._send(req, (out_fd, err_fd, wd_fd))
         finally:
             os.close(wd_fd)
+        self._env = dict(env)  # what the helper now holds
         return await fut
 
     @property
