@@ -181,7 +181,9 @@ def test_finished_attempts_are_pruned_by_age_and_ever_more_rarely() -> None:
 
     finished = {f"old{i}": 0.0 for i in range(100)} | {f"new{i}": 1000.0 for i in range(FINISHED_KEPT + 1)}
     kept, limit = prune_finished(finished, 1010.0)
-    assert set(kept) == {f"new{i}" for i in range(FINISHED_KEPT + 1)}  # under 120 s: a late reply may name them
+    assert set(kept) == {
+        f"new{i}" for i in range(FINISHED_KEPT + 1)
+    }  # under 120 s: a late reply may name them
     assert limit == 2 * (FINISHED_KEPT + 1)
     few, limit = prune_finished({"a": 0.0, "b": 500.0}, 600.0)
     assert few == {"b": 500.0} and limit == FINISHED_KEPT

@@ -10,7 +10,7 @@ import pytest
 
 from batchyard.api import rawlist
 from batchyard.api import versions as api_versions
-from batchyard.api.app import _absolute
+from batchyard.api.render import absolute as _absolute
 from batchyard.models import versions
 from batchyard.service.common import item
 
@@ -48,7 +48,7 @@ BODIES = [
 
 
 def _reference(version: str, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """What `api.app._list` makes of one stored body (no $select)."""
+    """What `api.render.collection` makes of one stored body (no $select)."""
     it = item({"body": body})
     out = _absolute(BASE, dict(it, url=f"{BASE}/jobs/{job_id}/tasks/{it['id']}"))
     return api_versions.response("tasks", version, out)

@@ -207,8 +207,13 @@ def test_a_launched_task_sees_a_clean_process_whichever_helper_starts_it(tmp_pat
     assert sid == pid  # the shell leads its own session
     assert out[-3] == "0022"
     assert Path(out[-2]) == spec.working_dir
-    for cmd, code in (("no-such-program-anywhere", "CommandProgramNotFound"), ("/no/such", "CommandProgramNotFound")):
-        bad = _run(_spec(tmp_path / f"node-{code}-{len(cmd)}", cmd, uid=BASE, gid=BASE, dir_gid=BASE), spawner=helper)
+    for cmd, code in (
+        ("no-such-program-anywhere", "CommandProgramNotFound"),
+        ("/no/such", "CommandProgramNotFound"),
+    ):
+        bad = _run(
+            _spec(tmp_path / f"node-{code}-{len(cmd)}", cmd, uid=BASE, gid=BASE, dir_gid=BASE), spawner=helper
+        )
         assert bad.failure is not None and bad.failure.code == code
 
 

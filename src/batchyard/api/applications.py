@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
@@ -22,20 +22,14 @@ from starlette.routing import Route
 
 from batchyard.api import http
 from batchyard.api.agent_sync import NODE_ID_HEADER, TOKEN_HEADER, TokenCheck
-from batchyard.api.app import Call, _list, _p, _service_headers
+from batchyard.api.render import Call, Op, collection, param, service_headers
 from batchyard.models import errors
 from batchyard.service import applications as apps
 from batchyard.service.common import Body
 from batchyard.service.context import Ctx
 
-Handler = Callable[[Call], Awaitable[Response]]
-
 #: Uploads stored at once (each up to `limits.PACKAGE_MAX_BODY` on disk); more wait their turn.
 MAX_CONCURRENT_UPLOADS = 4
-
-
-class Op(Protocol):
-    def __call__(self, fn: Handler, stream: bool = False) -> Callable[[Request], Awaitable[Response]]: ...
 
 
 class _Settings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -76,10 +70,10 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
     async def list_applications(c: Call) -> Response:
         q = c.list_query()
         page = apps.list_applications(ctx, q.max_results, q.skiptoken)
-        return _list(c, "applications", None, page, q)
+        return collection(c, "applications", None, page, q)
 
     async def get_application(c: Call) -> Response:
-        body = apps.get_application(ctx, _p(c, "application_id"))
+        body = apps.get_application(ctx, param(c, "application_id"))
         etag, modified = body.pop("eTag"), body.pop("lastModified")
         out = {"odata.metadata": f"{c.base_url}/$metadata#applications/@Element", **body}
         return http.json_response(out, 200, http.entity_headers(etag, modified))
@@ -91,23 +85,23 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         return http.json_response({"value": apps.list_managed(ctx)})
 
     async def get_managed(c: Call) -> Response:
-        return http.json_response(apps.get_managed(ctx, _p(c, "application_id")))
+        return http.json_response(apps.get_managed(ctx, param(c, "application_id")))
 
     async def put_app(c: Call) -> Response:
         spec = decode_settings(await c.request.body())
-        view, created = apps.put_application(ctx, _p(c, "application_id"), spec)
+        view, created = apps.put_application(ctx, param(c, "application_id"), spec)
         return http.json_response(view, 201 if created else 200)
 
     async def patch_app(c: Call) -> Response:
         spec = decode_settings(await c.request.body())
-        return http.json_response(apps.patch_application(ctx, _p(c, "application_id"), spec))
+        return http.json_response(apps.patch_application(ctx, param(c, "application_id"), spec))
 
     async def delete_app(c: Call) -> Response:
-        apps.delete_application(ctx, _p(c, "application_id"))
+        apps.delete_application(ctx, param(c, "application_id"))
         return http.empty(200)
 
     async def put_version(c: Call) -> Response:
-        app_id, version = _p(c, "application_id"), _p(c, "version")
+        app_id, version = param(c, "application_id"), param(c, "version")
         apps.check_app_id(app_id)  # refused before a byte of the body is stored
         apps.check_version(version)
         async with uploads:
@@ -115,7 +109,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         return http.json_response(view, 201 if created else 200)
 
     async def delete_version(c: Call) -> Response:
-        apps.delete_version(ctx, _p(c, "application_id"), _p(c, "version"))
+        apps.delete_version(ctx, param(c, "application_id"), param(c, "version"))
         return http.empty(200)
 
     # --- agents (node token)
@@ -134,7 +128,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
             except errors.BatchError as e:
                 base = str(request.base_url).rstrip("/")
                 resp = http.error_response(e, base, rid, request.method == "HEAD")
-            return _service_headers(resp, request, rid)
+            return service_headers(resp, request, rid)
 
         return endpoint
 

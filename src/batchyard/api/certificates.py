@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.app import Call, _list, _p, _written
+from batchyard.api.render import Call, Op, collection, param, written
 from batchyard.models.certificates import CertificateAddOptions, path_of
 from batchyard.models.resources import select_props
 from batchyard.service import certificates as certs
 from batchyard.service.common import Body
 from batchyard.service.context import Ctx
-
-Op = Callable[[Callable[[Call], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]
 
 #: The service's property order (recorded get/list bodies).
 _ORDER = (
@@ -41,15 +37,15 @@ def _shape(base: str, body: Body) -> Body:
 def routes(o: Op, ctx: Ctx) -> list[Route]:
     async def create(c: Call) -> Response:
         w = certs.create_certificate(ctx, await c.body(CertificateAddOptions))
-        return _written(c, w, 201, location=True)
+        return written(c, w, 201, location=True)
 
     async def list_all(c: Call) -> Response:
         q = c.list_query()
         items, token = certs.list_certificates(ctx, q)
-        return _list(c, "certificates", None, ([_shape(c.base_url, b) for b in items], token), q)
+        return collection(c, "certificates", None, ([_shape(c.base_url, b) for b in items], token), q)
 
     def _key(c: Call) -> tuple[str, str]:
-        return _p(c, "thumbprint_algorithm"), _p(c, "thumbprint")
+        return param(c, "thumbprint_algorithm"), param(c, "thumbprint")
 
     async def get(c: Call) -> Response:
         body = certs.get_certificate(ctx, *_key(c))

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.app import Call, _entity, _list, _p, _written
+from batchyard.api.render import Call, Op, collection, entity, param, written
 from batchyard.models import wire
 from batchyard.service import jobschedules as js
 from batchyard.service.common import Body
 from batchyard.service.context import Ctx
-
-Op = Callable[[Callable[[Call], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]
 
 
 def _urls(base: str, body: Body) -> Body:
@@ -33,50 +29,52 @@ def _urls(base: str, body: Body) -> Body:
 def routes(o: Op, ctx: Ctx) -> list[Route]:
     async def create(c: Call) -> Response:
         w = js.create_schedule(ctx, await c.body(wire.BatchJobScheduleCreateOptions))
-        return _written(c, w, 201, location=True)
+        return written(c, w, 201, location=True)
 
     async def list_all(c: Call) -> Response:
         q = c.list_query()
         items, token = js.list_schedules(ctx, q)
         page = ([_urls(c.base_url, b) for b in items], token)
-        return _list(c, "jobschedules", lambda b: f"/jobschedules/{b['id']}", page, q)
+        return collection(c, "jobschedules", lambda b: f"/jobschedules/{b['id']}", page, q)
 
     async def get(c: Call) -> Response:
         q = c.list_query()
-        body = js.get_schedule(ctx, _p(c, "schedule_id"), c.cond(), q.expand)
+        body = js.get_schedule(ctx, param(c, "schedule_id"), c.cond(), q.expand)
         if c.request.method == "HEAD":
             return http.empty(200, http.entity_headers(body["eTag"], body["lastModified"]))
-        return _entity(c, "jobschedules", f"/jobschedules/{body['id']}", _urls(c.base_url, body), q.select)
+        return entity(c, "jobschedules", f"/jobschedules/{body['id']}", _urls(c.base_url, body), q.select)
 
     async def patch(c: Call) -> Response:
         spec = await c.body(wire.BatchJobScheduleUpdateOptions)
-        return _written(c, js.update_schedule(ctx, _p(c, "schedule_id"), spec, c.cond(), replace=False), 200)
+        return written(
+            c, js.update_schedule(ctx, param(c, "schedule_id"), spec, c.cond(), replace=False), 200
+        )
 
     async def put(c: Call) -> Response:
         spec = await c.body(wire.BatchJobSchedule)
-        return _written(c, js.update_schedule(ctx, _p(c, "schedule_id"), spec, c.cond(), replace=True), 200)
+        return written(c, js.update_schedule(ctx, param(c, "schedule_id"), spec, c.cond(), replace=True), 200)
 
     async def delete(c: Call) -> Response:
         await c.body()
-        js.delete_schedule(ctx, _p(c, "schedule_id"), c.cond())
+        js.delete_schedule(ctx, param(c, "schedule_id"), c.cond())
         return http.empty(202)
 
     async def disable(c: Call) -> Response:
         await c.body()
-        return _written(c, js.disable_schedule(ctx, _p(c, "schedule_id"), c.cond()), 204)
+        return written(c, js.disable_schedule(ctx, param(c, "schedule_id"), c.cond()), 204)
 
     async def enable(c: Call) -> Response:
         await c.body()
-        return _written(c, js.enable_schedule(ctx, _p(c, "schedule_id"), c.cond()), 204)
+        return written(c, js.enable_schedule(ctx, param(c, "schedule_id"), c.cond()), 204)
 
     async def terminate(c: Call) -> Response:
         await c.body()
-        return _written(c, js.terminate_schedule(ctx, _p(c, "schedule_id"), c.cond()), 202)
+        return written(c, js.terminate_schedule(ctx, param(c, "schedule_id"), c.cond()), 202)
 
     async def list_jobs(c: Call) -> Response:
         q = c.list_query()
-        page = js.list_jobs(ctx, _p(c, "schedule_id"), q)
-        return _list(c, "jobs", lambda b: f"/jobs/{b['id']}", page, q)
+        page = js.list_jobs(ctx, param(c, "schedule_id"), q)
+        return collection(c, "jobs", lambda b: f"/jobs/{b['id']}", page, q)
 
     s = "/jobschedules/{schedule_id}"
     table: list[tuple[str, Any, list[str]]] = [

@@ -3,23 +3,18 @@ Job Release tasks (service.jobprep); registered by app.create_app."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batchyard.api.app import Call, _list, _p
+from batchyard.api.render import Call, Op, collection, param
 from batchyard.service import jobprep
 from batchyard.service.common import Body
 from batchyard.service.context import Ctx
 
-Op = Callable[[Callable[[Call], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]
-
 KIND = "jobpreparationandreleasetaskstatuslist"
 
 
-def _absolute(base: str, item: Body) -> Body:
+def absolute(base: str, item: Body) -> Body:
     """Node and directory urls are absolute, like every url the service returns."""
     out = dict(item, nodeUrl=base + item["nodeUrl"])
     for k in ("jobPreparationTaskExecutionInfo", "jobReleaseTaskExecutionInfo"):
@@ -32,7 +27,7 @@ def _absolute(base: str, item: Body) -> Body:
 def routes(o: Op, ctx: Ctx) -> list[Route]:
     async def status(c: Call) -> Response:
         q = c.list_query()
-        items, token = jobprep.list_status(ctx, _p(c, "job_id"), q)
-        return _list(c, KIND, None, ([_absolute(c.base_url, i) for i in items], token), q)
+        items, token = jobprep.list_status(ctx, param(c, "job_id"), q)
+        return collection(c, KIND, None, ([absolute(c.base_url, i) for i in items], token), q)
 
     return [Route("/jobs/{job_id}/jobpreparationandreleasetaskstatus", o(status), methods=["GET"])]

@@ -7,15 +7,13 @@ goes through the server's port forwarder (decision 0132); logs are uploaded with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.app import Call, _list, _p
+from batchyard.api.render import Call, Op, collection, param
 from batchyard.models import errors, wire
 from batchyard.pools.hostusers import HostAccounts
 from batchyard.service import node_access
@@ -26,8 +24,6 @@ from batchyard.service.context import Ctx
 #: `GET …/rdp` is gone from this api-version on (the 2024-07-01.20.0 spec dropped it).
 RDP_REMOVED_IN = "2024-07-01"
 
-Op = Callable[[Callable[[Call], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]
-
 
 def routes(o: Op, ctx: Ctx) -> list[Route]:
     accounts = HostAccounts(ctx.data_dir)
@@ -36,7 +32,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
     users_lock = asyncio.Lock()
 
     def _where(c: Call) -> tuple[str, str]:
-        return _p(c, "pool_id"), _p(c, "node_id")
+        return param(c, "pool_id"), param(c, "node_id")
 
     async def create_user(c: Call) -> Response:
         spec = await c.body(wire.BatchNodeUserCreateOptions)
@@ -64,7 +60,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
     async def replace_user(c: Call) -> Response:
         spec = await c.body(wire.BatchNodeUserReplaceOptions)
         t = nu.target(ctx, *_where(c))
-        name = _p(c, "user_name")
+        name = param(c, "user_name")
         async with users_lock:
             users = nu.users_of(ctx, t.node_id)
             if name not in users:
@@ -86,7 +82,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
     async def delete_user(c: Call) -> Response:
         await c.body()
         t = nu.target(ctx, *_where(c))
-        name = _p(c, "user_name")
+        name = param(c, "user_name")
         async with users_lock:
             if name not in nu.users_of(ctx, t.node_id):
                 raise errors.node_user_not_found()
@@ -121,10 +117,10 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
 
     async def list_extensions(c: Call) -> Response:
         q = c.list_query()
-        return _list(c, "extensions", None, node_access.list_extensions(ctx, *_where(c), q), q)
+        return collection(c, "extensions", None, node_access.list_extensions(ctx, *_where(c), q), q)
 
     async def get_extension(c: Call) -> Response:
-        node_access.get_extension(ctx, *_where(c), _p(c, "extension_name"))
+        node_access.get_extension(ctx, *_where(c), param(c, "extension_name"))
 
     n = "/pools/{pool_id}/nodes/{node_id}"
     table: list[tuple[str, Any, list[str]]] = [

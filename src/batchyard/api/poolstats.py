@@ -3,19 +3,15 @@ thin handlers over service.usage (registered by app.create_app; pool `$expand=st
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.app import LIFETIME_STATS_REMOVED_IN, Call, _list
+from batchyard.api.account import LIFETIME_STATS_REMOVED_IN
+from batchyard.api.render import Call, Op, collection
 from batchyard.models import errors
 from batchyard.service import usage
 from batchyard.service.context import Ctx
-
-Op = Callable[[Callable[[Call], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]
 
 
 def routes(o: Op, ctx: Ctx) -> list[Route]:
@@ -30,7 +26,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         page = usage.usage_metrics(
             ctx, q, c.q("starttime") or c.q("startTime"), c.q("endtime") or c.q("endTime")
         )
-        return _list(c, "poolusagemetrics", None, page, q)
+        return collection(c, "poolusagemetrics", None, page, q)
 
     return [
         Route("/lifetimepoolstats", o(lifetime_pool_stats), methods=["GET"]),

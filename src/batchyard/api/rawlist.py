@@ -17,7 +17,7 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
 # keys the ordinary path rewrites: internal bookkeeping ('_…'), the item's url, and the relative urls that
-# become absolute (api.app._absolute)
+# become absolute (api.render.absolute)
 _REWRITTEN = ('"_', '"url":', '"stats":', '"nodeInfo":', '"recentTasks":')
 
 
