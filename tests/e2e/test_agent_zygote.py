@@ -271,3 +271,23 @@ def test_without_the_zygote_agents_start_as_programs(tmp_path: Path, monkeypatch
     finally:
         srv.stop()
         kill_agents(data)
+
+
+def test_the_zygote_preloads_an_idle_agent_and_nothing_heavier() -> None:
+    """What every forked agent inherits: the idle agent's modules, asyncio without TLS, no feature module."""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    code = (
+        "import sys\n"
+        "from batchyard.agent import zygote\n"
+        "zygote.preload()\n"
+        "heavy = ['httpx', 'psutil', 'uvloop', 'azure', 'aiohttp', 'hashlib', 'shutil', 'tempfile', 'zipfile',\n"
+        "         'batchyard.agent.containers', 'batchyard.agent.multiinstance', 'batchyard.storage.download',\n"
+        "         'batchyard.storage.cache', 'batchyard.storage.packages']\n"
+        "need = ['asyncio', 'h11', 'batchyard.agent.main', 'batchyard.agent.node', 'concurrent.futures.thread']\n"
+        "print(sorted(m for m in heavy if m in sys.modules), sys.modules['ssl'], all(m in sys.modules for m in need))\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join([src, *sys.path[1:]])}
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[] None True"

@@ -40,7 +40,7 @@ CHILD_SETUP_TIMEOUT = 10.0
 
 
 def preload() -> None:
-    """Import what an idle agent imports (``tests/unit/test_agent_zygote.py`` keeps the two lists in step)."""
+    """Import what an idle agent imports (``tests/e2e/test_agent_zygote.py`` checks it loads no feature module)."""
     lean.hide_tls()  # as agent/main.py does when run as a program: asyncio without ssl
     import argparse  # noqa: F401
     import asyncio  # noqa: F401
