@@ -291,3 +291,22 @@ def test_the_zygote_preloads_an_idle_agent_and_nothing_heavier() -> None:
         [sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[] None True"
+
+
+def test_a_zygote_that_cannot_start_leaves_agents_to_start_as_programs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(zygote, "ZYGOTE_MODULE", "batchyard.agent.no_such_module")
+    prov = LocalProvider("http://127.0.0.1:9", "acct")
+    assert prov.zygote is not None
+    pids: dict[str, int] = {}
+    try:
+        for node in ("node-a", "node-b"):  # the second one does not try again (zygote.RETRY_PAUSE)
+            pids[node] = prov.spawn(node, f"token-of-{node}", "p", tmp_path / "nodes" / node, True)
+            assert prov.zygote.pid is None
+        for node, pid in pids.items():
+            assert prov.alive(pid, node)
+            assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    finally:
+        for node, pid in pids.items():
+            prov.kill(pid, node)

@@ -151,6 +151,9 @@ class AgentZygote:
         that agent again as a program), then the zygote itself; its other children, the agents, live on."""
         proc = self._proc
         if proc is not None:
+            log.warning(
+                "the agent zygote (pid %d) failed a request; a new one starts on the next spawn", proc.pid
+            )
             node = _node_of(argv)
             try:
                 for child in psutil.Process(proc.pid).children():
