@@ -97,7 +97,8 @@ def test_agent_environment_has_no_account_key(raw: Raw, pool: str, live: LiveSer
     assert DEV_KEY not in t["stdout"], "a task sees the account key"
     assert "BATCHYARD_ACCOUNT_KEY" not in t["stdout"]
     node = t["nodeInfo"]["nodeId"]
-    # Read the agent's environment as the test (root or the same user) can: only its own token.
+    # Read the agent's start-up environment as the test (root or the same user) can: no account key, and no
+    # token either, an agent being forked by the agent zygote (its token is in its os.environ only, decision 0200)
     agents = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
     for p in agents:
         try:
@@ -105,7 +106,7 @@ def test_agent_environment_has_no_account_key(raw: Raw, pool: str, live: LiveSer
             if b"batchyard.agent.main" in cmd and node.encode() in cmd:
                 env = (p / "environ").read_bytes()
                 assert DEV_KEY.encode() not in env and b"BATCHYARD_ACCOUNT_KEY" not in env
-                assert b"BATCHYARD_NODE_TOKEN=" in env
+                assert b"BATCHYARD_NODE_TOKEN=" not in env
                 break
         except OSError:
             continue

@@ -25,7 +25,9 @@ from typing import Any
 import psutil
 
 from batchyard.models import identity
+from batchyard.pools import zygote
 from batchyard.pools.provider import NodeEvent, NodeSpec
+from batchyard.pools.zygote import AgentZygote
 from batchyard.storage.mountpoints import unmount_below
 
 log = logging.getLogger("batchyard.pools")
@@ -58,11 +60,17 @@ def agent_command() -> list[str]:
     return [sys.executable, "-S", "-m", "batchyard.agent.main"]
 
 
+def base_agent_env() -> dict[str, str]:
+    """What every agent's environment holds (and the agent zygote's, decision 0200): no node's token."""
+    env = {k: os.environ[k] for k in (*AGENT_ENV, *AGENT_TUNING_ENV) if k in os.environ}
+    env["PYTHONPATH"] = agent_path()
+    return env
+
+
 def agent_env(
     token: str, accounts: Iterable[dict[str, Any]] = (), auto_storage: str | None = None
 ) -> dict[str, str]:
-    env = {k: os.environ[k] for k in (*AGENT_ENV, *AGENT_TUNING_ENV) if k in os.environ}
-    env["PYTHONPATH"] = agent_path()
+    env = base_agent_env()
     env["BATCHYARD_NODE_TOKEN"] = token
     if auto_storage:
         env["BATCHYARD_AUTO_STORAGE"] = auto_storage
@@ -186,6 +194,8 @@ class LocalProvider:
         self.file_url_roots = file_url_roots
         self.orphan_timeout = orphan_timeout  # an agent without its server stops after this many seconds
         self.exits = ExitWatch()  # which agents exited, without reading /proc for each (decision 0185)
+        # agents forked from one pre-imported process rather than started as programs (decision 0200)
+        self.zygote = AgentZygote() if zygote.enabled() else None
 
     def spawn(
         self,
@@ -201,26 +211,31 @@ class LocalProvider:
         env = agent_env(token, user_accounts, self.auto_storage)
         if container:  # with registry credentials: in the agent's environment, never on a command line
             env["BATCHYARD_CONTAINER_CONFIG"] = json.dumps(container)
+        args = [
+            "--server",
+            self.server_url,
+            "--node-id",
+            node_id,
+            "--pool-id",
+            pool_id,
+            "--root",
+            str(root),
+            "--account",
+            self.account,
+            "--dedicated" if dedicated else "--low-priority",
+            "--orphan-timeout",
+            f"{self.orphan_timeout:g}",
+            *(arg for r in self.file_url_roots for arg in ("--file-url-root", str(r))),
+        ]
         fd = os.open(root / ".agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
+            if self.zygote is not None:
+                try:
+                    return self.zygote.spawn(agent_command(), args, env, fd, base_agent_env())
+                except zygote.ZygoteUnavailable as e:
+                    log.debug("node %s: its agent starts as a program (%s)", node_id, e)
             proc = subprocess.Popen(
-                [
-                    *agent_command(),
-                    "--server",
-                    self.server_url,
-                    "--node-id",
-                    node_id,
-                    "--pool-id",
-                    pool_id,
-                    "--root",
-                    str(root),
-                    "--account",
-                    self.account,
-                    "--dedicated" if dedicated else "--low-priority",
-                    "--orphan-timeout",
-                    f"{self.orphan_timeout:g}",
-                    *(arg for r in self.file_url_roots for arg in ("--file-url-root", str(r))),
-                ],
+                [*agent_command(), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=subprocess.STDOUT,
@@ -299,9 +314,13 @@ class LocalProvider:
         if status == psutil.STATUS_ZOMBIE:
             _reap(pid)
             return False
-        # A child of ours that has not exec'd the agent yet still shows our own command line.
+        # An agent forked by the zygote shows the same command line (decision 0200).
         if node_id in cmd:
             return True
+        # A child of ours that has not exec'd the agent yet still shows our own command line; the zygote is
+        # a child of ours too, and never an agent.
+        if pid in zygote.zygote_pids or zygote.ZYGOTE_MODULE in cmd:
+            return False
         return ppid == os.getpid() and "batchyard.agent.main" not in cmd
 
     @staticmethod
