@@ -56,6 +56,16 @@ def uid() -> str:
     return uuid.uuid4().hex[:8]
 
 
+@pytest.fixture(autouse=True)
+def _keep_umask() -> Iterator[None]:
+    """Code under test may set the process umask (a local provider hardening its data dir sets 077): the next
+    test starts with the umask the suite started with, whatever ran before it."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"

@@ -186,7 +186,8 @@ def test_a_launched_task_sees_a_clean_process_whichever_helper_starts_it(tmp_pat
     session, umask 022, its working directory, and the program found in the task's own PATH."""
     os.chmod(tmp_path, 0o755)
     tools = tmp_path / "tools"
-    tools.mkdir(mode=0o755)
+    tools.mkdir()
+    os.chmod(tools, 0o755)  # whatever the umask: the task user searches it
     (tools / "whoami-here").write_text(
         "#!/bin/sh\ngrep -E '^(SigIgn|SigBlk)' /proc/self/status\nls /proc/self/fd\n"
         "ps -o sid= -p $$; echo $$\numask\npwd\n"

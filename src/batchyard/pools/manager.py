@@ -150,6 +150,9 @@ class PoolManager:
                     asyncio.get_running_loop().call_later(SPAWN_PAUSE, hub.wake_pools)
                 if spawns:
                     await self._spawn(spawns)
+                    # a pool whose every node is now added and started is steady at once: an agent that joins
+                    # within milliseconds (forked, decision 0200) must not be idle in a pool still resizing
+                    self._settle({sp.pool_key for sp in spawns})
                     # the pool may want more nodes: the next pass follows shortly (a bounded rate)
                     asyncio.get_running_loop().call_later(SPAWN_PAUSE, hub.wake_pools)
                 self.check_leases()
@@ -226,6 +229,14 @@ class PoolManager:
                 else:
                     spawns += self._resize(tx, fresh, self.spawn_batch - len(spawns))
         return spawns
+
+    def _settle(self, pool_keys: set[str]) -> None:
+        """The pools that just started agents, passed over without adding nodes: steady if none is missing."""
+        for key in pool_keys:
+            with self.ctx.store.tx() as tx:
+                fresh = tx.get(schema.pools, key=key)
+                if fresh is not None and fresh["state"] != "deleting" and fresh["alloc_state"] == "resizing":
+                    self._resize(tx, fresh, 0)
 
     def _delete_pool(self, tx: Tx, pool: Row) -> None:
         for n in tx.select(schema.nodes, schema.nodes.c.pool_key == pool["key"]):
