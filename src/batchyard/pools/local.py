@@ -1,4 +1,5 @@
-"""The local node provider: each compute node is a `batchyard agent` process on this host.
+"""The local node provider: each compute node is a `batchyard agent` process on this host, forked from the agent
+zygote (decision 0200, `pools.zygote`) or, without one, started as a program.
 
 Agents get a minimal environment (their own node token, never the account key). When the server runs as
 root, each node gets its own block of task uids (decision 0010): the node root is created group-owned by
@@ -27,7 +28,6 @@ import psutil
 from batchyard.models import identity
 from batchyard.pools import zygote
 from batchyard.pools.provider import NodeEvent, NodeSpec
-from batchyard.pools.zygote import AgentZygote
 from batchyard.storage.mountpoints import unmount_below
 
 log = logging.getLogger("batchyard.pools")
@@ -195,7 +195,7 @@ class LocalProvider:
         self.orphan_timeout = orphan_timeout  # an agent without its server stops after this many seconds
         self.exits = ExitWatch()  # which agents exited, without reading /proc for each (decision 0185)
         # agents forked from one pre-imported process rather than started as programs (decision 0200)
-        self.zygote = AgentZygote() if zygote.enabled() else None
+        self.zygote = zygote.AgentZygote() if zygote.enabled() else None
 
     def spawn(
         self,
