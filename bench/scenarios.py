@@ -105,18 +105,21 @@ def agents_rss(data_dir: Path) -> int:
     return total
 
 
-def agents_memory(data_dir: Path) -> list[tuple[int, int]]:
-    """(RSS, PSS) in KiB of every agent of this server: VmRSS counts shared pages whole, Pss splits them."""
-    out: list[tuple[int, int]] = []
+def agents_memory(data_dir: Path) -> list[tuple[int, int, int]]:
+    """(RSS, PSS, USS) in KiB of every agent of this server: VmRSS counts shared pages whole, Pss splits them,
+    USS (Private_Clean + Private_Dirty) is what one more node adds."""
+    out: list[tuple[int, int, int]] = []
     for pid in agent_pids(data_dir):
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, StopIteration):
             rss = proc_rss_bytes(pid) // 1024
-            pss = next(
-                int(line.split()[1])
-                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-                if line.startswith("Pss:")
-            )
-            out.append((rss, pss))
+            rollup = {
+                k: int(v.split()[0])
+                for k, _, v in (
+                    line.partition(":") for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                )
+                if v.strip().endswith("kB")
+            }
+            out.append((rss, rollup["Pss"], rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)))
     return out
 
 
@@ -1110,7 +1113,8 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         syncs = counter.stop() if counter is not None else None
         rss = srv.rss_bytes()
         a_rss = agents_rss(srv.data_dir)
-        per_agent = agents_memory(srv.data_dir)
+        per_agent_all = agents_memory(srv.data_dir)
+        per_agent = [(r, p) for r, p, _ in per_agent_all]
     expected = n * dt / AGENT_POLL_WAIT
     if syncs is None:
         res.note(f"sync count not captured ({why_not}); using the protocol's expected count {expected:.0f}")
@@ -1139,6 +1143,7 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
             "server_cpu_s_until_idle": round(server_cpu_join, 2),
             "agent_rss_kib": summary([r for r, _ in per_agent]),
             "agent_pss_kib": summary([p for _, p in per_agent]),
+            "agent_uss_kib": summary([u for _, _, u in per_agent_all]),
         }
     )
     res.row(
@@ -1167,7 +1172,12 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
         sc["median"] * 1000,
         note=f"max {sc['max'] * 1000:.0f} ms; x{n} = {sum(start_cpu):.0f} CPU-s; server {server_cpu_join:.0f} CPU-s until idle",
     )
-    for what, figures in (("RSS", [r for r, _ in per_agent]), ("PSS", [p for _, p in per_agent])):
+    uss = [u for _, _, u in per_agent_all]
+    for what, figures in (
+        ("RSS", [r for r, _ in per_agent]),
+        ("PSS", [p for _, p in per_agent]),
+        ("USS", uss),
+    ):
         s = summary(figures)
         res.row(
             f"agent {what} (median of {len(figures)})",
@@ -1176,7 +1186,7 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
             target="<= 15 MiB" if what == "RSS" else "",
             met=s["median"] <= 15 * 1024 and s["max"] <= 15 * 1024 if what == "RSS" else None,
             note=f"max {s['max'] / 1024:.1f} MiB; /proc/<pid>/"
-            + ("status VmRSS" if what == "RSS" else "smaps_rollup Pss"),
+            + {"RSS": "status VmRSS", "PSS": "smaps_rollup Pss", "USS": "smaps_rollup Private_*"}[what],
         )
     res.row(
         f"server RSS with {n} nodes",
@@ -1253,6 +1263,7 @@ def idle(b: Bench, res: ScenarioResult) -> None:
             with b.profiled(srv, res, "real"):
                 cores, dt = _quiet_cpu(srv, interval)
             a_rss = agents_rss(srv.data_dir)
+            mem = agents_memory(srv.data_dir)
             res.details["real"] = {
                 "nodes": n,
                 "ready_s": round(ready, 1),
@@ -1261,6 +1272,9 @@ def idle(b: Bench, res: ScenarioResult) -> None:
                 "window_s": round(dt, 1),
                 "server_rss_bytes": srv.rss_bytes(),
                 "agents_rss_bytes": a_rss,
+                "agent_rss_kib": summary([r for r, _, _ in mem]),
+                "agent_pss_kib": summary([p for _, p, _ in mem]),
+                "agent_uss_kib": summary([u for _, _, u in mem]),
             }
         big = n >= 1000
         res.row(
@@ -1277,6 +1291,15 @@ def idle(b: Bench, res: ScenarioResult) -> None:
             **({"target": "<= 10 %", "met": cores <= 0.10} if big else {}),
             note=f"{(cores - base) / n * 1e6:.0f} us/s per node; agents {a_rss / 2**20 / n:.0f} MiB each",
         )
+        for what, i in (("RSS", 0), ("PSS", 1), ("USS", 2)):
+            s = summary([m[i] for m in mem])
+            res.row(
+                f"agent {what} with {n} idle local nodes (median)",
+                "MiB",
+                s["median"] / 1024,
+                **({"target": "<= 15 MiB", "met": s["median"] <= 15 * 1024} if what == "RSS" else {}),
+                note=f"max {s['max'] / 1024:.1f} MiB",
+            )
     # 2. simulated agents (bench/simagents.py) for real nodes of a real pool
     sim_n = b.size(b.sim_nodes, min(b.sim_nodes, 500))
     if sim_n <= 0:
