@@ -257,7 +257,16 @@ def test_remove_nodes(client: BatchClient, uid: str) -> None:
         409,
         "OperationNotValidOnPool",
     )
-    poller = client.begin_remove_nodes(pool_id, m.BatchNodeRemoveOptions(node_ids=gone), polling_interval=1)
+    # A task on each node, and removal once running tasks complete: the pool stays resizing for those seconds
+    # (an agent forked from the zygote stops in milliseconds, faster than a client's next request)
+    job_id = f"rmj-{uid}"
+    new_job(client, job_id, pool_id)
+    for i in range(3):
+        client.create_task(job_id, task(f"t{i}", "sleep 3"))
+    for i in range(3):
+        wait_task_state(client, job_id, f"t{i}", "running")
+    opts = m.BatchNodeRemoveOptions(node_ids=gone, node_deallocation_option="taskcompletion")
+    poller = client.begin_remove_nodes(pool_id, opts, polling_interval=1)
     p = client.get_pool(pool_id)
     assert p.allocation_state == "resizing" and p.target_dedicated_nodes == 1
     expect_error(
@@ -270,6 +279,9 @@ def test_remove_nodes(client: BatchClient, uid: str) -> None:
     assert left == [nodes[1].id]
     p = client.get_pool(pool_id)
     assert p.allocation_state == "steady" and p.current_dedicated_nodes == 1 and p.target_dedicated_nodes == 1
+    for i in range(3):  # the removed nodes' tasks completed there, none was requeued
+        t = wait_task_state(client, job_id, f"t{i}", "completed")
+        assert t.execution_info.requeue_count == 0 and t.execution_info.exit_code == 0
     client.begin_delete_pool(pool_id, polling_interval=0.2).result()
 
 
