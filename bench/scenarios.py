@@ -1199,8 +1199,8 @@ def nodes(b: Bench, res: ScenarioResult) -> None:
 
 # --- 7. idle nodes: what a quiet pool costs the server ---------------------------------------------------------
 
-#: Memory of one idle `batchyard agent` (the lean agent: 18.7 MiB RSS, 11.8 MiB PSS; decision 0181), with a
-#: margin; used to cap the real node count at what the machine's free memory holds, before starting any.
+#: Memory of one idle `batchyard agent`, with a wide margin (forked from the agent zygote it adds ~6.6 MiB, 17 MiB
+#: RSS; started as a program 11.8 MiB PSS): caps the real node count at what free memory holds, before starting any.
 AGENT_MIB_ESTIMATE = 16.0
 
 
