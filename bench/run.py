@@ -84,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="py-spy the server during each measured phase")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="where the JSON goes")
     p.add_argument("--keep", action="store_true", help="keep the servers' data directories")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="where the servers' data directories go (default: the temp dir). On ext4 without a journal, creating "
+        "files within minutes of deleting many costs far more kernel time (ext4 skips recently deleted inodes "
+        "one by one): use a tmpfs such as /dev/shm to measure without the previous run's deletions",
+    )
     a = p.parse_args(argv)
 
     names = [s.strip() for s in a.scenarios.split(",") if s.strip()]
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown scenario(s): {', '.join(unknown)}")
     date = time.strftime("%Y-%m-%d")
-    tmp = Path(tempfile.mkdtemp(prefix="batchyard-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="batchyard-bench-", dir=a.data_root))
     profile_dir = a.results / "profiles" / date if a.profile else None
     bench = scenarios.Bench(
         quick=a.quick,
