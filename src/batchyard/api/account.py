@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.render import Call, Op, collection
+from batchyard.api.render import Call, Handler, Op, collection, route_table
 from batchyard.models import errors
 from batchyard.service import account, nodes
 from batchyard.service.context import Ctx
@@ -32,9 +30,9 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         body = account.lifetime_job_stats(ctx, f"{c.base_url}/lifetimejobstats")
         return http.json_response({"odata.metadata": f"{c.base_url}/$metadata#jobstats/@Element", **body})
 
-    table: list[tuple[str, Any, list[str]]] = [
+    table: list[tuple[str, Handler, list[str]]] = [
         ("/supportedimages", supported_images, ["GET"]),
         ("/nodecounts", node_counts, ["GET"]),
         ("/lifetimejobstats", lifetime_job_stats, ["GET"]),
     ]
-    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
+    return route_table(o, table)

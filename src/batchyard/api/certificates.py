@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.render import Call, Op, collection, param, written
+from batchyard.api.render import Call, Handler, Op, collection, param, route_table, written
 from batchyard.models.certificates import CertificateAddOptions, path_of
 from batchyard.models.resources import select_props
 from batchyard.service import certificates as certs
@@ -65,11 +63,11 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         return http.empty(204, {"DataServiceId": f"{c.base_url}{path_of(alg, tp.lower())}/canceldelete"})
 
     entity = "/certificates(thumbprintAlgorithm={thumbprint_algorithm},thumbprint={thumbprint})"
-    table: list[tuple[str, Any, list[str]]] = [
+    table: list[tuple[str, Handler, list[str]]] = [
         ("/certificates", create, ["POST"]),
         ("/certificates", list_all, ["GET"]),
         (entity, get, ["GET"]),
         (entity, delete, ["DELETE"]),
         (entity + "/canceldelete", cancel_delete, ["POST"]),
     ]
-    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
+    return route_table(o, table)

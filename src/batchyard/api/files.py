@@ -3,14 +3,13 @@ service.files, which walks each path from the node root without following links.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import unquote
 
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.render import Call, Op, collection, file_response, param
+from batchyard.api.render import Call, Handler, Op, collection, file_response, param, route_table
 from batchyard.service import files
 from batchyard.service.context import Ctx
 
@@ -58,7 +57,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
 
     n = "/pools/{pool_id}/nodes/{node_id}"
     t = "/jobs/{job_id}/tasks/{task_id}"
-    table: list[tuple[str, Any, list[str]]] = [
+    table: list[tuple[str, Handler, list[str]]] = [
         (n + "/files", list_node_files, ["GET"]),
         (n + "/files/{file_path:path}", node_file, ["GET", "HEAD"]),
         (n + "/files/{file_path:path}", delete_node_file, ["DELETE"]),
@@ -66,4 +65,4 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         (t + "/files/{file_path:path}", task_file, ["GET", "HEAD"]),
         (t + "/files/{file_path:path}", delete_task_file, ["DELETE"]),
     ]
-    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
+    return route_table(o, table)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http, versions
-from batchyard.api.render import Call, Op, collection, entity, param, written
+from batchyard.api.render import Call, Handler, Op, collection, entity, param, route_table, written
 from batchyard.models import wire
 from batchyard.service import jobs
 from batchyard.service.context import Ctx
@@ -61,7 +59,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         )
 
     j = "/jobs/{job_id}"
-    table: list[tuple[str, Any, list[str]]] = [
+    table: list[tuple[str, Handler, list[str]]] = [
         ("/jobs", create, ["POST"]),
         ("/jobs", list_all, ["GET"]),
         (j, get, ["GET"]),
@@ -73,4 +71,4 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         (j + "/enable", enable, ["POST"]),
         (j + "/taskcounts", task_counts, ["GET"]),
     ]
-    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
+    return route_table(o, table)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.render import Call, Op, collection, entity, param, written
+from batchyard.api.render import Call, Handler, Op, collection, entity, param, route_table, written
 from batchyard.models import wire
 from batchyard.service import jobschedules as js
 from batchyard.service.common import Body
@@ -77,7 +75,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         return collection(c, "jobs", lambda b: f"/jobs/{b['id']}", page, q)
 
     s = "/jobschedules/{schedule_id}"
-    table: list[tuple[str, Any, list[str]]] = [
+    table: list[tuple[str, Handler, list[str]]] = [
         ("/jobschedules", create, ["POST"]),
         ("/jobschedules", list_all, ["GET"]),
         (s, get, ["GET", "HEAD"]),
@@ -89,4 +87,4 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         (s + "/terminate", terminate, ["POST"]),
         (s + "/jobs", list_jobs, ["GET"]),
     ]
-    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
+    return route_table(o, table)

@@ -7,13 +7,12 @@ goes through the server's port forwarder (decision 0132); logs are uploaded with
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.render import Call, Op, collection, param
+from batchyard.api.render import Call, Handler, Op, collection, param, route_table
 from batchyard.models import errors, wire
 from batchyard.pools.hostusers import HostAccounts
 from batchyard.service import node_access
@@ -123,7 +122,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         node_access.get_extension(ctx, *_where(c), param(c, "extension_name"))
 
     n = "/pools/{pool_id}/nodes/{node_id}"
-    table: list[tuple[str, Any, list[str]]] = [
+    table: list[tuple[str, Handler, list[str]]] = [
         (n + "/users", create_user, ["POST"]),
         (n + "/users/{user_name}", replace_user, ["PUT"]),
         (n + "/users/{user_name}", delete_user, ["DELETE"]),
@@ -133,4 +132,4 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         (n + "/extensions", list_extensions, ["GET"]),
         (n + "/extensions/{extension_name}", get_extension, ["GET"]),
     ]
-    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
+    return route_table(o, table)

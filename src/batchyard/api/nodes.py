@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http, versions
-from batchyard.api.render import Call, Op, absolute, collection, param, written
+from batchyard.api.render import Call, Handler, Op, absolute, collection, param, route_table, written
 from batchyard.models import errors, wire
 from batchyard.models.decode import decode_body
 from batchyard.models.resources import select_props
@@ -135,7 +135,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
     P = "/pools/{pool_id}"
     N = P + "/nodes/{node_id}"
     X = "/batchyard" + P
-    table: list[tuple[str, Any, list[str]]] = [
+    table: list[tuple[str, Handler, list[str]]] = [
         (P + "/nodes", list_nodes, ["GET"]),
         (N, get_node, ["GET"]),
         (P + "/removenodes", remove_nodes, ["POST"]),
@@ -150,4 +150,4 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         (X + "/chaos", get_chaos, ["GET"]),
         (X + "/chaos", put_chaos, ["PUT"]),
     ]
-    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
+    return route_table(o, table)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http
-from batchyard.api.render import Call, Op, collection, entity, param, written
+from batchyard.api.render import Call, Handler, Op, collection, entity, param, route_table, written
 from batchyard.models import wire
 from batchyard.service import autoscale, pools
 from batchyard.service.context import Ctx
@@ -72,7 +70,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         return http.json_response(autoscale.history(ctx, param(c, "pool_id")))
 
     p = "/pools/{pool_id}"
-    table: list[tuple[str, Any, list[str]]] = [
+    table: list[tuple[str, Handler, list[str]]] = [
         ("/pools", create, ["POST"]),
         ("/pools", list_all, ["GET"]),
         (p, get, ["GET", "HEAD"]),
@@ -86,4 +84,4 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         (p + "/evaluateautoscale", evaluate_autoscale, ["POST"]),
         ("/batchyard" + p + "/autoscalehistory", autoscale_history, ["GET"]),
     ]
-    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
+    return route_table(o, table)

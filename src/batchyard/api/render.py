@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from batchyard.api import http, versions
 from batchyard.api.limits import REST_MAX_BODY
@@ -118,6 +119,11 @@ class Op(Protocol):
     """How create_app wraps a handler into an endpoint (`app.Api.op`); ``stream``: it reads its own body."""
 
     def __call__(self, fn: Handler, stream: bool = False) -> Callable[[Request], Awaitable[Response]]: ...
+
+
+def route_table(o: Op, table: list[tuple[str, Handler, list[str]]]) -> list[Route]:
+    """A resource family's routes: (path, handler, methods) rows, each handler wrapped by `o`."""
+    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
 
 
 def service_headers(resp: Response, request: Request, rid: str) -> Response:

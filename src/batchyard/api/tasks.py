@@ -3,13 +3,22 @@ thin handlers over service.tasks. A plain task list page is spliced from the sto
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.responses import Response
 from starlette.routing import Route
 
 from batchyard.api import http, rawlist, versions
-from batchyard.api.render import Call, Op, absolute, collection, entity, next_link, param, written
+from batchyard.api.render import (
+    Call,
+    Handler,
+    Op,
+    absolute,
+    collection,
+    entity,
+    next_link,
+    param,
+    route_table,
+    written,
+)
 from batchyard.models import wire
 from batchyard.service import files, tasks
 from batchyard.service.common import Body
@@ -85,7 +94,7 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
 
     j = "/jobs/{job_id}"
     t = j + "/tasks/{task_id}"
-    table: list[tuple[str, Any, list[str]]] = [
+    table: list[tuple[str, Handler, list[str]]] = [
         (j + "/tasks", create, ["POST"]),
         (j + "/tasks", list_all, ["GET"]),
         (j + "/addtaskcollection", add_collection, ["POST"]),
@@ -95,4 +104,4 @@ def routes(o: Op, ctx: Ctx) -> list[Route]:
         (t + "/terminate", terminate, ["POST"]),
         (t + "/reactivate", reactivate, ["POST"]),
     ]
-    return [Route(path, o(fn), methods=methods) for path, fn, methods in table]
+    return route_table(o, table)
