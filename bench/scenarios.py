@@ -83,18 +83,25 @@ class SystemCpu:
         return (self._busy() - self.busy0) / CLK_TCK / dt if dt > 0 else 0.0
 
 
-def agents_cpu(data_dir: Path) -> float:
-    """CPU seconds of every agent plus its reaped children (the task processes): utime+stime+cutime+cstime."""
-    total = 0.0
+def agents_cpu(data_dir: Path) -> dict[str, float]:
+    """CPU seconds of every agent (``agents``), of its live children, the launcher helpers (``helpers``), and
+    of the processes those reaped, the tasks (``tasks``): utime+stime, and cutime+cstime for the tasks."""
     from bench.client import CLK_TCK
 
-    for pid in agent_pids(data_dir):
+    agents = set(agent_pids(data_dir))
+    out = {"agents": 0, "helpers": 0, "tasks": 0}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
         try:
-            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += sum(int(x) for x in f[11:15]) / CLK_TCK
-    return total
+        kind = "agents" if int(d.name) in agents else "helpers" if int(f[1]) in agents else None
+        if kind is not None:
+            out[kind] += int(f[11]) + int(f[12])
+            out["tasks"] += int(f[13]) + int(f[14])
+    return {k: v / CLK_TCK for k, v in out.items()}
 
 
 def agents_rss(data_dir: Path) -> int:
@@ -409,7 +416,7 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
         seen = time.monotonic() - t0
         s_cpu, a_cpu, c_cpu = (
             srv.cpu_seconds() - s_cpu0,
-            agents_cpu(srv.data_dir) - a_cpu0,
+            {k: v - a_cpu0[k] for k, v in agents_cpu(srv.data_dir).items()},
             time.process_time() - c_cpu0,
         )
         busy = sys_cpu.stop()
@@ -431,10 +438,10 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
                 "wall_s_observed": round(seen, 2),
                 "rate": round(rate, 1),
                 "server_cpu_s": round(s_cpu, 2),
-                "agents_and_tasks_cpu_s": round(a_cpu, 2),
+                "agents_helpers_tasks_cpu_s": {k: round(v, 2) for k, v in a_cpu.items()},
                 "client_cpu_s": round(c_cpu, 2),
                 "system_busy_cores": round(busy, 2),
-                "other_processes_cores": round(busy - (s_cpu + a_cpu + c_cpu) / seen, 2),
+                "other_processes_cores": round(busy - (s_cpu + sum(a_cpu.values()) + c_cpu) / seen, 2),
                 "server_rss_bytes": srv.rss_bytes(),
             }
         )
@@ -494,7 +501,13 @@ def dispatch(b: Bench, res: ScenarioResult) -> None:
         last = sl_cpu[len(sl_cpu) // 2]
         sb["slurmctld+slurmd+munged"] = sum(last.values())
     res.row("server CPU per task", "ms", s_cpu / n * 1000, baselines=sb)
-    res.row("agents + task processes CPU per task", "ms", a_cpu / n * 1000)
+    res.row("agents CPU per task", "ms", a_cpu["agents"] / n * 1000)
+    res.row("launcher helpers CPU per task", "ms", a_cpu["helpers"] / n * 1000)
+    res.row(
+        "task processes CPU per task (/bin/true, reaped by agents and helpers)",
+        "ms",
+        a_cpu["tasks"] / n * 1000,
+    )
     res.row("client (SDK) CPU per task", "ms", c_cpu / n * 1000)
 
 

@@ -228,7 +228,7 @@ def _make_dirs(spec: RunSpec) -> None:
                 os.close(fd)
 
 
-def _create(path: Path) -> int:
+def _create(path: str) -> int:
     try:
         return os.open(path, _WRITE_FLAGS, 0o644)
     except FileExistsError:
@@ -297,8 +297,9 @@ class TaskProcess:
         out_fd = err_fd = -1
         try:
             _make_dirs(spec)
-            out_fd = _create(spec.task_dir / "stdout.txt")
-            err_fd = _create(spec.task_dir / "stderr.txt")
+            task_dir = os.fspath(spec.task_dir)  # plain strings: no Path objects per launch
+            out_fd = _create(task_dir + "/stdout.txt")
+            err_fd = _create(task_dir + "/stderr.txt")
             if spec.uid is not None:
                 for fd in (out_fd, err_fd):
                     os.fchown(fd, spec.uid, spec.gid if spec.gid is not None else -1)
